@@ -1,0 +1,83 @@
+# event-broker-rollout — every command an operator or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+LAB_HOSTS ?= 3
+ENV ?= lab
+STAGE ?= preflight
+CONF ?=
+export LAB_STATE ?= /var/lib/event-broker-lab
+
+.PHONY: help setup packages venv artifacts lock lab-up lab-down lab-status lab-cut lab-heal \
+        stage demo test test-unit test-integration lint typecheck clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: packages venv artifacts ## everything a fresh machine needs (idempotent; needs root for the Debian packages)
+
+packages: ## Debian packages: sshd, iproute2, kcat, iperf3, chromium, ...
+	@bash lab/install-packages.sh
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q uv==0.13.8
+	@$(UV) pip install -q --python $(PY) -r requirements.lock
+	@$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## the Python environment, exactly as pinned in requirements.lock
+
+artifacts: ## Kafka and Apicurio Registry archives assembled from Maven Central (cached in .cache/)
+	@bash lab/artifacts/build.sh
+
+lock: ## recompile requirements.lock from requirements.txt (pins every transitive package)
+	@$(UV) pip compile -q requirements.txt --python-version 3.11 -o requirements.lock
+
+lab-up: venv ## start the lab: LAB_HOSTS network-namespace hosts with sshd (root)
+	@bash lab/lab.sh up $(LAB_HOSTS)
+	@$(PY) -m event_broker_rollout.lab_connections lab >/dev/null
+
+lab-down: ## stop the lab: no namespace, link, process or mount left
+	@bash lab/lab.sh down
+
+lab-status: ## show lab hosts, links and processes
+	@bash lab/lab.sh status
+
+lab-cut: ## cut HOST off the network (as a dead link would)
+	@bash lab/lab.sh cut $(HOST)
+
+lab-heal: ## bring HOST back
+	@bash lab/lab.sh heal $(HOST)
+
+stage: venv ## run one stage DAG in-process: STAGE=<preflight|infrastructure|security|schemas|integration> ENV=lab [CONF='{...}']
+	@$(PY) -m event_broker_rollout.cli stage --stage $(STAGE) --env $(ENV) --conf '$(CONF)'
+
+demo: setup lab-up ## the main job: the rollout onto the local lab
+	@$(MAKE) --no-print-directory stage STAGE=preflight ENV=lab
+
+lint: venv ## ruff and mypy
+	@$(VENV)/bin/ruff check plugins dags tests
+	@$(VENV)/bin/ruff format --check plugins dags tests
+	@$(VENV)/bin/mypy
+
+# pytest exits 5 when a selection holds no test; that is not a failure of the suite.
+define pytest
+	@$(VENV)/bin/pytest $(1); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+endef
+
+test-unit: venv ## unit tests (no lab, no root)
+	$(call pytest,tests/unit -q)
+
+test-integration: setup ## integration and end-to-end tests against the real lab (root)
+	$(call pytest,tests/integration tests/e2e -q)
+
+test: setup lint ## every test: lint, unit, integration, end-to-end
+	$(call pytest,tests -q)
+
+clean: lab-down ## remove generated state (keeps the download cache)
+	rm -rf .airflow reports

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the project needs on the Airflow side and, through the shared /usr, on the lab hosts.
+# Idempotent: installs only what is missing. Needs root (apt-get).
+set -euo pipefail
+packages=(openssh-server openssh-client iproute2 kcat iperf3 openssl netcat-openbsd procps util-linux
+          chromium curl jq)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]} — run 'make packages' as root" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,109 @@
+"""``python -m event_broker_rollout.cli stage --stage preflight --env lab [--conf JSON]``.
+
+Runs a stage DAG through Airflow in-process (``dag.test()``) against the project's own Airflow home
+(SQLite), exits 0 only if the run succeeded, and prints the report path. ``make stage`` calls this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from event_broker_rollout import paths
+
+STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
+
+
+def configure_airflow_environment() -> Path:
+    """Point Airflow at the project's folders and a private SQLite home; must run before airflow imports."""
+    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(paths.PROJECT_ROOT / ".airflow")))
+    defaults = {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def ensure_database(home: Path) -> None:
+    """Migrate the metadata DB once per Airflow version (the marker records which)."""
+    from airflow import __version__ as airflow_version
+
+    marker = home / f".migrated-{airflow_version}"
+    if marker.exists():
+        return
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    marker.touch()
+
+
+def default_connections_file() -> Path | None:
+    from event_broker_rollout.lab_connections import connections_file
+
+    candidate = Path(os.environ.get("EBR_CONNECTIONS_FILE", connections_file()))
+    return candidate if candidate.is_file() else None
+
+
+def run_dag(dag_id: str, conf: dict[str, Any], connections: Path | None) -> tuple[str, str]:
+    """Run one DAG in-process; returns (state, run_id)."""
+    home = configure_airflow_environment()
+    ensure_database(home)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    if bag.import_errors:
+        for path, error in bag.import_errors.items():
+            print(f"import error in {path}:\n{error}", file=sys.stderr)
+        raise SystemExit(2)
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise SystemExit(f"no DAG {dag_id} in {bag.dag_folder}")
+    dag_run = dag.test(run_conf=conf, conn_file_path=str(connections) if connections else None)
+    return str(dag_run.state), str(dag_run.run_id)
+
+
+def report_path(dag_id: str, run_id: str) -> Path:
+    from event_broker_rollout.evidence import report_dir
+
+    return report_dir(dag_id, run_id) / "report.json"
+
+
+def stage_command(args: argparse.Namespace) -> int:
+    conf: dict[str, Any] = json.loads(args.conf) if args.conf else {}
+    conf.setdefault("environment", args.env)
+    dag_id = f"event_broker_{args.stage}"
+    connections = Path(args.connections) if args.connections else default_connections_file()
+    state, run_id = run_dag(dag_id, conf, connections)
+    report = report_path(dag_id, run_id)
+    print(f"\n{dag_id} run {run_id}: {state}")
+    print(f"report: {report if report.exists() else '(no report written)'}")
+    return 0 if state == "success" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="event_broker_rollout.cli")
+    commands = parser.add_subparsers(dest="command", required=True)
+    stage = commands.add_parser("stage", help="run one stage DAG in-process")
+    stage.add_argument("--stage", required=True, choices=STAGES)
+    stage.add_argument("--env", default="lab")
+    stage.add_argument("--conf", default="", help="JSON run conf (overrides the trigger-form defaults)")
+    stage.add_argument("--connections", default="", help="Airflow connections file (default: the lab's)")
+    stage.set_defaults(handler=stage_command)
+    args = parser.parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""The environment model: one YAML file per target environment, validated before any host is touched.
+
+Validation reports every problem at once, each with its YAML path (``hosts[1].roles``), so an operator
+fixes a broken file in one pass. Structural problems (unknown keys, wrong types) come from pydantic;
+cross-field rules (KRaft quorum size, replication factor against broker count, port clashes) are checked
+over the raw mapping so that they are reported even when the structure has mistakes too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from event_broker_rollout import paths
+
+ROLES = ("controller", "broker", "schema_registry")
+
+
+class ConfigProblem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+class EnvironmentConfigError(ValueError):
+    """Raised with every problem of an environment file; the message names each YAML path."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun}\n{lines}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentMode(StrEnum):
+    BARE_METAL = "bare_metal"
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+class SizingTier(Strict):
+    servers: int = Field(ge=1)
+    memory_gb: float = Field(gt=0)
+    vcpus: int = Field(ge=1)
+    disk_gb: float = Field(gt=0)
+    disk_type: Literal["ssd", "any"] = "ssd"
+
+
+class SizingProfile(Strict):
+    description: str = ""
+    minimum: SizingTier
+    recommended: SizingTier
+    broker_heap_mb: int = Field(ge=128)
+    registry_heap_mb: int = Field(ge=64)
+
+
+class Host(Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ssh_conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    roles: list[Literal["controller", "broker", "schema_registry"]] = Field(min_length=1)
+    node_id: int | None = Field(default=None, ge=0)
+    advertised_names: list[str] = Field(default_factory=list)
+
+
+class Distribution(Strict):
+    flavor: Literal["apache", "confluent"]
+    version: str
+    archive: str | None = None
+    package_repository: str | None = None
+    install_dir: str = "/opt/kafka"
+    java_home: str | None = None
+
+
+class SchemaRegistry(Strict):
+    flavor: Literal["apicurio", "confluent"]
+    version: str
+    archive: str | None = None
+    install_dir: str = "/opt/schema-registry"
+    port: int = Field(default=8081, ge=1, le=65535)
+
+
+class Listeners(Strict):
+    client_port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    zookeeper_port: int = Field(default=2181, ge=1, le=65535)
+
+
+class Kafka(Strict):
+    mode: Literal["kraft", "zookeeper"] = "kraft"
+    cluster_id: str = Field(pattern=r"^[A-Za-z0-9_-]{22}$")
+    data_dirs: list[str] = Field(min_length=1)
+    listeners: Listeners = Listeners()
+    default_replication_factor: int = Field(ge=1)
+    min_insync_replicas: int = Field(ge=1)
+    service_user: str = "kafka"
+    auto_create_topics: bool = False
+
+
+class Network(Strict):
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    broker_throughput_gbps: float = Field(gt=0)
+    max_clock_offset_ms: float = Field(default=500, gt=0)
+
+
+class Connections(Strict):
+    kafka_admin: str
+    schema_registry: str
+
+
+class KnowledgeItem(Strict):
+    id: str
+    text: str
+
+
+class Environment(Strict):
+    name: str
+    description: str = ""
+    sizing_profile: str
+    deployment_mode: DeploymentMode = DeploymentMode.BARE_METAL
+    requires_approval: bool = False
+    distribution: Distribution
+    schema_registry: SchemaRegistry
+    kafka: Kafka
+    network: Network
+    connections: Connections
+    hosts: list[Host] = Field(min_length=1)
+    catalog: str = "config/catalog.yaml"
+    policies: str = "config/policies.yaml"
+
+    def hosts_with(self, role: str) -> list[Host]:
+        return [host for host in self.hosts if role in host.roles]
+
+    @property
+    def controllers(self) -> list[Host]:
+        return self.hosts_with("controller")
+
+    @property
+    def brokers(self) -> list[Host]:
+        return self.hosts_with("broker")
+
+    @property
+    def registries(self) -> list[Host]:
+        return self.hosts_with("schema_registry")
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"environment {self.name!r} has no host {name!r}")
+
+    def node_id(self, host: Host) -> int:
+        """KRaft node id: declared, or the host's 1-based position, so it never changes between runs."""
+        return host.node_id if host.node_id is not None else self.hosts.index(host) + 1
+
+    def bootstrap_servers(self) -> str:
+        port = self.kafka.listeners.client_port
+        return ",".join(f"{_hostport(host.address, port)}" for host in self.brokers)
+
+
+def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+class SizingProfiles(Strict):
+    profiles: dict[str, SizingProfile]
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def yaml_path(loc: Iterable[str | int]) -> str:
+    """``('hosts', 1, 'roles')`` -> ``hosts[1].roles``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _pydantic_problems(error: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors():
+        # Union members add their type name to the location; it is noise to an operator.
+        loc = [part for part in item["loc"] if not (isinstance(part, str) and "[" in part)]
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        elif kind == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"]
+        problems.append(ConfigProblem(path=yaml_path(loc), message=message))
+    return problems
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _as_dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Rules across fields, checked on the raw mapping so they run even when the structure is broken."""
+    problems: list[ConfigProblem] = []
+    hosts = [_as_dict(h) for h in _as_list(raw.get("hosts"))]
+
+    for key in ("name", "address"):
+        counts = Counter(str(h.get(key)) for h in hosts if h.get(key) is not None)
+        seen: set[str] = set()
+        for index, host in enumerate(hosts):
+            value = host.get(key)
+            if value is None:
+                continue
+            if counts[str(value)] > 1 and str(value) in seen:
+                problems.append(
+                    ConfigProblem(path=f"hosts[{index}].{key}", message=f"duplicate {key} {value}")
+                )
+            seen.add(str(value))
+
+    def with_role(role: str) -> list[int]:
+        return [i for i, h in enumerate(hosts) if role in _as_list(h.get("roles"))]
+
+    for role in ROLES:
+        if hosts and not with_role(role):
+            problems.append(ConfigProblem(path="hosts", message=f"no host has the role {role}"))
+
+    kafka = _as_dict(raw.get("kafka"))
+    controllers = with_role("controller")
+    if kafka.get("mode", "kraft") == "kraft" and controllers and len(controllers) % 2 == 0:
+        problems.append(
+            ConfigProblem(
+                path="hosts",
+                message=f"{len(controllers)} KRaft controllers: a quorum needs an odd number (3 or 5)",
+            )
+        )
+
+    brokers = with_role("broker")
+    replication = _int_or_none(kafka.get("default_replication_factor"))
+    min_isr = _int_or_none(kafka.get("min_insync_replicas"))
+    if replication is not None and brokers and replication > len(brokers):
+        problems.append(
+            ConfigProblem(
+                path="kafka.default_replication_factor",
+                message=f"replication factor {replication} is above the {len(brokers)} brokers",
+            )
+        )
+    if replication is not None and min_isr is not None and min_isr >= replication:
+        problems.append(
+            ConfigProblem(
+                path="kafka.min_insync_replicas",
+                message=f"min.insync.replicas {min_isr} must be below the replication factor {replication}"
+                " (otherwise one broker down stops every producer)",
+            )
+        )
+
+    listeners = _as_dict(kafka.get("listeners"))
+    ports_by_role = {
+        "broker": ("kafka.listeners.client_port", listeners.get("client_port", 9092)),
+        "controller": ("kafka.listeners.controller_port", listeners.get("controller_port", 9093)),
+        "schema_registry": ("schema_registry.port", _as_dict(raw.get("schema_registry")).get("port", 8081)),
+    }
+    for index, host in enumerate(hosts):
+        taken: dict[Any, str] = {}
+        for role in _as_list(host.get("roles")):
+            if role not in ports_by_role:
+                continue
+            setting, port = ports_by_role[role]
+            if port in taken:
+                problems.append(
+                    ConfigProblem(
+                        path=f"hosts[{index}].roles",
+                        message=f"{taken[port]} and {setting} both use port {port} on host {host.get('name')}",
+                    )
+                )
+            taken[port] = setting
+
+    profile = raw.get("sizing_profile")
+    if isinstance(profile, str) and profiles and profile not in profiles:
+        problems.append(
+            ConfigProblem(
+                path="sizing_profile",
+                message=f"unknown profile {profile!r}; known: {', '.join(sorted(profiles))}",
+            )
+        )
+
+    distribution = _as_dict(raw.get("distribution"))
+    if kafka.get("mode") == "zookeeper" and not (
+        distribution.get("flavor") == "confluent" and str(distribution.get("version", "")).startswith("7.")
+    ):
+        problems.append(
+            ConfigProblem(
+                path="kafka.mode",
+                message="ZooKeeper mode exists only up to Confluent Platform 7.x; Kafka 4.x is KRaft only",
+            )
+        )
+    if distribution.get("flavor") == "apache" and not distribution.get("archive"):
+        problems.append(
+            ConfigProblem(path="distribution.archive", message="the apache flavor installs from an archive")
+        )
+    if (
+        distribution.get("flavor") == "confluent"
+        and not distribution.get("archive")
+        and not distribution.get("package_repository")
+    ):
+        problems.append(
+            ConfigProblem(
+                path="distribution",
+                message="the confluent flavor needs an archive or a package_repository",
+            )
+        )
+
+    network = _as_dict(raw.get("network"))
+    subnet = network.get("subnet")
+    if isinstance(subnet, str):
+        try:
+            net = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:
+            net = None
+        if net is not None:
+            for index, host in enumerate(hosts):
+                try:
+                    address = ipaddress.ip_address(str(host.get("address")))
+                except ValueError:
+                    continue
+                if address not in net:
+                    problems.append(
+                        ConfigProblem(
+                            path=f"hosts[{index}].address",
+                            message=f"{address} is outside the cluster subnet {subnet}",
+                        )
+                    )
+
+    for key in ("catalog", "policies"):
+        value = raw.get(key)
+        if isinstance(value, str) and not paths.resolve_project_path(value).is_file():
+            problems.append(ConfigProblem(path=key, message=f"file not found: {value}"))
+    return problems
+
+
+def load_sizing_profiles(path: Path | None = None) -> dict[str, SizingProfile]:
+    source = path or paths.CONFIG_DIR / "sizing_profiles.yaml"
+    raw = yaml.safe_load(source.read_text())
+    try:
+        return SizingProfiles.model_validate(raw).profiles
+    except ValidationError as error:
+        raise EnvironmentConfigError(str(source), _pydantic_problems(error)) from None
+
+
+def environment_file(name_or_path: str) -> Path:
+    """An environment by name (``lab`` -> ``config/environments/lab.yaml``) or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return paths.resolve_project_path(candidate)
+    return paths.ENVIRONMENTS_DIR / f"{name_or_path}.yaml"
+
+
+def available_environments() -> list[str]:
+    return sorted(p.stem for p in paths.ENVIRONMENTS_DIR.glob("*.yaml"))
+
+
+def parse_environment(raw: Any, source: str, profiles: Mapping[str, SizingProfile]) -> Environment:
+    if not isinstance(raw, Mapping):
+        raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
+    problems: list[ConfigProblem] = []
+    environment: Environment | None = None
+    try:
+        environment = Environment.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(_pydantic_problems(error))
+    problems.extend(cross_field_problems(raw, profiles))
+    if problems or environment is None:
+        raise EnvironmentConfigError(source, problems)
+    return environment
+
+
+def load_environment(name_or_path: str) -> Environment:
+    source = environment_file(name_or_path)
+    if not source.is_file():
+        known = ", ".join(available_environments())
+        raise EnvironmentConfigError(
+            str(source), [ConfigProblem(path="", message=f"no such environment file (known: {known})")]
+        )
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as error:
+        raise EnvironmentConfigError(
+            str(source), [ConfigProblem(path="", message=f"not YAML: {error}")]
+        ) from None
+    return parse_environment(raw, str(source), load_sizing_profiles())
+
+
+def sizing_profile(environment: Environment, override: str | None = None) -> tuple[str, SizingProfile]:
+    profiles = load_sizing_profiles()
+    name = override or environment.sizing_profile
+    if name not in profiles:
+        raise EnvironmentConfigError(
+            "sizing_profile", [ConfigProblem(path="sizing_profile", message=f"unknown profile {name!r}")]
+        )
+    return name, profiles[name]

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from event_broker_rollout import environment as envmod
+from event_broker_rollout.environment import EnvironmentConfigError, parse_environment
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return envmod.load_sizing_profiles()
+
+
+@pytest.fixture
+def lab_raw():
+    return yaml.safe_load(envmod.environment_file("lab").read_text())
+
+
+@pytest.mark.parametrize("name", ["lab", "dev", "prod"])
+def test_shipped_environments_are_valid(name):
+    environment = envmod.load_environment(name)
+    assert environment.name == name
+    assert len(environment.controllers) % 2 == 1
+
+
+def test_lab_environment_matches_the_lab_layout():
+    lab = envmod.load_environment("lab")
+    assert [str(h.address) for h in lab.hosts] == ["10.77.0.11", "10.77.0.12", "10.77.0.13"]
+    assert lab.bootstrap_servers() == "10.77.0.11:9092,10.77.0.12:9092,10.77.0.13:9092"
+    assert [lab.node_id(h) for h in lab.hosts] == [1, 2, 3]
+    assert [h.name for h in lab.registries] == ["lab1"]
+
+
+def test_prod_requires_approval_and_dev_does_not():
+    assert envmod.load_environment("prod").requires_approval
+    assert not envmod.load_environment("dev").requires_approval
+
+
+def test_broken_file_reports_every_mistake_with_its_yaml_path(lab_raw, profiles):
+    broken = copy.deepcopy(lab_raw)
+    broken["hosts"][1]["rolez"] = ["broker"]  # typo
+    broken["hosts"][2]["name"] = "lab1"  # duplicate name
+    broken["hosts"][2]["address"] = "10.77.0.11"  # duplicate address
+    broken["hosts"].append(
+        {"name": "lab4", "address": "10.77.0.14", "ssh_conn_id": "ssh_lab4", "roles": ["controller"]}
+    )  # 4 controllers
+    broken["kafka"]["default_replication_factor"] = 5  # above 3 brokers
+    broken["kafka"]["min_insync_replicas"] = 5  # not below RF
+    broken["kafka"]["listeners"]["controller_port"] = 9092  # clashes with the client port
+    broken["sizing_profile"] = "huge"
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(broken, "broken.yaml", profiles)
+    paths = {problem.path for problem in caught.value.problems}
+    assert {
+        "hosts[1].rolez",
+        "hosts[2].name",
+        "hosts[2].address",
+        "hosts",
+        "kafka.default_replication_factor",
+        "kafka.min_insync_replicas",
+        "hosts[0].roles",
+        "sizing_profile",
+    } <= paths
+    message = str(caught.value)
+    assert message.startswith("broken.yaml: ")
+    assert "hosts[1].rolez: unknown key" in message
+    assert "4 KRaft controllers" in message
+
+
+def test_a_role_with_no_host_is_refused(lab_raw, profiles):
+    for host in lab_raw["hosts"]:
+        host["roles"] = [r for r in host["roles"] if r != "schema_registry"]
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    assert any("no host has the role schema_registry" in p.message for p in caught.value.problems)
+
+
+def test_structural_and_semantic_problems_are_reported_together(lab_raw, profiles):
+    lab_raw["hosts"][0]["address"] = "not-an-ip"
+    lab_raw["kafka"]["min_insync_replicas"] = 3
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    paths = {p.path for p in caught.value.problems}
+    assert "hosts[0].address" in paths
+    assert "kafka.min_insync_replicas" in paths
+
+
+def test_zookeeper_mode_only_with_confluent_7(lab_raw, profiles):
+    lab_raw["kafka"]["mode"] = "zookeeper"
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    assert [p.path for p in caught.value.problems] == ["kafka.mode"]
+
+
+def test_host_outside_the_declared_subnet(lab_raw, profiles):
+    lab_raw["hosts"][2]["address"] = "10.78.0.13"
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    assert [p.path for p in caught.value.problems] == ["hosts[2].address"]
+
+
+def test_unknown_environment_names_the_known_ones():
+    with pytest.raises(EnvironmentConfigError, match="known: dev, lab, prod"):
+        envmod.load_environment("nope")
+
+
+def test_yaml_path_rendering():
+    assert envmod.yaml_path(("hosts", 1, "roles", 0)) == "hosts[1].roles[0]"
+    assert envmod.yaml_path(("kafka", "listeners", "client_port")) == "kafka.listeners.client_port"
