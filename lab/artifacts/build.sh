@@ -2,7 +2,7 @@
 # Build the lab's software archives from Maven Central artifacts:
 #
 #   .cache/artifacts/kafka_2.13-4.1.2.tgz           Apache Kafka 4.1.2 (KRaft), Apache archive layout
-#   .cache/artifacts/apicurio-registry-3.3.3.tgz    Apicurio Registry 3.3.3 (Quarkus app, H2 file storage)
+#   .cache/artifacts/apicurio-registry-3.0.9.tgz    Apicurio Registry 3.0.9 (Quarkus app, H2 file storage)
 #
 # each with a <archive>.sha256 beside it (sha256sum format). Every downloaded
 # file is checked against the committed kafka/SHA256SUMS and apicurio/SHA256SUMS
@@ -22,7 +22,9 @@ set -euo pipefail
 
 KAFKA_VERSION=4.1.2
 SCALA_VERSION=2.13
-APICURIO_VERSION=3.3.3
+# 3.0.9 is the newest Apicurio Registry 3.x served whose application runs on
+# Java 17: the 3.3.x application classes are compiled for Java 21 (class file 65).
+APICURIO_VERSION=3.0.9
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # fixed timestamp for archive entries, so that equal inputs give equal archives
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600}
@@ -231,12 +233,35 @@ EOF
 APICURIO_NAME="apicurio-registry-${APICURIO_VERSION}"
 APICURIO_TGZ="$CACHE/$APICURIO_NAME.tgz"
 APICURIO_SRC="$HERE/apicurio"
-# the runnable Quarkus application (fast-jar layout) is published as a classifier
+# the runnable Quarkus application is published as a classifier
 APICURIO_GAV="io.apicurio:apicurio-registry-app:${APICURIO_VERSION}:tar.gz:all"
 APICURIO_FILE="apicurio-registry-app-${APICURIO_VERSION}-all.tar.gz"
 
+# Maven reads an artifact's POM (and so its parent POM) even to copy a single
+# file. The parent io.apicurio:apicurio-registry:3.0.9 is not served, so a stub
+# with those coordinates goes into the cache's local repository. It only lets
+# Maven read the app's POM; the archive itself is pinned by apicurio/SHA256SUMS.
+install_apicurio_parent_stub() {
+  local pom="$WORK/apicurio-registry-${APICURIO_VERSION}-stub.pom"
+  local installed="$M2/io/apicurio/apicurio-registry/${APICURIO_VERSION}/apicurio-registry-${APICURIO_VERSION}.pom"
+  if [ -f "$installed" ]; then return 0; fi
+  cat > "$pom" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <!-- stub written by lab/artifacts/build.sh: the real parent POM is not served -->
+  <groupId>io.apicurio</groupId>
+  <artifactId>apicurio-registry</artifactId>
+  <version>${APICURIO_VERSION}</version>
+  <packaging>pom</packaging>
+</project>
+EOF
+  mvn_run org.apache.maven.plugins:maven-install-plugin:3.1.3:install-file \
+    -Dfile="$pom" -DpomFile="$pom"
+}
+
 build_apicurio() {
-  local fp dl stage top
+  local fp dl stage top runner
   fp=$(fingerprint "${BASH_SOURCE[0]}" "$APICURIO_SRC/SHA256SUMS" \
        "$APICURIO_SRC"/bin/* "$APICURIO_SRC"/config/*)
   if up_to_date "$APICURIO_TGZ" "$fp"; then
@@ -248,6 +273,7 @@ build_apicurio() {
   dl="$WORK/apicurio-dl"
   rm -rf "$dl"
   mkdir -p "$dl"
+  install_apicurio_parent_stub
   mvn_run "$DEPENDENCY_PLUGIN:copy" -Dartifact="$APICURIO_GAV" -DoutputDirectory="$dl" \
     -Dmdep.overWriteReleases=true
   [ -f "$dl/$APICURIO_FILE" ] || die "Maven did not produce $APICURIO_FILE"
@@ -265,16 +291,19 @@ build_apicurio() {
   rm -rf "$stage"
   mkdir -p "$top"
   tar -xzf "$dl/$APICURIO_FILE" -C "$top" --no-same-owner
-  [ -f "$top/quarkus-run.jar" ] || die "$APICURIO_FILE has no quarkus-run.jar"
-  [ -f "$top/app/apicurio-registry-app-${APICURIO_VERSION}.jar" ] || die "$APICURIO_FILE has no app jar"
-  ls "$top"/lib/main/com.h2database.h2-*.jar >/dev/null 2>&1 || die "$APICURIO_FILE has no H2 driver"
+  # 3.0.x ships a Quarkus legacy-jar (<app>-runner.jar + lib/), 3.1+ a fast-jar
+  # (quarkus-run.jar + app/ lib/ quarkus/); bin/apicurio-registry-start.sh runs either.
+  runner="$top/apicurio-registry-app-${APICURIO_VERSION}-runner.jar"
+  [ -f "$runner" ] || runner="$top/quarkus-run.jar"
+  [ -f "$runner" ] || die "$APICURIO_FILE has no runnable jar"
+  find "$top/lib" -name '*h2database.h2-*.jar' | grep -q . || die "$APICURIO_FILE has no H2 driver"
   rmdir "$top/meta" 2>/dev/null || true   # empty in the published archive
 
   mkdir -p "$top/bin" "$top/config"
   install -m 0755 "$APICURIO_SRC"/bin/*.sh "$top/bin/"
   cp "$APICURIO_SRC"/config/* "$top/config/"
   cp /usr/share/common-licenses/Apache-2.0 "$top/LICENSE" 2>/dev/null \
-    || unzip -p "$top/app/apicurio-registry-app-${APICURIO_VERSION}.jar" META-INF/LICENSE > "$top/LICENSE" 2>/dev/null \
+    || unzip -p "$runner" META-INF/LICENSE > "$top/LICENSE" 2>/dev/null \
     || true
   cat > "$top/NOTICE" <<EOF
 Apicurio Registry ${APICURIO_VERSION}
@@ -285,10 +314,10 @@ Lab build note
 
 This archive was assembled by lab/artifacts/build.sh from the unmodified
 runnable application published to Maven Central as
-${APICURIO_GAV} (Quarkus fast-jar layout:
-quarkus-run.jar, app/, lib/, quarkus/). bin/ and config/ were written for the
-lab: bin/apicurio-registry-start.sh runs it on Java 17 with
-config/application.properties (SQL storage on an H2 file database).
+${APICURIO_GAV} ($(basename "$runner") + lib/).
+bin/ and config/ were written for the lab: bin/apicurio-registry-start.sh runs
+it on Java 17 with config/application.properties (SQL storage on an H2 file
+database).
 EOF
 
   log "Apicurio: packing $APICURIO_TGZ"

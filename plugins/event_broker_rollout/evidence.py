@@ -125,6 +125,10 @@ class StageReport:
     title: str = ""
 
     @property
+    def write_path(self) -> Path:
+        return report_dir(self.dag_id, self.run_id) / "report.json"
+
+    @property
     def status(self) -> str:
         return "failed" if stage_failed(self.results) else "passed"
 

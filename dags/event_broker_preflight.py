@@ -1,0 +1,90 @@
+"""Stage 1 — Prerequisites: every prerequisite of the guide checked on every host, in parallel.
+
+Hardware against the sizing profile, software, network (ports free and reachable between hosts, subnet,
+name resolution, clock, broker throughput), OS tuning, security prerequisites, data classification and
+the operator's acknowledgement of the knowledge prerequisites. All checks run before the stage decides,
+so one run shows every problem; the stage fails if any blocking check failed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from event_broker_rollout import dag_support
+from event_broker_rollout.preflight import stage
+
+DAG_ID = "event_broker_preflight"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    default_args=dag_support.DEFAULT_ARGS,
+    dagrun_timeout=timedelta(minutes=15),
+    doc_md=__doc__,
+    tags=["event-broker", "stage-1"],
+    params={
+        "environment": dag_support.environment_param(),
+        "sizing_profile": dag_support.sizing_profile_param(),
+        "deployment_mode": dag_support.deployment_mode_param(),
+        "knowledge_acknowledged": dag_support.knowledge_param(),
+    },
+)
+def event_broker_preflight() -> None:
+    @task
+    def validate_environment(params: dict[str, Any]) -> list[str]:
+        """Fails here, before any host is touched, if the environment file has mistakes."""
+        environment = dag_support.environment_from(params)
+        return [host.name for host in environment.hosts]
+
+    @task(execution_timeout=timedelta(minutes=3))
+    def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return stage.inspect_host(environment, host_name, params["sizing_profile"], params["deployment_mode"])
+
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=5))
+    def inspect_network(inspections: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+        environment = dag_support.environment_from(params)
+        return stage.inspect_network(environment, [i for i in inspections if i], params["sizing_profile"])
+
+    @task
+    def check_governance(params: dict[str, Any]) -> list[dict[str, Any]]:
+        environment = dag_support.environment_from(params)
+        return stage.check_governance(environment, params["knowledge_acknowledged"])
+
+    @task(trigger_rule="all_done")
+    def report(
+        host_results: Any, network_results: Any, governance_results: Any, params: dict[str, Any]
+    ) -> str:
+        context = get_current_context()
+        environment = dag_support.environment_from(params)
+        results = dag_support.results_from(host_results, network_results, governance_results)
+        built = dag_support.write_report(
+            dag_id=DAG_ID,
+            run_id=context["run_id"],
+            environment=environment.name,
+            started_at=context["dag_run"].start_date,
+            results=results,
+            summary={
+                "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
+                "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
+                "hosts": len(environment.hosts),
+                "knowledge_acknowledged": params["knowledge_acknowledged"],
+            },
+            title="Preflight: prerequisites",
+        )
+        return dag_support.finish(built)
+
+    hosts = validate_environment()
+    inspections = inspect_host.expand(host_name=hosts)
+    network = inspect_network(inspections)
+    governance = check_governance()
+    hosts >> governance
+    report(inspections, network, governance)
+
+
+event_broker_preflight()

@@ -1,0 +1,146 @@
+"""What every stage DAG shares: the trigger-form params, loading the environment, writing the report.
+
+Nothing here reads a connection or variable at import time: DAG files must parse without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from event_broker_rollout.environment import (
+    Environment,
+    available_environments,
+    load_environment,
+    load_sizing_profiles,
+)
+from event_broker_rollout.evidence import Result, Severity, StageReport, Status, utcnow
+from event_broker_rollout.preflight.governance import KNOWLEDGE_PREREQUISITES
+
+DEFAULT_ARGS: dict[str, Any] = {"owner": "platform", "retries": 0}
+
+
+def environment_param() -> Any:
+    from airflow.sdk import Param
+
+    names = available_environments()
+    return Param(
+        "lab" if "lab" in names else names[0],
+        type="string",
+        enum=names,
+        title="Environment",
+        description="Target environment: a file in config/environments/. It is validated before any host is touched.",
+    )
+
+
+def dry_run_param() -> Any:
+    from airflow.sdk import Param
+
+    return Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description="Show the plan (what would change) and change nothing.",
+    )
+
+
+def sizing_profile_param() -> Any:
+    from airflow.sdk import Param
+
+    profiles = sorted(load_sizing_profiles())
+    return Param(
+        None,
+        type=["null", "string"],
+        enum=[None, *profiles],
+        title="Sizing profile override",
+        description="Check the hosts against another sizing profile than the environment's (e.g. development).",
+    )
+
+
+def deployment_mode_param() -> Any:
+    from airflow.sdk import Param
+
+    return Param(
+        None,
+        type=["null", "string"],
+        enum=[None, "bare_metal", "docker", "kubernetes"],
+        title="Deployment mode override",
+        description="Check the prerequisites of another deployment mode than the environment's.",
+    )
+
+
+def knowledge_param() -> Any:
+    from airflow.sdk import Param
+
+    return Param(
+        [],
+        type="array",
+        items={"type": "string", "enum": list(KNOWLEDGE_PREREQUISITES)},
+        title="Knowledge prerequisites acknowledged",
+        description="The guide's knowledge prerequisites the operating team confirms it has: "
+        + "; ".join(KNOWLEDGE_PREREQUISITES.values()),
+    )
+
+
+def environment_from(params: Mapping[str, Any]) -> Environment:
+    return load_environment(str(params["environment"]))
+
+
+def results_from(*groups: Iterable[Mapping[str, Any]] | None) -> list[Result]:
+    """Results from XCom: each group a list of result dicts, or of dicts that carry ``results``."""
+    results: list[Result] = []
+    for group in groups:
+        for item in group or []:
+            if item is None:
+                continue
+            if "results" in item:
+                results += [Result.from_dict(r) for r in item["results"]]
+            else:
+                results.append(Result.from_dict(item))
+    return results
+
+
+def missing_task_result(task_id: str) -> Result:
+    return Result(
+        id=f"task.{task_id}",
+        status=Status.FAIL,
+        message=f"task {task_id} produced no results (it failed or was skipped); see its log",
+        severity=Severity.BLOCKING,
+    )
+
+
+def write_report(
+    *,
+    dag_id: str,
+    run_id: str,
+    environment: str,
+    started_at: datetime,
+    results: list[Result],
+    summary: Mapping[str, Any],
+    title: str,
+) -> StageReport:
+    report = StageReport(
+        dag_id=dag_id,
+        run_id=run_id,
+        environment=environment,
+        started_at=started_at,
+        finished_at=utcnow(),
+        results=results,
+        summary=summary,
+        title=title,
+    )
+    path = report.write()
+    print(f"report: {path}")
+    return report
+
+
+def finish(report: StageReport) -> str:
+    """The stage's verdict: fail the task (and so the run) when any blocking check failed."""
+    from airflow.exceptions import AirflowFailException
+
+    failed = [r for r in report.results if r.status is Status.FAIL]
+    if failed:
+        listing = "; ".join(f"{r.id}@{r.host or 'cluster'}: {r.message}" for r in failed[:20])
+        raise AirflowFailException(f"{len(failed)} blocking check(s) failed: {listing}")
+    return str(report.write_path)

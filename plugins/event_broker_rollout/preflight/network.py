@@ -1,0 +1,223 @@
+"""Cross-host network checks: ports reachable from every other cluster host, and broker-to-broker throughput.
+
+Reachability is tested between the hosts themselves, not only from the Airflow side: a probe listener
+is opened on every free required port, then every host connects to every other host's ports. Throughput
+is measured for real with iperf3 around the ring of brokers (each broker sends once and receives once),
+each measurement bounded in bytes and time.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from event_broker_rollout.environment import Environment, Host
+from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.preflight.checks import required_ports
+from event_broker_rollout.remote import RemoteError, RemoteHost
+
+PROBE_SECONDS = 60
+CONNECT_TIMEOUT_SECONDS = 2
+IPERF_PORT = 5201
+IPERF_BYTES = "256M"
+IPERF_TIMEOUT_SECONDS = 15
+
+# A listener that accepts and closes connections until it is killed (or PROBE_SECONDS pass).
+_PROBE_LISTENER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(1)
+deadline = time.time() + float(sys.argv[3])
+while time.time() < deadline:
+    try:
+        c, _ = s.accept(); c.close()
+    except OSError:
+        pass
+"""
+
+T = TypeVar("T")
+
+
+def in_parallel(items: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
+    if not items:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
+        return dict(zip(items, pool.map(work, items), strict=True))
+
+
+def start_probe_command(address: str, ports: Sequence[int]) -> str:
+    script = shlex.quote(_PROBE_LISTENER)
+    starts = " ".join(
+        f"(setsid python3 -c {script} {address} {port} {PROBE_SECONDS} >/dev/null 2>&1 & echo $!);"
+        for port in ports
+    )
+    return starts
+
+
+def connect_command(targets: Sequence[tuple[str, int]]) -> str:
+    """One line per target: ``<address> <port> ok|fail``, each connect bounded in time."""
+    checks = " ".join(
+        f"if timeout {CONNECT_TIMEOUT_SECONDS} bash -c '</dev/tcp/{address}/{port}' 2>/dev/null;"
+        f" then echo '{address} {port} ok'; else echo '{address} {port} fail'; fi;"
+        for address, port in targets
+    )
+    return checks or "true"
+
+
+def parse_connect_output(text: str) -> dict[tuple[str, int], bool]:
+    outcome = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            outcome[(parts[0], int(parts[1]))] = parts[2] == "ok"
+    return outcome
+
+
+@dataclass(frozen=True)
+class Reachability:
+    source: str
+    target: str
+    port: int
+    ok: bool
+
+
+def reachability_results(
+    environment: Environment, matrix: Sequence[Reachability], cut_off: Sequence[str]
+) -> list[Result]:
+    results = []
+    for target in environment.hosts:
+        if target.name in cut_off:
+            continue
+        for port, service in sorted(required_ports(environment, target).items()):
+            rows = [r for r in matrix if r.target == target.name and r.port == port]
+            failed = sorted(r.source for r in rows if not r.ok)
+            results.append(
+                check(
+                    f"net.port.reachable[{port}]",
+                    not failed,
+                    host=target.name,
+                    observed=f"refused or timed out from {', '.join(failed)}"
+                    if failed
+                    else f"reachable from {len(rows)} cluster hosts",
+                    expected=f"{service} port reachable from every other cluster host",
+                    message=f"port {port} ({service}) from the other cluster hosts",
+                    details={"sources": sorted(r.source for r in rows)},
+                )
+            )
+    return results
+
+
+def check_reachability(
+    environment: Environment,
+    sessions: Mapping[str, RemoteHost],
+    free_ports: Mapping[str, Sequence[int]],
+) -> list[Reachability]:
+    """Open probes on free ports, connect from every host to every other, close the probes."""
+    hosts = {h.name: h for h in environment.hosts if h.name in sessions}
+
+    def start(name: str) -> list[str]:
+        ports = free_ports.get(name, [])
+        if not ports:
+            return []
+        output = sessions[name].run(start_probe_command(str(hosts[name].address), ports), timeout=20)
+        return output.stdout.split()
+
+    probes = in_parallel(list(hosts), start)
+    try:
+
+        def probe_from(source: str) -> list[Reachability]:
+            targets = [
+                (str(h.address), port, h.name)
+                for h in hosts.values()
+                if h.name != source
+                for port in required_ports(environment, h)
+            ]
+            output = sessions[source].run(connect_command([(a, p) for a, p, _ in targets]), timeout=60)
+            outcome = parse_connect_output(output.stdout)
+            return [
+                Reachability(source, name, port, outcome.get((address, port), False))
+                for address, port, name in targets
+            ]
+
+        matrix = [row for rows in in_parallel(list(hosts), probe_from).values() for row in rows]
+    finally:
+
+        def stop(name: str) -> None:
+            if probes.get(name):
+                sessions[name].run(f"kill {' '.join(probes[name])} 2>/dev/null; true", timeout=20)
+
+        in_parallel(list(hosts), stop)
+    return matrix
+
+
+def broker_ring(brokers: Sequence[Host]) -> list[tuple[Host, Host]]:
+    if len(brokers) < 2:
+        return []
+    return (
+        [(brokers[i], brokers[(i + 1) % len(brokers)]) for i in range(len(brokers))]
+        if len(brokers) > 2
+        else [(brokers[0], brokers[1])]
+    )
+
+
+def parse_iperf_gbps(text: str) -> float:
+    data = json.loads(text)
+    if "error" in data:
+        raise ValueError(data["error"])
+    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def throughput_results(environment: Environment, sessions: Mapping[str, RemoteHost]) -> list[Result]:
+    required = environment.network.broker_throughput_gbps
+    pairs = [(a, b) for a, b in broker_ring(environment.brokers) if a.name in sessions and b.name in sessions]
+    if not pairs:
+        return [
+            Result(
+                id="net.throughput",
+                status=Status.SKIPPED,
+                message="fewer than two reachable brokers to measure between",
+                severity=Severity.ADVISORY,
+            )
+        ]
+    results = []
+    for sender, receiver in pairs:
+        check_id = f"net.throughput[{sender.name}->{receiver.name}]"
+        try:
+            sessions[receiver.name].run(
+                f"timeout {IPERF_TIMEOUT_SECONDS + 5} iperf3 -s -1 -D -B {receiver.address} -p {IPERF_PORT}",
+                timeout=20,
+                check=True,
+            )
+            output = sessions[sender.name].run(
+                f"timeout {IPERF_TIMEOUT_SECONDS} iperf3 -J -c {receiver.address} -p {IPERF_PORT} -n {IPERF_BYTES}",
+                timeout=IPERF_TIMEOUT_SECONDS + 10,
+            )
+            gbps = parse_iperf_gbps(output.stdout)
+        except (RemoteError, ValueError, KeyError) as error:
+            results.append(
+                Result(
+                    id=check_id,
+                    status=Status.FAIL,
+                    host=sender.name,
+                    observed=f"not measured: {error}",
+                    expected=f">= {required:g} Gbps",
+                    message="broker-to-broker throughput (iperf3)",
+                )
+            )
+            continue
+        results.append(
+            check(
+                check_id,
+                gbps >= required,
+                host=sender.name,
+                observed=f"{gbps:.2f} Gbps",
+                expected=f">= {required:g} Gbps",
+                message=f"throughput {sender.name} -> {receiver.name} (iperf3, {IPERF_BYTES}B)",
+            )
+        )
+    return results

@@ -1,0 +1,128 @@
+"""The preflight stage's steps as plain functions (the DAG wires them; tests call them directly).
+
+Each step returns JSON-safe data (results as dicts) so it can travel through XCom. An unreachable host
+is a finding, never an exception: the other hosts' checks complete and the report names the host.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from event_broker_rollout.audit import audit
+from event_broker_rollout.catalog import load_catalog, load_policies
+from event_broker_rollout.environment import Environment, sizing_profile
+from event_broker_rollout.evidence import Result
+from event_broker_rollout.preflight import checks, governance, network
+from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
+from event_broker_rollout.remote import RemoteError, RemoteHost
+
+SSH_CONNECT_TIMEOUT = 5
+
+
+def _dicts(results: list[Result]) -> list[dict[str, Any]]:
+    for result in results:
+        audit(
+            "preflight.check",
+            target=result.id,
+            host=result.host,
+            outcome=str(result.status),
+            observed=result.observed,
+            expected=result.expected,
+        )
+    return [result.to_dict() for result in results]
+
+
+def deployment_mode(environment: Environment, override: str | None) -> str:
+    return override or str(environment.deployment_mode)
+
+
+def inspect_host(
+    environment: Environment, host_name: str, profile_override: str | None, mode_override: str | None
+) -> dict[str, Any]:
+    host = environment.host(host_name)
+    profile_name, profile = sizing_profile(environment, profile_override)
+    mode = deployment_mode(environment, mode_override)
+    try:
+        with RemoteHost.from_conn_id(host.name, host.ssh_conn_id, SSH_CONNECT_TIMEOUT) as session:
+            before = time.time()
+            remote_clock = float(session.run("date +%s.%N", timeout=10, check=True).stdout.strip())
+            after = time.time()
+            raw = session.run(facts_command(environment, list(host.roles), mode), timeout=60, check=True)
+    except RemoteError as error:
+        return {
+            "host": host.name,
+            "reachable": False,
+            "results": _dicts([checks.unreachable(host, str(error))]),
+        }
+    facts = parse_facts(raw.stdout)
+    clock = {
+        "offset_ms": (remote_clock - (before + after) / 2) * 1000,
+        "uncertainty_ms": (after - before) * 500,
+    }
+    results = [
+        checks.reachable(host, facts),
+        *checks.host_checks(host, facts, environment, profile_name, profile, mode),
+    ]
+    return {
+        "host": host.name,
+        "reachable": True,
+        "facts": facts.to_dict(),
+        "clock": clock,
+        "results": _dicts(results),
+    }
+
+
+def inspect_network(
+    environment: Environment, inspections: list[dict[str, Any]], profile_override: str | None
+) -> list[dict[str, Any]]:
+    profile_name, profile = sizing_profile(environment, profile_override)
+    reachable = [item for item in inspections if item.get("reachable")]
+    cut_off = [item["host"] for item in inspections if not item.get("reachable")]
+    results: list[Result] = checks.server_count_checks(environment, profile_name, profile)
+    results += checks.clock_checks(
+        (
+            checks.ClockSample(item["host"], item["clock"]["offset_ms"], item["clock"]["uncertainty_ms"])
+            for item in reachable
+        ),
+        environment.network.max_clock_offset_ms,
+    )
+    free_ports = {}
+    for item in reachable:
+        facts = HostFacts.from_dict(item["facts"])
+        held = {listener.port for listener in facts.listeners}
+        free_ports[item["host"]] = [
+            p for p in checks.required_ports(environment, environment.host(item["host"])) if p not in held
+        ]
+
+    with ExitStack() as stack:
+        sessions: dict[str, RemoteHost] = {}
+
+        def open_session(name: str) -> RemoteHost | str:
+            host = environment.host(name)
+            try:
+                return stack.enter_context(
+                    RemoteHost.from_conn_id(name, host.ssh_conn_id, SSH_CONNECT_TIMEOUT)
+                )
+            except RemoteError as error:
+                return str(error)
+
+        for name, opened in network.in_parallel([item["host"] for item in reachable], open_session).items():
+            if isinstance(opened, RemoteHost):
+                sessions[name] = opened
+            else:
+                cut_off.append(name)
+                results.append(checks.unreachable(environment.host(name), opened))
+        matrix = network.check_reachability(environment, sessions, free_ports)
+        results += network.reachability_results(environment, matrix, cut_off)
+        results += network.throughput_results(environment, sessions)
+    return _dicts(results)
+
+
+def check_governance(environment: Environment, acknowledged: list[str]) -> list[dict[str, Any]]:
+    catalog = load_catalog(environment.catalog)
+    policies = load_policies(environment.policies)
+    return _dicts(
+        [*governance.classification_checks(catalog, policies), *governance.knowledge_checks(acknowledged)]
+    )
