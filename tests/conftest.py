@@ -12,3 +12,70 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME}/airflow.db")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LAB_STATE = Path(os.environ.get("LAB_STATE", "/var/lib/event-broker-lab"))
+
+
+def needs_root() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        os.geteuid() != 0, reason="the lab needs root (network namespaces, bind mounts, sshd)"
+    )
+
+
+@pytest.fixture
+def lab_hosts() -> dict:
+    """The 3-host lab, up (idempotent), with its Airflow connections file written; returns lab.json."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    subprocess.run(
+        ["bash", str(REPO / "lab" / "lab.sh"), "up", "3"], check=True, capture_output=True, timeout=120
+    )
+    for host in ("lab1", "lab2", "lab3"):
+        subprocess.run(
+            ["bash", str(REPO / "lab" / "lab.sh"), "heal", host], check=True, capture_output=True, timeout=60
+        )
+    subprocess.run(
+        [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
+    )
+    return json.loads((LAB_STATE / "lab.json").read_text())
+
+
+def run_stage(
+    stage: str, conf: dict | None = None, timeout: int = 900
+) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """`make stage` as an operator runs it (the CLI it calls); returns the process and the report."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    conf = {"environment": "lab", **(conf or {})}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "event_broker_rollout.cli",
+            "stage",
+            "--stage",
+            stage,
+            "--env",
+            conf["environment"],
+            "--conf",
+            json.dumps(conf),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    report = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("report: ") and line.endswith(".json"):
+            report = json.loads(Path(line.removeprefix("report: ")).read_text())
+    return proc, report

@@ -4,7 +4,7 @@
 #     storage format, kcat -L, kafka-metadata-quorum, kafka-topics, kafka-configs,
 #     kafka-acls (StandardAuthorizer), kafka-broker-api-versions, console
 #     producer/consumer, produce+consume with confluent-kafka
-#   - Apicurio Registry on 127.0.0.1:18081 (health on 127.0.0.1:19000) with an H2
+#   - Apicurio Registry on 127.0.0.1:18081 (health at /health) with an H2
 #     file database in a temp dir: register an Avro schema through the Confluent
 #     compatible API, Avro round trip through Kafka, restart, schema still there
 #   - every listening socket of the started processes is on 127.0.0.1
@@ -22,10 +22,9 @@ HOST=127.0.0.1
 KAFKA_PORT=19092
 CONTROLLER_PORT=19093
 REGISTRY_PORT=18081
-REGISTRY_MGMT_PORT=19000
 BOOTSTRAP="$HOST:$KAFKA_PORT"
 REGISTRY_URL="http://$HOST:$REGISTRY_PORT/apis/ccompat/v7"
-HEALTH_URL="http://$HOST:$REGISTRY_MGMT_PORT/health"
+HEALTH_URL="http://$HOST:$REGISTRY_PORT/health"
 
 step() { echo; echo "### $*"; }
 ok()   { echo "OK: $*"; }
@@ -195,8 +194,7 @@ A="$TMP/$(basename "$APICURIO_TGZ" .tgz)"
 mkdir -p "$TMP/registry-data"
 
 start_registry() {
-  REGISTRY_HTTP_HOST=$HOST REGISTRY_HTTP_PORT=$REGISTRY_PORT \
-  REGISTRY_MANAGEMENT_PORT=$REGISTRY_MGMT_PORT REGISTRY_DATA_DIR="$TMP/registry-data" \
+  REGISTRY_HTTP_HOST=$HOST REGISTRY_HTTP_PORT=$REGISTRY_PORT REGISTRY_DATA_DIR="$TMP/registry-data" \
     "$A/bin/apicurio-registry-start.sh" >> "$TMP/registry.out" 2>&1 &
   REGISTRY_PID=$!
   STARTED_PIDS+=("$REGISTRY_PID")
@@ -207,7 +205,8 @@ start_registry() {
 
 step "Apicurio: start (1st)"
 start_registry
-curl -fsS "$HEALTH_URL"; echo
+curl -fsS "$HEALTH_URL" | "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print("health:", d["status"], [c["name"] for c in d["checks"]])'
+
 curl -fsS "http://$HOST:$REGISTRY_PORT/apis/ccompat/v7/subjects"; echo
 ls "$TMP/registry-data"
 [ -f "$TMP/registry-data/registry.mv.db" ] || die "no H2 file database in $TMP/registry-data"

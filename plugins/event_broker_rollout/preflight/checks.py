@@ -29,6 +29,8 @@ SUPPORTED_OS: Mapping[str, tuple[str, tuple[int, ...]]] = {
     "debian": ("Debian", (11,)),
 }
 
+# MemTotal excludes what firmware and the kernel reserve: a "16 GB" server reads about 15.5 GiB.
+MEMORY_TOLERANCE = 0.95
 RECOMMENDED_NOFILE = 100_000
 RECOMMENDED_SWAPPINESS = 1
 RECOMMENDED_MAX_MAP_COUNT = 262_144
@@ -74,26 +76,24 @@ def _tiers(
     recommended: float,
     unit: str,
     what: str,
+    tolerance: float = 1.0,
 ) -> list[Result]:
+    """A minimum (blocking) and a recommended (advisory) check of one measure."""
+    note = f" (accepting {tolerance:.0%} of nominal)" if tolerance < 1 else ""
     return [
         check(
-            f"{check_id}.minimum",
-            observed >= minimum,
+            f"{check_id}.{tier}",
+            observed >= threshold * tolerance,
             host=host,
             observed=f"{observed:g} {unit}".strip(),
-            expected=f">= {minimum:g} {unit}".strip(),
-            message=f"{what}: {observed:g} {unit}, minimum {minimum:g}".strip(),
-            severity=BLOCKING,
-        ),
-        check(
-            f"{check_id}.recommended",
-            observed >= recommended,
-            host=host,
-            observed=f"{observed:g} {unit}".strip(),
-            expected=f">= {recommended:g} {unit}".strip(),
-            message=f"{what}: {observed:g} {unit}, recommended {recommended:g}".strip(),
-            severity=ADVISORY,
-        ),
+            expected=f">= {threshold:g} {unit}{note}".strip(),
+            message=f"{what}: {observed:g} {unit}, {tier} {threshold:g}".strip(),
+            severity=severity,
+        )
+        for tier, threshold, severity in (
+            ("minimum", minimum, BLOCKING),
+            ("recommended", recommended, ADVISORY),
+        )
     ]
 
 
@@ -110,6 +110,7 @@ def hardware_checks(
         recommended.memory_gb,
         "GB",
         f"total memory ({profile_name} profile)",
+        tolerance=MEMORY_TOLERANCE,
     )
     results += _tiers(
         "hw.vcpus",
@@ -162,7 +163,7 @@ def hardware_checks(
                     host=host.name,
                     observed=kind,
                     expected="SSD",
-                    message=f"{disk.mount_point} ({disk.source}) is {kind}",
+                    message=f"the kernel reports {disk.source or disk.mount_point} as {kind} (a virtual disk may report rotational: check its backing storage)",
                     severity=BLOCKING if disk.rotational else ADVISORY,
                 )
             )

@@ -143,8 +143,9 @@ def _parse_disk(directory: str, text: str) -> Disk:
     return Disk(
         directory=directory,
         mount_point=mount_point,
-        size_gb=round(size_kb / 1024 / 1024, 1),
-        available_gb=round(available_kb / 1024 / 1024, 1),
+        # Disks are sold in decimal gigabytes: a "100 GB SSD" holds 100e9 bytes (93 GiB).
+        size_gb=round(size_kb * 1024 / 1e9, 1),
+        available_gb=round(available_kb * 1024 / 1e9, 1),
         source=values.get("source", ""),
         rotational=None if rotational in (None, "") else rotational == "1",
     )

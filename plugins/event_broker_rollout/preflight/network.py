@@ -51,12 +51,14 @@ def in_parallel(items: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
 
 
 def start_probe_command(address: str, ports: Sequence[int]) -> str:
+    """Start one probe listener per port, print their pids, and return once all of them listen."""
     script = shlex.quote(_PROBE_LISTENER)
     starts = " ".join(
         f"(setsid python3 -c {script} {address} {port} {PROBE_SECONDS} >/dev/null 2>&1 & echo $!);"
         for port in ports
     )
-    return starts
+    listening = " && ".join(f"ss -Hltn 'sport = :{port}' | grep -q ." for port in ports)
+    return f"{starts} for _ in $(seq 50); do if {listening}; then break; fi; sleep 0.1; done"
 
 
 def connect_command(targets: Sequence[tuple[str, int]]) -> str:

@@ -1,0 +1,53 @@
+"""Every DAG file imports cleanly and reads no connection or variable while it is parsed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import BaseHook, Variable
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"looked up at parse time: {args}")
+
+    with (
+        mock.patch.object(BaseHook, "get_connection", side_effect=forbidden),
+        mock.patch.object(Variable, "get", side_effect=forbidden),
+    ):
+        return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_dag_files_exist():
+    assert DAG_FILES
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_per_file_named_like_the_file(dagbag):
+    for path in DAG_FILES:
+        assert path.stem in dagbag.dag_ids, f"{path.name} defines no DAG {path.stem}"
+
+
+def test_stage_dags_have_an_environment_param_with_a_default(dagbag):
+    for dag_id in dagbag.dag_ids:
+        dag = dagbag.dags[dag_id]
+        assert "environment" in dag.params, dag_id
+        assert dag.params["environment"] in {
+            p.stem for p in (DAGS_DIR.parent / "config" / "environments").glob("*.yaml")
+        }
+
+
+def test_no_connection_env_vars_needed_to_parse():
+    assert not [key for key in os.environ if key.startswith("AIRFLOW_CONN_")]

@@ -1,0 +1,230 @@
+"""Preflight checks over recorded host outputs: a lab host (recorded from the lab, Debian 12), a RHEL 9
+production broker and an Ubuntu 20.04 development host (outputs in the formats those systems print)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from event_broker_rollout.environment import load_environment, load_sizing_profiles
+from event_broker_rollout.evidence import Status
+from event_broker_rollout.preflight import checks
+from event_broker_rollout.preflight.facts import HostFacts, java_major, parse_facts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "host_facts"
+
+
+def facts(name: str) -> HostFacts:
+    return parse_facts((FIXTURES / f"{name}.txt").read_text())
+
+
+def by_id(results):
+    return {r.id: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return load_sizing_profiles()
+
+
+def test_parse_recorded_debian_lab_host():
+    lab = facts("debian12_lab")
+    assert (lab.os_id, lab.os_version, lab.vcpus) == ("debian", "12", 2)
+    assert lab.memory_total_gb == pytest.approx(23.5, abs=0.1)
+    assert lab.memory_available_gb == pytest.approx(22.5, abs=0.1)
+    (disk,) = lab.disks
+    assert (disk.directory, disk.mount_point, disk.source, disk.rotational) == (
+        "/var/lib/kafka/data",
+        "/var/lib/kafka",
+        "/dev/vda",
+        True,
+    )
+    assert disk.size_gb == pytest.approx(270.6, abs=0.1)  # decimal GB, as disks are sold
+    assert lab.java_version == "17.0.15"
+    assert [(item.port, item.process) for item in lab.listeners] == [(22, "sshd")]
+    assert lab.forward == {"lab1": "10.77.0.11", "lab2": "10.77.0.12", "lab3": "10.77.0.13"}
+    assert "10.77.0.11" in lab.interface_addresses
+    assert lab.tools["iperf3"]
+
+
+def test_facts_survive_the_xcom_round_trip():
+    original = facts("rhel9_broker")
+    assert HostFacts.from_dict(original.to_dict()) == original
+
+
+@pytest.mark.parametrize(
+    ("text", "major"), [("1.8.0_392", 8), ("11.0.24", 11), ("17.0.12", 17), ("21", 21), ("21-ea", 21)]
+)
+def test_java_major(text, major):
+    assert java_major(text) == major
+
+
+def test_lab_host_passes_the_lab_profile(profiles):
+    lab = load_environment("lab")
+    results = checks.host_checks(
+        lab.host("lab1"), facts("debian12_lab"), lab, "lab", profiles["lab"], "bare_metal"
+    )
+    assert not [r for r in results if r.status is Status.FAIL]
+    skipped = by_id(results)
+    assert skipped["sw.docker"].status is Status.SKIPPED
+    assert "deployment mode is bare_metal" in skipped["sw.docker"].message
+    assert skipped["sw.confluent"].status is Status.SKIPPED
+
+
+def test_lab_host_against_development_profile_fails_on_vcpus(profiles):
+    lab = load_environment("lab")
+    results = by_id(
+        checks.host_checks(
+            lab.host("lab1"), facts("debian12_lab"), lab, "development", profiles["development"], "bare_metal"
+        )
+    )
+    vcpus = results["hw.vcpus.minimum"]
+    assert (vcpus.status, vcpus.observed, vcpus.expected) == (Status.FAIL, "2", ">= 4")
+    assert results["hw.vcpus.recommended"].status is Status.WARN
+    assert results["hw.memory.total.minimum"].status is Status.PASS
+    assert results["hw.disk.type[/var/lib/kafka/data]"].status is Status.FAIL
+
+
+def test_rhel_broker_meets_production_minimum_not_recommended(profiles):
+    prod = load_environment("prod")
+    host = prod.host("kbrk-1")
+    results = by_id(
+        checks.host_checks(
+            host, facts("rhel9_broker"), prod, "production", profiles["production"], "bare_metal"
+        )
+    )
+    for check_id in (
+        "hw.memory.total.minimum",
+        "hw.vcpus.minimum",
+        "hw.disk.size.minimum[/data/kafka/1]",
+        "hw.disk.type[/data/kafka/1]",
+        "sw.os",
+        "sw.java",
+        "sw.confluent",
+        "net.subnet",
+        "net.dns.forward",
+        "net.dns.reverse",
+        "os.nofile",
+        "os.vm.swappiness",
+        "os.vm.max_map_count",
+    ):
+        assert results[check_id].status is Status.PASS, (check_id, results[check_id])
+    assert results["hw.memory.total.recommended"].status is Status.WARN
+    assert results["sw.os"].expected == "RHEL 8+"
+    # The second data dir was not measured in this recording: only what was measured is reported.
+    assert "hw.disk.size.minimum[/data/kafka/2]" not in results
+
+
+def test_memory_tolerance_accepts_a_16gb_server_reading_15_5_gib(profiles):
+    dev = load_environment("dev")
+    results = by_id(
+        checks.host_checks(
+            dev.host("kafka-dev-1"),
+            facts("ubuntu2004_dev"),
+            dev,
+            "development",
+            profiles["development"],
+            "bare_metal",
+        )
+    )
+    assert results["hw.memory.total.minimum"].status is Status.PASS
+    assert results["hw.memory.total.minimum"].observed == "15.5 GB"
+
+
+def test_ubuntu_dev_host_findings(profiles):
+    dev = load_environment("dev")
+    results = by_id(
+        checks.host_checks(
+            dev.host("kafka-dev-1"),
+            facts("ubuntu2004_dev"),
+            dev,
+            "development",
+            profiles["development"],
+            "bare_metal",
+        )
+    )
+    assert results["sw.os"].status is Status.PASS  # Ubuntu 20.04 is the guide's minimum
+    java = results["sw.java"]
+    assert (java.status, java.observed) == (Status.FAIL, "11.0.24")  # Confluent Platform 8 needs 17
+    port = results["net.port.free[9092]"]
+    assert port.status is Status.FAIL and port.observed == "in use by node"
+    assert results["hw.disk.size.minimum[/var/lib/kafka/data]"].status is Status.PASS  # 103.9 GB
+    assert results["hw.disk.type[/var/lib/kafka/data]"].status is Status.FAIL
+    # A busy host: judged on MemAvailable (2.8 GB, page cache reclaimable), never MemFree (0.4 GB);
+    # still too little for the development heaps (4 GB broker + 1 GB registry, x1.5).
+    available = results["hw.memory.available"]
+    assert (available.status, available.observed) == (Status.FAIL, "2.8 GB available")
+    forward, reverse = results["net.dns.forward"], results["net.dns.reverse"]
+    assert forward.status is Status.FAIL and forward.observed == {"kafka-dev-3": "unresolved"}
+    assert reverse.status is Status.FAIL and reverse.observed == {"203.0.113.23": "unresolved"}
+    for tuning in ("os.nofile", "os.vm.swappiness", "os.vm.max_map_count"):
+        assert results[tuning].status is Status.WARN  # advisory, never blocking
+
+
+def test_java_11_is_enough_for_confluent_7():
+    dev = load_environment("dev").model_copy(
+        update={"distribution": load_environment("dev").distribution.model_copy(update={"version": "7.6.1"})}
+    )
+    assert checks.required_java(dev) == 11
+
+
+def test_port_held_by_the_brokers_own_jvm_is_not_a_conflict():
+    lab = load_environment("lab")
+    recorded = facts("debian12_lab")
+    with_broker = HostFacts.from_dict(
+        {**recorded.to_dict(), "listeners": [{"address": "10.77.0.11", "port": 9092, "process": "java"}]}
+    )
+    results = by_id(checks.port_checks(lab.host("lab1"), with_broker, lab))
+    assert results["net.port.free[9092]"].status is Status.PASS
+
+
+def test_modes_docker_and_kubernetes_are_checked_only_when_chosen():
+    lab = load_environment("lab")
+    recorded = facts("debian12_lab")
+    docker = by_id(checks.software_checks(lab.host("lab1"), recorded, lab, "docker"))
+    assert docker["sw.docker"].status is Status.FAIL and docker["sw.docker"].observed == "not found"
+    assert docker["sw.kubernetes"].status is Status.SKIPPED
+    with_docker = HostFacts.from_dict({**recorded.to_dict(), "docker_version": "24.0.7"})
+    assert (
+        by_id(checks.software_checks(lab.host("lab1"), with_docker, lab, "docker"))["sw.docker"].status
+        is Status.PASS
+    )
+    old_kube = HostFacts.from_dict({**recorded.to_dict(), "kubernetes_version": "1.20.15"})
+    assert (
+        by_id(checks.software_checks(lab.host("lab1"), old_kube, lab, "kubernetes"))["sw.kubernetes"].status
+        is Status.FAIL
+    )
+
+
+def test_unsupported_os_is_blocking():
+    lab = load_environment("lab")
+    centos7 = HostFacts.from_dict(
+        {
+            **facts("debian12_lab").to_dict(),
+            "os_id": "centos",
+            "os_version": "7",
+            "os_pretty": "CentOS Linux 7 (Core)",
+        }
+    )
+    result = by_id(checks.software_checks(lab.host("lab1"), centos7, lab, "bare_metal"))["sw.os"]
+    assert result.status is Status.FAIL
+
+
+def test_server_count_and_clock():
+    lab = load_environment("lab")
+    profiles = load_sizing_profiles()
+    counted = by_id(checks.server_count_checks(lab, "development", profiles["development"]))
+    assert counted["hw.servers.minimum"].status is Status.PASS
+    assert counted["hw.servers.recommended"].status is Status.WARN
+    samples = [checks.ClockSample("a", 0.0, 1.0), checks.ClockSample("b", 300.0, 1.0)]
+    (clock,) = checks.clock_checks(samples, 250)
+    assert clock.status is Status.FAIL and clock.details == {"a": 0.0, "b": 300.0}
+    (single,) = checks.clock_checks(samples[:1], 250)
+    assert single.status is Status.SKIPPED
+
+
+def test_unreachable_host_is_a_blocking_finding_naming_host_and_error():
+    lab = load_environment("lab")
+    result = checks.unreachable(lab.host("lab2"), "lab2 (10.77.0.12): unreachable (connection timed out)")
+    assert result.status is Status.FAIL and result.host == "lab2" and "timed out" in result.message
