@@ -173,7 +173,7 @@ build_kafka() {
          "$KAFKA_SRC"/bin/* "$KAFKA_SRC"/config/*)
   fi
   check_sums "$libs" "$KAFKA_SRC/SHA256SUMS"
-  log "Kafka: $(ls "$libs" | wc -l) jars match kafka/SHA256SUMS"
+  log "Kafka: $(find "$libs" -name '*.jar' | wc -l) jars match kafka/SHA256SUMS"
 
   stage="$WORK/kafka-stage"
   top="$stage/$KAFKA_NAME"
@@ -190,6 +190,7 @@ build_kafka() {
       echo "# Lab build of Apache Kafka $KAFKA_VERSION: $name runs $cls"
       case "$name" in
         kafka-console-producer.sh|kafka-console-consumer.sh)
+          # shellcheck disable=SC2016 # written literally into the wrapper
           echo 'if [ -z "${KAFKA_HEAP_OPTS:-}" ]; then export KAFKA_HEAP_OPTS="-Xmx512M"; fi' ;;
       esac
       echo "exec \"\$(dirname \"\${BASH_SOURCE[0]}\")/kafka-run-class.sh\" $cls \"\$@\""

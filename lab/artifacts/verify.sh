@@ -41,10 +41,10 @@ TMP=$(mktemp -d /tmp/lab-artifacts-verify.XXXXXX)
 STARTED_PIDS=()
 
 stop_pid() {  # stop_pid PID: TERM, wait up to 60 s, then KILL
-  local pid=$1 i
+  local pid=$1 _
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done
@@ -60,7 +60,11 @@ cleanup() {
   for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
   if [ "$rc" -ne 0 ]; then
     echo "--- last lines of the logs in $TMP:" >&2
-    tail -n 30 "$TMP"/*.out 2>/dev/null >&2 || true
+    for f in "$TMP"/*.out; do
+      [ -f "$f" ] || continue
+      echo "--- $f" >&2
+      tail -n 30 "$f" >&2 || true
+    done
   fi
   if [ "${KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
     echo "(temp dir kept: $TMP)" >&2
@@ -73,9 +77,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local secs=$1 what=$2 i
+  local secs=$1 what=$2 _
   shift 2
-  for i in $(seq 1 "$secs"); do
+  for _ in $(seq 1 "$secs"); do
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 1
   done
@@ -86,11 +90,11 @@ rss_mb() { awk '/^VmRSS:/ {printf "%d", $2/1024}' "/proc/$1/status"; }
 
 check_loopback_only() {  # check_loopback_only PID NAME
   local pid=$1 name=$2 addrs bad
-  addrs=$(ss -Hltnp | grep "pid=$pid," | awk '{print $4}' | sort -u)
+  addrs=$(ss -Hltnp | grep "pid=$pid," | awk '{print $4}' | sed 's/^\[::ffff:\(.*\)\]:/\1:/' | sort -u)
   [ -n "$addrs" ] || die "$name ($pid) listens on nothing?"
   bad=$(grep -v "^$HOST:" <<< "$addrs" || true)
   [ -z "$bad" ] || die "$name listens on non-loopback addresses: $bad"
-  ok "$name listens only on: $(echo $addrs)"
+  ok "$name listens only on: $(tr '\n' ' ' <<< "$addrs")"
 }
 
 ###############################################################################
@@ -230,7 +234,7 @@ echo "RSS: Kafka broker+controller ${KAFKA_RSS} MB (-Xmx512m), Apicurio ${REGIST
 
 step "Apicurio: restart (apicurio-registry-stop.sh, start again)"
 "$A/bin/apicurio-registry-stop.sh"
-for i in $(seq 1 60); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 1; done
+for _ in $(seq 1 60); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 1; done
 kill -0 "$REGISTRY_PID" 2>/dev/null && die "registry did not stop on SIGTERM"
 wait "$REGISTRY_PID" 2>/dev/null || true
 ok "registry stopped"
@@ -240,7 +244,7 @@ ok "schema $SCHEMA_ID survived the restart"
 
 step "stop Kafka (kafka-server-stop.sh)"
 "$K/bin/kafka-server-stop.sh"
-for i in $(seq 1 60); do kill -0 "$KAFKA_PID" 2>/dev/null || break; sleep 1; done
+for _ in $(seq 1 60); do kill -0 "$KAFKA_PID" 2>/dev/null || break; sleep 1; done
 kill -0 "$KAFKA_PID" 2>/dev/null && die "Kafka did not stop on SIGTERM"
 wait "$KAFKA_PID" 2>/dev/null || true
 ok "Kafka stopped"

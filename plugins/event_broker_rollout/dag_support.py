@@ -101,13 +101,20 @@ def results_from(*groups: Iterable[Mapping[str, Any]] | None) -> list[Result]:
     return results
 
 
-def missing_task_result(task_id: str) -> Result:
-    return Result(
-        id=f"task.{task_id}",
-        status=Status.FAIL,
-        message=f"task {task_id} produced no results (it failed or was skipped); see its log",
-        severity=Severity.BLOCKING,
-    )
+def task_outcomes(context: Any) -> list[Result]:
+    """Failed tasks become blocking findings (a task that died may have left no evidence of its own);
+    tasks that never ran because an earlier one failed are listed as skipped, with that reason."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[context["run_id"]]).get(context["run_id"], {})
+    outcomes = []
+    for task_id, state in sorted(states.items()):
+        if task_id == ti.task_id:
+            continue
+        if state == "failed":
+            outcomes.append(Result(id=f"task.{task_id}", status=Status.FAIL, message=f"task {task_id} failed; see its log"))
+        elif state == "upstream_failed":
+            outcomes.append(Result(id=f"task.{task_id}", status=Status.SKIPPED, message=f"task {task_id} did not run: an earlier step failed", severity=Severity.ADVISORY))
+    return outcomes
 
 
 def write_report(

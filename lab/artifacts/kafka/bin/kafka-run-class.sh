@@ -27,8 +27,14 @@ fi
 
 LOG_DIR=${LOG_DIR:-"$base_dir/logs"}
 
-KAFKA_JMX_OPTS=${KAFKA_JMX_OPTS:-"-Dcom.sun.management.jmxremote -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false"}
+# JMX: unlike upstream, no remote JMX agent unless JMX_PORT is set (upstream's
+# default -Dcom.sun.management.jmxremote opens an RMI port on every interface);
+# local tools (jcmd, jconsole <pid>) attach without it.
+KAFKA_JMX_OPTS=${KAFKA_JMX_OPTS:-}
 if [ -n "${JMX_PORT:-}" ]; then
+  if [ -z "$KAFKA_JMX_OPTS" ]; then
+    KAFKA_JMX_OPTS="-Dcom.sun.management.jmxremote -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false"
+  fi
   KAFKA_JMX_OPTS="$KAFKA_JMX_OPTS -Dcom.sun.management.jmxremote.port=$JMX_PORT"
   if ! echo "$KAFKA_JMX_OPTS" | grep -qF -- "-Dcom.sun.management.jmxremote.rmi.port="; then
     KAFKA_JMX_OPTS="$KAFKA_JMX_OPTS -Dcom.sun.management.jmxremote.rmi.port=$JMX_PORT"

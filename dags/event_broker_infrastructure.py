@@ -1,0 +1,126 @@
+"""Stage 2 — Infrastructure: install, configure and start a KRaft Kafka cluster and the Schema Registry.
+
+Controllers first, then brokers, then the registry; every step behind health gates that nothing
+downstream can pass while they fail. A re-run with nothing to do changes nothing and restarts nothing;
+a config change restarts only the nodes it affects, one at a time, gated between each. `dry_run` shows
+the plan (files with diffs, services to start or restart) and changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from event_broker_rollout import dag_support
+from event_broker_rollout.infrastructure import stage
+from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE, REGISTRY_SERVICE
+from event_broker_rollout.operators import RollingRestartOperator
+from event_broker_rollout.sensors import ClusterHealthSensor, ControllerQuorumSensor
+
+DAG_ID = "event_broker_infrastructure"
+ENV = "{{ params.environment }}"
+GATE_TIMEOUT = "{{ params.gate_timeout_seconds }}"
+SETTLE = "{{ params.gate_settle_seconds }}"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    default_args=dag_support.DEFAULT_ARGS,
+    dagrun_timeout=timedelta(minutes=45),
+    doc_md=__doc__,
+    tags=["event-broker", "stage-2"],
+    params={
+        "environment": dag_support.environment_param(),
+        "dry_run": dag_support.dry_run_param(),
+        "gate_timeout_seconds": Param(300, type="integer", minimum=10, title="Gate timeout (s)", description="How long a health gate waits before it fails the stage."),
+        "gate_settle_seconds": Param(10, type="integer", minimum=0, title="Gate settle window (s)", description="How long the cluster must stay healthy before a gate passes (longer than a broker's session timeout)."),
+    },
+)
+def event_broker_infrastructure() -> None:
+    @task
+    def plan(params: dict[str, Any]) -> dict[str, Any]:
+        """Read-only: observe every host and compute what would change."""
+        return stage.plan_environment(dag_support.environment_from(params))
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def proceed(plans: dict[str, Any], params: dict[str, Any]) -> bool:
+        """Stop here on a dry run (the report shows the plan), or when a host could not be planned."""
+        stage.planned_hosts(plans)
+        return not params["dry_run"]
+
+    @task
+    def hosts_to_install(plans: dict[str, Any]) -> list[str]:
+        return list(plans)
+
+    @task(max_active_tis_per_dagrun=4)
+    def install(host_name: str, plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.install_host(dag_support.environment_from(params), plans, host_name)
+
+    @task
+    def configure(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.configure_hosts(dag_support.environment_from(params), plans)
+
+    @task
+    def start_controllers(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.start_services(dag_support.environment_from(params), plans, "controller", KAFKA_SERVICE)
+
+    @task
+    def start_brokers(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.start_services(dag_support.environment_from(params), plans, "broker", KAFKA_SERVICE)
+
+    @task
+    def start_registry(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        environment = dag_support.environment_from(params)
+        results = stage.start_services(environment, plans, "schema_registry", REGISTRY_SERVICE)
+        for host in environment.registries:
+            if stage.registry_action(plans, host.name) == "restart":
+                results.append(stage.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
+        return results
+
+    @task(trigger_rule="all_done")
+    def report(params: dict[str, Any]) -> str:
+        context = get_current_context()
+        environment = dag_support.environment_from(params)
+        ti = context["ti"]
+        plans = ti.xcom_pull(task_ids="plan") or {}
+        results = stage.plan_results(plans, params["dry_run"]) if params["dry_run"] or not plans else []
+        results += dag_support.results_from(
+            *(ti.xcom_pull(task_ids=task_id) for task_id in ("configure", "start_controllers", "gate_controller_quorum", "start_brokers", "gate_brokers_registered", "gate_partitions_healthy", "rolling_restart", "start_registry", "gate_registry_healthy")),
+            *(ti.xcom_pull(task_ids="install", map_indexes=i) for i in range(len(plans))),
+        )
+        results += dag_support.task_outcomes(context)
+        built = dag_support.write_report(
+            dag_id=DAG_ID,
+            run_id=context["run_id"],
+            environment=environment.name,
+            started_at=context["dag_run"].start_date,
+            results=results,
+            summary=stage.summary(plans, results, params["dry_run"]),
+            title="Infrastructure: KRaft cluster and Schema Registry",
+        )
+        return dag_support.finish(built)
+
+    plans = plan()
+    go = proceed(plans)
+    host_names = hosts_to_install(plans)
+    go >> host_names
+    installed = install.partial(plans=plans).expand(host_name=host_names)
+    configured = configure(plans)
+    controllers = start_controllers(plans)
+    quorum = ControllerQuorumSensor(task_id="gate_controller_quorum", environment_name=ENV, gate_timeout=GATE_TIMEOUT, timeout=3600)
+    brokers = start_brokers(plans)
+    registered = ClusterHealthSensor(task_id="gate_brokers_registered", check="brokers", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=SETTLE)
+    partitions = ClusterHealthSensor(task_id="gate_partitions_healthy", check="partitions", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
+    rolling = RollingRestartOperator(task_id="rolling_restart", environment_name=ENV, plan_task_id="plan", gate_timeout=GATE_TIMEOUT, settle_seconds=SETTLE)
+    registry = start_registry(plans)
+    registry_gate = ClusterHealthSensor(task_id="gate_registry_healthy", check="registry", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
+
+    go >> installed >> configured >> controllers >> quorum >> brokers >> registered >> partitions >> rolling >> registry >> registry_gate
+    [plans, registry_gate] >> report()
+
+
+event_broker_infrastructure()

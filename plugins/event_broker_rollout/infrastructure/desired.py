@@ -1,0 +1,328 @@
+"""The desired state of each host: what is installed, which files hold what, which services run.
+
+Rendered from the templates in ``include/templates`` with the environment and the sizing profile. The
+security stage changes only the listener layout (``ListenerLayout``); everything else stays as here,
+so re-running this stage after security keeps the secured listeners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from event_broker_rollout import paths
+from event_broker_rollout.environment import Environment, Host, SizingProfile
+
+KAFKA_SERVICE = "kafka"
+REGISTRY_SERVICE = "schema-registry"
+KAFKA_CONFIG_DIR = "/etc/kafka"
+KAFKA_LOG_DIR = "/var/log/kafka"
+REGISTRY_CONFIG_DIR = "/etc/schema-registry"
+REGISTRY_DATA_DIR = "/var/lib/schema-registry"
+REGISTRY_LOG_DIR = "/var/log/schema-registry"
+SERVICE_CONF_DIR = "/etc/event-broker/services"
+SERVICE_WRAPPER = "/opt/event-broker/bin/ebr-service"
+SYSTEMD_DIR = "/etc/systemd/system"
+NOFILE = 100_000
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(template: str, **values: object) -> str:
+    return _templates().get_template(template).render(**values)
+
+
+def sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+@dataclass(frozen=True)
+class ListenerLayout:
+    """Listeners of one node; the plaintext layout is the infrastructure stage's, security replaces it."""
+
+    listeners: tuple[str, ...]
+    advertised: tuple[str, ...]
+    protocol_map: tuple[str, ...]
+    inter_broker_listener: str
+    settings: tuple[tuple[str, str], ...] = ()
+
+
+def plaintext_layout(environment: Environment, host: Host) -> ListenerLayout:
+    ports = environment.kafka.listeners
+    listeners = []
+    advertised = []
+    if "broker" in host.roles:
+        listeners.append(f"CLIENT://{host.address}:{ports.client_port}")
+        advertised.append(f"CLIENT://{host.address}:{ports.client_port}")
+    if "controller" in host.roles:
+        listeners.append(f"CONTROLLER://{host.address}:{ports.controller_port}")
+    return ListenerLayout(
+        listeners=tuple(listeners),
+        advertised=tuple(advertised),
+        protocol_map=("CLIENT:PLAINTEXT", "CONTROLLER:PLAINTEXT"),
+        inter_broker_listener="CLIENT",
+    )
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: str = "0644"
+    owner: str = "root"
+    restarts: tuple[str, ...] = ()  # services that must restart when this file changes
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.content)
+
+
+@dataclass(frozen=True)
+class Install:
+    """An archive unpacked side by side into ``<base>/<top_dir>``, ``<base>/current`` pointing at it."""
+
+    name: str
+    archive: Path
+    base_dir: str
+    top_dir: str
+    restarts: tuple[str, ...]
+
+    @property
+    def target(self) -> str:
+        return f"{self.base_dir}/{self.top_dir}"
+
+    @property
+    def current_link(self) -> str:
+        return f"{self.base_dir}/current"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    description: str
+    exec_start: str
+    env_file: str
+    log_file: str
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    service_user: str
+    directories: tuple[tuple[str, str], ...]  # (path, owner)
+    installs: tuple[Install, ...]
+    files: tuple[ManagedFile, ...]
+    services: tuple[Service, ...]
+    data_dirs: tuple[str, ...] = field(default_factory=tuple)
+
+
+def archive_top_dir(archive: Path) -> str:
+    """``kafka_2.13-4.1.2.tgz`` -> ``kafka_2.13-4.1.2`` (the archive's top directory, by convention)."""
+    name = archive.name
+    for suffix in (".tar.gz", ".tgz"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    raise ValueError(f"{archive}: expected a .tgz or .tar.gz archive")
+
+
+def kafka_tool(environment: Environment, name: str) -> str:
+    """A Kafka tool of the installed distribution: ``bin/<name>.sh`` (Apache) or ``bin/<name>`` (Confluent)."""
+    suffix = ".sh" if environment.distribution.flavor == "apache" else ""
+    return f"{environment.distribution.install_dir}/current/bin/{name}{suffix}"
+
+
+def quorum_voters(environment: Environment) -> str:
+    port = environment.kafka.listeners.controller_port
+    return ",".join(f"{environment.node_id(h)}@{h.address}:{port}" for h in environment.controllers)
+
+
+def kafka_roles(host: Host) -> list[str]:
+    return [role for role in ("broker", "controller") if role in host.roles]
+
+
+def desired_state(
+    environment: Environment,
+    host: Host,
+    profile_name: str,
+    profile: SizingProfile,
+    layout: ListenerLayout | None = None,
+    systemd: bool = False,
+) -> HostState:
+    layout = layout or plaintext_layout(environment, host)
+    user = environment.kafka.service_user
+    distribution = environment.distribution
+    java_home = distribution.java_home or ""
+    installs: list[Install] = []
+    files: list[ManagedFile] = []
+    services: list[Service] = []
+    directories: list[tuple[str, str]] = [("/etc/event-broker", "root"), ("/opt/event-broker/bin", "root")]
+    wrapper = (paths.INCLUDE_DIR / "scripts" / "ebr-service.sh").read_text()
+    files.append(ManagedFile(SERVICE_WRAPPER, wrapper, mode="0755"))
+    if not systemd:
+        directories.append((SERVICE_CONF_DIR, "root"))
+
+    kafka = kafka_roles(host)
+    if kafka:
+        if distribution.archive is None:
+            raise ValueError("installing from a package repository is not supported by this stage yet")
+        archive = paths.resolve_project_path(distribution.archive)
+        installs.append(Install(KAFKA_SERVICE, archive, distribution.install_dir, archive_top_dir(archive), (KAFKA_SERVICE,)))
+        directories += [(KAFKA_CONFIG_DIR, "root"), (KAFKA_LOG_DIR, user)]
+        directories += [(d, user) for d in environment.kafka.data_dirs]
+        restart = (KAFKA_SERVICE,)
+        files += [
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/server.properties",
+                render(
+                    "kafka/server.properties.j2",
+                    environment=environment.name,
+                    host=host.name,
+                    roles=kafka,
+                    node_id=environment.node_id(host),
+                    quorum_voters=quorum_voters(environment),
+                    listeners=layout.listeners,
+                    advertised_listeners=layout.advertised,
+                    protocol_map=layout.protocol_map,
+                    inter_broker_listener=layout.inter_broker_listener,
+                    security_settings=layout.settings,
+                    log_dirs=environment.kafka.data_dirs,
+                    replication_factor=environment.kafka.default_replication_factor,
+                    min_insync_replicas=environment.kafka.min_insync_replicas,
+                    auto_create_topics=environment.kafka.auto_create_topics,
+                ),
+                mode="0640",
+                owner=user,
+                restarts=restart,
+            ),
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/kafka.env",
+                render("kafka/kafka.env.j2", profile=profile_name, heap_mb=profile.broker_heap_mb, config_dir=KAFKA_CONFIG_DIR, log_dir=KAFKA_LOG_DIR, java_home=java_home),
+                restarts=restart,
+            ),
+            ManagedFile(f"{KAFKA_CONFIG_DIR}/log4j2.yaml", render("kafka/log4j2.yaml.j2", log_dir=KAFKA_LOG_DIR), restarts=restart),
+        ]
+        services.append(
+            Service(
+                KAFKA_SERVICE,
+                f"Apache Kafka {distribution.version} (KRaft {'+'.join(kafka)})",
+                f"{kafka_tool(environment, 'kafka-server-start')} {KAFKA_CONFIG_DIR}/server.properties",
+                f"{KAFKA_CONFIG_DIR}/kafka.env",
+                f"{KAFKA_LOG_DIR}/kafka.out",
+            )
+        )
+
+    if "schema_registry" in host.roles:
+        files, services, installs, directories = _registry(environment, host, profile_name, profile, files, services, installs, directories)
+
+    for service in services:
+        files.append(service_definition(service, user, distribution.install_dir, systemd))
+    return HostState(
+        host=host.name,
+        service_user=user,
+        directories=tuple(directories),
+        installs=tuple(installs),
+        files=tuple(files),
+        services=tuple(services),
+        data_dirs=tuple(environment.kafka.data_dirs) if kafka else (),
+    )
+
+
+def _registry(
+    environment: Environment,
+    host: Host,
+    profile_name: str,
+    profile: SizingProfile,
+    files: list[ManagedFile],
+    services: list[Service],
+    installs: list[Install],
+    directories: list[tuple[str, str]],
+) -> tuple[list[ManagedFile], list[Service], list[Install], list[tuple[str, str]]]:
+    """Apicurio (its own archive, Confluent-compatible API) or Confluent Schema Registry (part of the CP install)."""
+    registry = environment.schema_registry
+    user = environment.kafka.service_user
+    java_home = environment.distribution.java_home or ""
+    restart = (REGISTRY_SERVICE,)
+    directories = [*directories, (REGISTRY_CONFIG_DIR, "root"), (REGISTRY_DATA_DIR, user), (REGISTRY_LOG_DIR, user)]
+    env_file = ManagedFile(
+        f"{REGISTRY_CONFIG_DIR}/registry.env",
+        render("schema-registry/registry.env.j2", profile=profile_name, heap_mb=profile.registry_heap_mb, config_dir=REGISTRY_CONFIG_DIR, java_home=java_home),
+        restarts=restart,
+    )
+    if registry.flavor == "apicurio":
+        if registry.archive is None:
+            raise ValueError("Apicurio Registry installs from its archive: set schema_registry.archive")
+        archive = paths.resolve_project_path(registry.archive)
+        installs = [*installs, Install(REGISTRY_SERVICE, archive, registry.install_dir, archive_top_dir(archive), restart)]
+        config = ManagedFile(
+            f"{REGISTRY_CONFIG_DIR}/application.properties",
+            render("schema-registry/application.properties.j2", environment=environment.name, host=host.name, address=str(host.address), port=registry.port, data_dir=REGISTRY_DATA_DIR),
+            mode="0640",
+            owner=user,
+            restarts=restart,
+        )
+        exec_start = f"{registry.install_dir}/current/bin/apicurio-registry-start.sh"
+        description = f"Apicurio Registry {registry.version} (Confluent-compatible API)"
+    else:
+        config = ManagedFile(
+            f"{REGISTRY_CONFIG_DIR}/schema-registry.properties",
+            render(
+                "schema-registry/schema-registry.properties.j2",
+                environment=environment.name,
+                host=host.name,
+                address=str(host.address),
+                port=registry.port,
+                bootstrap_servers=environment.bootstrap_servers(),
+                replication_factor=environment.kafka.default_replication_factor,
+            ),
+            mode="0640",
+            owner=user,
+            restarts=restart,
+        )
+        exec_start = f"{environment.distribution.install_dir}/current/bin/schema-registry-start {config.path}"
+        description = f"Confluent Schema Registry {registry.version}"
+    files = [*files, config, env_file]
+    services = [*services, Service(REGISTRY_SERVICE, description, exec_start, env_file.path, f"{REGISTRY_LOG_DIR}/registry.out")]
+    return files, services, installs, directories
+
+
+def service_definition(service: Service, user: str, install_dir: str, systemd: bool) -> ManagedFile:
+    """A systemd unit where the host runs systemd, else the ebr-service wrapper's definition."""
+    if systemd:
+        content = render(
+            "service/systemd.service.j2",
+            description=service.description,
+            install_dir=install_dir,
+            after=["kafka.service"] if service.name == REGISTRY_SERVICE else [],
+            user=user,
+            env_file=service.env_file,
+            exec_start=service.exec_start,
+            nofile=NOFILE,
+        )
+        return ManagedFile(f"{SYSTEMD_DIR}/{service.name}.service", content, restarts=(service.name,))
+    content = render(
+        "service/wrapper.conf.j2",
+        name=service.name,
+        description=service.description,
+        user=user,
+        env_file=service.env_file,
+        exec_start=service.exec_start,
+        log_file=service.log_file,
+        nofile=NOFILE,
+    )
+    return ManagedFile(f"{SERVICE_CONF_DIR}/{service.name}.conf", content, restarts=(service.name,))
+
+
+def backup_path(path: str) -> str:
+    return str(PurePosixPath(path).with_name(PurePosixPath(path).name + ".ebr-previous"))

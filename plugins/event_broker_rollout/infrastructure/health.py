@@ -1,0 +1,141 @@
+"""Health of the cluster as the gates see it: brokers registered, partitions healthy, registry up, quorum.
+
+Plain functions over confluent-kafka's AdminClient, HTTP and the distribution's own quorum tool output,
+so the triggers (and the compliance run) reuse them. Each returns a JSON-safe dict with ``healthy`` and
+what was observed, so a gate that times out can say which broker is missing or which partitions lag.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
+
+ADMIN_TIMEOUT = 10.0
+
+
+def admin_client(config: Mapping[str, Any]) -> AdminClient:
+    settings = {"socket.timeout.ms": 10000, "request.timeout.ms": 10000, **config}
+    return AdminClient(dict(settings))
+
+
+def brokers_status(admin: AdminClient, expected_ids: Iterable[int]) -> dict[str, Any]:
+    expected = sorted(set(expected_ids))
+    try:
+        cluster = admin.describe_cluster(request_timeout=ADMIN_TIMEOUT).result()
+    except Exception as error:  # a broker-side or transport error is an observation, not a crash
+        return {"healthy": False, "registered": [], "missing": expected, "error": str(error)}
+    registered = sorted(node.id for node in cluster.nodes)
+    missing = [node_id for node_id in expected if node_id not in registered]
+    return {
+        "healthy": not missing,
+        "registered": registered,
+        "missing": missing,
+        "controller": cluster.controller.id if cluster.controller else None,
+        "cluster_id": cluster.cluster_id,
+    }
+
+
+def _min_isr_by_topic(admin: AdminClient, topics: list[str], default: int) -> dict[str, int]:
+    if not topics:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    values = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT).items():
+        try:
+            entry = future.result().get("min.insync.replicas")
+            values[resource.name] = int(entry.value) if entry is not None and entry.value is not None else default
+        except Exception:
+            values[resource.name] = default
+    return values
+
+
+def partitions_status(admin: AdminClient, default_min_isr: int) -> dict[str, Any]:
+    try:
+        metadata: ClusterMetadata = admin.list_topics(timeout=ADMIN_TIMEOUT)
+    except Exception as error:
+        return {"healthy": False, "error": str(error), "under_replicated": [], "under_min_isr": [], "offline": []}
+    min_isr = _min_isr_by_topic(admin, list(metadata.topics), default_min_isr)
+    under_replicated, under_min_isr, offline = [], [], []
+    for topic, description in sorted(metadata.topics.items()):
+        for partition_id, partition in sorted(description.partitions.items()):
+            name = f"{topic}-{partition_id}"
+            if partition.leader is None or partition.leader < 0:
+                offline.append(name)
+            if len(partition.isrs) < len(partition.replicas):
+                under_replicated.append(name)
+            if len(partition.isrs) < min(min_isr.get(topic, default_min_isr), len(partition.replicas)):
+                under_min_isr.append(name)
+    return {
+        "healthy": not (under_replicated or under_min_isr or offline),
+        "topics": len(metadata.topics),
+        "partitions": sum(len(t.partitions) for t in metadata.topics.values()),
+        "under_replicated": under_replicated,
+        "under_min_isr": under_min_isr,
+        "offline": offline,
+    }
+
+
+def restart_blockers(admin: AdminClient, broker_id: int, default_min_isr: int) -> list[str]:
+    """Partitions a restart of ``broker_id`` would take below min.insync.replicas (Strimzi's rule)."""
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT)
+    min_isr = _min_isr_by_topic(admin, list(metadata.topics), default_min_isr)
+    blockers = []
+    for topic, description in sorted(metadata.topics.items()):
+        for partition_id, partition in sorted(description.partitions.items()):
+            if broker_id in partition.isrs and len(partition.isrs) - 1 < min_isr.get(topic, default_min_isr):
+                blockers.append(f"{topic}-{partition_id} (isr {sorted(partition.isrs)})")
+    return blockers
+
+
+def registry_status(base_url: str, health_url: str) -> dict[str, Any]:
+    """The registry answers its health endpoint and lists subjects through the Confluent-compatible API."""
+    observed: dict[str, Any] = {"healthy": False}
+    try:
+        with urllib.request.urlopen(health_url, timeout=5) as response:
+            health = json.loads(response.read() or b"{}")
+            observed["health"] = health.get("status", response.status)
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/subjects", timeout=5) as response:
+            observed["subjects"] = len(json.loads(response.read()))
+            observed["healthy"] = observed["health"] in ("UP", 200)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        observed["error"] = str(error)
+    return observed
+
+
+_QUORUM_ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\d+)\s+(-?\d+)\s+(\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
+
+
+def quorum_status(
+    replication_output: str, expected_voters: Iterable[int], max_lag: int = 1000, max_stale_ms: int = 15000
+) -> dict[str, Any]:
+    """Parse ``kafka-metadata-quorum.sh describe --replication``: every expected voter present and caught up.
+
+    Columns: NodeId DirectoryId LogEndOffset Lag LastFetchTimestamp LastCaughtUpTimestamp Status. A voter
+    is caught up when its lag is small and it caught up recently (a dead follower's timestamp stops);
+    ``now=<epoch ms>`` in the output (the controller host's clock) anchors "recently".
+    """
+    now_match = re.search(r"^now=(\d+)", replication_output, re.MULTILINE)
+    now_ms = int(now_match.group(1)) if now_match else None
+    voters: dict[int, dict[str, Any]] = {}
+    for match in _QUORUM_ROW.finditer(replication_output):
+        node_id, _directory, end_offset, lag, _fetch, caught_up, status = match.groups()
+        if status in ("Leader", "Follower"):
+            stale = now_ms - int(caught_up) if now_ms is not None and caught_up.lstrip("-").isdigit() else 0
+            voters[int(node_id)] = {"status": status, "lag": int(lag), "log_end_offset": int(end_offset), "caught_up_ms_ago": stale}
+    expected = sorted(set(expected_voters))
+    missing = [node for node in expected if node not in voters]
+    lagging = [node for node, info in voters.items() if info["lag"] > max_lag or info["caught_up_ms_ago"] > max_stale_ms]
+    leaders = [node for node, info in voters.items() if info["status"] == "Leader"]
+    return {
+        "healthy": not missing and not lagging and len(leaders) == 1,
+        "voters": {str(k): v for k, v in sorted(voters.items())},
+        "missing": missing,
+        "lagging": lagging,
+        "leader": leaders[0] if leaders else None,
+    }

@@ -1,0 +1,213 @@
+"""The infrastructure stage's steps as plain functions; the DAG wires them between its gates.
+
+Order: plan every host (read-only) -> install binaries (side by side, nothing restarts) -> configure
+host by host, controllers first (stop at the first failure, that host restored) -> start controllers ->
+quorum gate -> start brokers -> broker and partition gates -> rolling restart of changed nodes, one at a
+time behind the gates -> registry -> registry gate.
+"""
+
+from __future__ import annotations
+
+import shlex
+from contextlib import ExitStack
+from typing import Any
+
+from event_broker_rollout.audit import audit
+from event_broker_rollout.environment import Environment, Host, sizing_profile
+from event_broker_rollout.evidence import Result, Severity, Status
+from event_broker_rollout.infrastructure import hostops
+from event_broker_rollout.infrastructure.desired import (
+    KAFKA_SERVICE,
+    REGISTRY_SERVICE,
+    HostState,
+    desired_state,
+    kafka_tool,
+)
+from event_broker_rollout.infrastructure.plan import HostPlan, plan_host
+from event_broker_rollout.preflight.network import in_parallel
+from event_broker_rollout.remote import RemoteError, RemoteHost
+
+SSH_CONNECT_TIMEOUT = 10
+
+
+def host_order(environment: Environment) -> list[Host]:
+    """Controllers first, then brokers, then registry-only hosts (the stage's change order)."""
+    def rank(host: Host) -> tuple[int, int]:
+        if "controller" in host.roles:
+            return (0, environment.node_id(host))
+        if "broker" in host.roles:
+            return (1, environment.node_id(host))
+        return (2, environment.node_id(host))
+
+    return sorted(environment.hosts, key=rank)
+
+
+def session(environment: Environment, host: Host) -> RemoteHost:
+    return RemoteHost.from_conn_id(host.name, host.ssh_conn_id, SSH_CONNECT_TIMEOUT)
+
+
+def host_state(environment: Environment, host: Host, systemd: bool) -> HostState:
+    profile_name, profile = sizing_profile(environment)
+    from event_broker_rollout.security.layout import layout_for_host
+
+    return desired_state(environment, host, profile_name, profile, layout_for_host(environment, host), systemd)
+
+
+def plan_environment(environment: Environment) -> dict[str, Any]:
+    """Observe every host in parallel and plan it; read-only. Returns JSON-safe plans keyed by host."""
+
+    def plan_one(name: str) -> dict[str, Any]:
+        host = environment.host(name)
+        try:
+            with session(environment, host) as remote:
+                systemd = remote.run("test -d /run/systemd/system", timeout=10).ok
+                state = host_state(environment, host, systemd)
+                observed, contents = hostops.observe(remote, state)
+        except RemoteError as error:
+            return {"host": name, "error": str(error)}
+        plan = plan_host(state, observed, environment.kafka.cluster_id, contents)
+        return {**plan.to_dict(), "systemd": systemd}
+
+    return in_parallel([h.name for h in host_order(environment)], plan_one)
+
+
+def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
+    """The plan as evidence: each change (with its diff), each start/restart, each item already in place."""
+    results: list[Result] = []
+    verb = "would" if dry_run else "will"
+    for name, data in plans.items():
+        if "error" in data:
+            results.append(Result(id="host.reachable", status=Status.FAIL, host=name, message=data["error"]))
+            continue
+        plan = HostPlan.from_dict(data)
+        for problem in plan.problems:
+            results.append(Result(id="infra.storage.cluster_id", status=Status.FAIL, host=name, message=problem))
+        for change in plan.changes:
+            results.append(
+                Result(
+                    id=f"plan.{change.kind}[{change.target}]",
+                    status=Status.CHANGED if not dry_run else Status.WARN,
+                    host=name,
+                    message=f"{verb} {change.kind} {change.target}",
+                    observed=change.before,
+                    expected=change.after,
+                    severity=Severity.ADVISORY,
+                    details={"diff": change.diff} if change.diff else {},
+                )
+            )
+        for service in plan.start:
+            results.append(Result(id=f"plan.start[{service}]", status=Status.WARN if dry_run else Status.CHANGED, host=name, message=f"{verb} start {service}", severity=Severity.ADVISORY))
+        for service in plan.restart:
+            results.append(Result(id=f"plan.restart[{service}]", status=Status.WARN if dry_run else Status.CHANGED, host=name, message=f"{verb} restart {service} (rolling, gated)", severity=Severity.ADVISORY))
+    return results
+
+
+def planned_hosts(plans: dict[str, Any]) -> dict[str, HostPlan]:
+    unreachable = [name for name, data in plans.items() if "error" in data]
+    if unreachable:
+        raise RemoteError(f"unreachable during planning: {', '.join(unreachable)}; nothing was changed")
+    return {name: HostPlan.from_dict(data) for name, data in plans.items()}
+
+
+def install_host(environment: Environment, plans: dict[str, Any], host_name: str) -> list[dict[str, Any]]:
+    """Create the service user and unpack new binaries beside the running ones (nothing restarts here)."""
+    plan = HostPlan.from_dict(plans[host_name])
+    pending = [c for c in plan.changes if c.kind in ("user", "install")]
+    if not pending:
+        return [hostops.already(host_name, item).to_dict() for item in plan.unchanged if item.startswith("install:")]
+    host = environment.host(host_name)
+    results = []
+    with session(environment, host) as remote:
+        state = host_state(environment, host, plans[host_name]["systemd"])
+        specs = {i.target: i for i in state.installs}
+        for change in pending:
+            if change.kind == "user":
+                hostops.ensure_user(remote, state.service_user)
+                results.append(hostops.changed(change, f"created system user {change.target}"))
+        hostops.ensure_directories(remote, state)
+        for change in pending:
+            if change.kind == "install":
+                hostops.install(remote, specs[change.target])
+                results.append(hostops.changed(change, f"installed {specs[change.target].archive.name} into {change.target}"))
+    return [r.to_dict() for r in results]
+
+
+def configure_hosts(environment: Environment, plans: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write files and format storage host by host in the stage order; stop before the next host on failure."""
+    results: list[Result] = []
+    for host in host_order(environment):
+        plan = HostPlan.from_dict(plans[host.name])
+        pending = [c for c in plan.changes if c.kind in ("file", "format")]
+        if not pending and not plan.problems:
+            results += [hostops.already(host.name, item) for item in plan.unchanged if not item.startswith("install:")]
+            continue
+        with session(environment, host) as remote:
+            state = host_state(environment, host, plans[host.name]["systemd"])
+            plan.changes = pending
+            results += hostops.apply_host_plan(remote, state, plan, kafka_tool(environment, "kafka-storage"), environment.kafka.cluster_id)
+    return [r.to_dict() for r in results]
+
+
+def start_services(environment: Environment, plans: dict[str, Any], role: str, service_name: str) -> list[dict[str, Any]]:
+    """Start the stopped ``service_name`` on every host with ``role`` (first install: all together)."""
+    targets = [h for h in host_order(environment) if role in h.roles and service_name in plans[h.name]["start"]]
+
+    def start(name: str) -> Result:
+        host = environment.host(name)
+        with session(environment, host) as remote:
+            output = hostops.service(remote, "start", service_name, plans[name]["systemd"])
+        audit("infrastructure.service", target=service_name, outcome="started", host=name)
+        return Result(id=f"infra.start[{service_name}]", status=Status.CHANGED, host=name, message=output.strip() or f"started {service_name}")
+
+    return [r.to_dict() for r in in_parallel([h.name for h in targets], start).values()]
+
+
+def restart_service(environment: Environment, plans: dict[str, Any], host_name: str, service_name: str) -> dict[str, Any]:
+    host = environment.host(host_name)
+    with session(environment, host) as remote:
+        output = hostops.service(remote, "restart", service_name, plans[host_name]["systemd"])
+    audit("infrastructure.service", target=service_name, outcome="restarted", host=host_name)
+    return Result(id=f"infra.restart[{service_name}]", status=Status.CHANGED, host=host_name, message=output.strip() or f"restarted {service_name}").to_dict()
+
+
+def rolling_restart_queue(environment: Environment, plans: dict[str, Any]) -> list[str]:
+    """Kafka nodes to restart one at a time: controllers first, by node id (the gates run between each)."""
+    return [h.name for h in host_order(environment) if KAFKA_SERVICE in plans[h.name]["restart"]]
+
+
+def registry_action(plans: dict[str, Any], host_name: str) -> str | None:
+    if REGISTRY_SERVICE in plans[host_name]["start"]:
+        return "start"
+    if REGISTRY_SERVICE in plans[host_name]["restart"]:
+        return "restart"
+    return None
+
+
+def describe_quorum(environment: Environment) -> str:
+    """``kafka-metadata-quorum.sh describe --replication`` from the installed distribution, on a controller."""
+    port = environment.kafka.listeners.controller_port
+    tool = kafka_tool(environment, "kafka-metadata-quorum")
+    errors = []
+    for host in environment.controllers:
+        try:
+            with ExitStack() as stack:
+                remote = stack.enter_context(session(environment, host))
+                result = remote.run(f"echo now=$(date +%s%3N); {tool} --bootstrap-controller {shlex.quote(f'{host.address}:{port}')} describe --replication", timeout=60)
+                if result.ok:
+                    return result.stdout
+                errors.append(f"{host.name}: {result.stderr.strip()[-300:]}")
+        except RemoteError as error:
+            errors.append(str(error))
+    raise RemoteError("; ".join(errors))
+
+
+def summary(plans: dict[str, Any], results: list[Result], dry_run: bool) -> dict[str, Any]:
+    changes = [r for r in results if r.status is Status.CHANGED]
+    restarts = [r for r in changes if r.id.startswith(("infra.restart[", "infra.start["))]
+    return {
+        "dry_run": dry_run,
+        "hosts": len(plans),
+        "changes": len([r for r in changes if not r.id.startswith("plan.")]),
+        "services_started_or_restarted": len(restarts),
+        "planned_changes": sum(len(p.get("changes", [])) for p in plans.values()),
+    }

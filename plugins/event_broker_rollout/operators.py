@@ -1,0 +1,117 @@
+"""Rolling restart: one Kafka node at a time, each followed by the health gates, deferring in between.
+
+Before each restart the operator refuses to go on if the restart would take any partition below
+min.insync.replicas (Strimzi's rule) or if the cluster is not healthy; after each restart it defers to
+the brokers and partitions triggers, so no worker slot is held while the node rejoins. A failed gate
+stops the roll: the next node is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.exceptions import AirflowFailException
+from airflow.sdk import BaseOperator, Context
+
+from event_broker_rollout.environment import load_environment
+from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.infrastructure import health
+from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE
+from event_broker_rollout.sensors import fail_gate, gate_result
+from event_broker_rollout.triggers import ClusterHealthTrigger
+
+
+class RollingRestartOperator(BaseOperator):
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds")
+
+    def __init__(self, *, environment_name: str, plan_task_id: str, gate_timeout: Any = 300, settle_seconds: Any = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.environment_name = environment_name
+        self.plan_task_id = plan_task_id
+        self.gate_timeout = gate_timeout
+        self.settle_seconds = settle_seconds
+
+    def _plans(self, context: Context) -> dict[str, Any]:
+        plans: dict[str, Any] = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        return plans
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from event_broker_rollout.infrastructure.stage import rolling_restart_queue
+
+        environment = load_environment(self.environment_name)
+        queue = rolling_restart_queue(environment, self._plans(context))
+        if not queue:
+            return [Result(id="infra.rolling_restart", status=Status.OK, message="no running node needs a restart").to_dict()]
+        return self._restart_next(context, queue, [])
+
+    def _restart_next(self, context: Context, queue: list[str], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from event_broker_rollout.infrastructure.stage import restart_service
+
+        environment = load_environment(self.environment_name)
+        host_name, rest = queue[0], queue[1:]
+        host = environment.host(host_name)
+        admin = health.admin_client(self._client_config(environment.connections.kafka_admin))
+        blockers = health.restart_blockers(admin, environment.node_id(host), environment.kafka.min_insync_replicas)
+        if blockers:
+            refusal = Result(
+                id=f"infra.rolling_restart[{host_name}]",
+                status=Status.FAIL,
+                host=host_name,
+                message=f"refused: restarting {host_name} would take partitions below min.insync.replicas: {', '.join(blockers[:10])}",
+            )
+            context["ti"].xcom_push(key="return_value", value=[*done, refusal.to_dict()])
+            raise AirflowFailException(refusal.message)
+        done = [*done, restart_service(environment, self._plans(context), host_name, KAFKA_SERVICE)]
+        self.defer(
+            trigger=ClusterHealthTrigger(
+                check="brokers",
+                timeout_seconds=float(self.gate_timeout),
+                settle_seconds=float(self.settle_seconds),
+                kafka_conn_id=environment.connections.kafka_admin,
+                expected_brokers=[environment.node_id(h) for h in environment.brokers],
+                min_insync_replicas=environment.kafka.min_insync_replicas,
+            ),
+            method_name="after_brokers_gate",
+            kwargs={"queue": rest, "done": done, "host_name": host_name},
+            timeout=timedelta(seconds=float(self.gate_timeout) + 120),
+        )
+        return done  # not reached: defer() raises
+
+    def after_brokers_gate(self, context: Context, event: dict[str, Any], queue: list[str], done: list[dict[str, Any]], host_name: str) -> list[dict[str, Any]]:
+        environment = load_environment(self.environment_name)
+        result = gate_result(environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        if result.status is Status.FAIL:
+            context["ti"].xcom_push(key="return_value", value=done)
+            fail_gate(context, result)
+        self.defer(
+            trigger=ClusterHealthTrigger(
+                check="partitions",
+                timeout_seconds=float(self.gate_timeout),
+                settle_seconds=0,
+                kafka_conn_id=environment.connections.kafka_admin,
+                min_insync_replicas=environment.kafka.min_insync_replicas,
+            ),
+            method_name="after_partitions_gate",
+            kwargs={"queue": queue, "done": [*done, {**result.to_dict(), "host": host_name}], "host_name": host_name},
+            timeout=timedelta(seconds=float(self.gate_timeout) + 120),
+        )
+        return done
+
+    def after_partitions_gate(self, context: Context, event: dict[str, Any], queue: list[str], done: list[dict[str, Any]], host_name: str) -> list[dict[str, Any]]:
+        environment = load_environment(self.environment_name)
+        result = gate_result(environment, "partitions", event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        done = [*done, {**result.to_dict(), "host": host_name}]
+        if result.status is Status.FAIL:
+            context["ti"].xcom_push(key="return_value", value=done)
+            raise AirflowFailException(f"{result.id} failed after restarting {host_name}: {result.message}; the roll stops here")
+        if queue:
+            return self._restart_next(context, queue, done)
+        return done
+
+    @staticmethod
+    def _client_config(conn_id: str) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+
+        return dict(BaseHook.get_connection(conn_id).extra_dejson)

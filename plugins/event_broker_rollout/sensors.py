@@ -1,0 +1,126 @@
+"""Health gates as sensors. Nothing downstream starts until a gate passes; a gate that times out fails the
+stage with the last state it observed (which broker is missing, which partitions lag)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.exceptions import AirflowFailException
+from airflow.sdk import BaseSensorOperator, Context
+
+from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.triggers import ClusterHealthTrigger
+
+GATE_IDS = {"brokers": "gate.brokers_registered", "partitions": "gate.partitions_healthy", "registry": "gate.registry_healthy", "quorum": "gate.controller_quorum"}
+
+
+def registry_urls(environment: Environment) -> tuple[str, str]:
+    host = environment.registries[0]
+    base = f"http://{host.address}:{environment.schema_registry.port}"
+    return f"{base}/apis/ccompat/v7", f"{base}/health/ready"
+
+
+def describe_failure(environment: Environment, check: str, observed: dict[str, Any]) -> str:
+    names = {environment.node_id(h): h.name for h in environment.hosts}
+    if check == "brokers":
+        missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []))
+        return f"brokers not registered: {missing or 'unknown'}" + (f"; error: {observed['error']}" if observed.get("error") else "")
+    if check == "partitions":
+        parts = [f"{key.replace('_', ' ')}: {', '.join(observed[key][:20])}" for key in ("offline", "under_min_isr", "under_replicated") if observed.get(key)]
+        return "; ".join(parts) or observed.get("error", "partitions unhealthy")
+    if check == "quorum":
+        missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []) + observed.get("lagging", []))
+        return f"controller quorum not caught up: {missing or observed.get('error', 'no leader')}"
+    return f"registry unhealthy: {observed.get('error') or observed.get('health')}"
+
+
+def gate_result(environment: Environment, check: str, healthy: bool, observed: dict[str, Any], waited: float) -> Result:
+    return Result(
+        id=GATE_IDS[check],
+        status=Status.PASS if healthy else Status.FAIL,
+        message=f"healthy after {waited:.1f}s" if healthy else f"timed out after {waited:.1f}s: {describe_failure(environment, check, observed)}",
+        observed=observed,
+        expected="healthy for the settle window",
+    )
+
+
+def fail_gate(context: Context, result: Result) -> None:
+    """Keep the gate's evidence for the report, then fail the task (and so the stage)."""
+    context["ti"].xcom_push(key="return_value", value=[result.to_dict()])
+    raise AirflowFailException(f"{result.id} failed: {result.message}")
+
+
+class ClusterHealthSensor(BaseSensorOperator):
+    """Deferrable gate: brokers registered, partitions healthy, or the registry up."""
+
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds")
+
+    def __init__(self, *, check: str, environment_name: str, gate_timeout: Any = 300, settle_seconds: Any = 10, poll_interval: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.environment_name = environment_name
+        self.gate_timeout = gate_timeout
+        self.settle_seconds = settle_seconds
+        self.poll_interval = poll_interval
+
+    def execute(self, context: Context) -> None:
+        environment = load_environment(self.environment_name)
+        gate_timeout = float(self.gate_timeout)
+        kwargs: dict[str, Any] = {"check": self.check, "timeout_seconds": gate_timeout, "poll_interval": self.poll_interval, "settle_seconds": float(self.settle_seconds)}
+        if self.check == "registry":
+            kwargs["registry_url"], kwargs["registry_health_url"] = registry_urls(environment)
+        else:
+            kwargs["kafka_conn_id"] = environment.connections.kafka_admin
+            kwargs["expected_brokers"] = [environment.node_id(h) for h in environment.brokers]
+            kwargs["min_insync_replicas"] = environment.kafka.min_insync_replicas
+        # The trigger enforces the gate's deadline itself (to report what it saw); this is the backstop.
+        self.defer(trigger=ClusterHealthTrigger(**kwargs), method_name="execute_complete", timeout=timedelta(seconds=gate_timeout + 120))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        environment = load_environment(self.environment_name)
+        result = gate_result(environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        if result.status is Status.FAIL:
+            fail_gate(context, result)
+        return [result.to_dict()]
+
+
+class ControllerQuorumSensor(BaseSensorOperator):
+    """Every controller voter caught up, read with the installed distribution's ``kafka-metadata-quorum.sh``.
+
+    The Python client has no quorum call, so this gate asks Kafka's own tool over SSH; it runs in
+    reschedule mode, which frees the worker slot between pokes.
+    """
+
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout")
+
+    def __init__(self, *, environment_name: str, gate_timeout: Any = 300, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 5)
+        super().__init__(**kwargs)
+        self.environment_name = environment_name
+        self.gate_timeout = gate_timeout
+
+    def poke(self, context: Context) -> bool:
+        from event_broker_rollout.infrastructure import health
+        from event_broker_rollout.infrastructure.stage import describe_quorum
+        from event_broker_rollout.remote import RemoteError
+
+        environment = load_environment(self.environment_name)
+        voters = [environment.node_id(h) for h in environment.controllers]
+        try:
+            observed = health.quorum_status(describe_quorum(environment), voters)
+        except RemoteError as error:
+            observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
+        started = context["ti"].start_date
+        waited = time.time() - started.timestamp() if started else 0.0
+        if observed["healthy"]:
+            context["ti"].xcom_push(key="return_value", value=[gate_result(environment, "quorum", True, observed, waited).to_dict()])
+            return True
+        if waited >= float(self.gate_timeout):
+            fail_gate(context, gate_result(environment, "quorum", False, observed, waited))
+        self.log.info("quorum not yet healthy: %s", observed)
+        return False
