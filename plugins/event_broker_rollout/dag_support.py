@@ -144,7 +144,7 @@ def write_report(
 
 def finish(report: StageReport) -> str:
     """The stage's verdict: fail the task (and so the run) when any blocking check failed."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     failed = [r for r in report.results if r.status is Status.FAIL]
     if failed:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.environment import load_environment
 from event_broker_rollout.evidence import Result, Status
@@ -72,14 +72,15 @@ class RollingRestartOperator(BaseOperator):
                 kafka_conn_id=environment.connections.kafka_admin,
                 expected_brokers=[environment.node_id(h) for h in environment.brokers],
                 min_insync_replicas=environment.kafka.min_insync_replicas,
+                carry={"queue": rest, "done": done, "host_name": host_name},
             ),
             method_name="after_brokers_gate",
-            kwargs={"queue": rest, "done": done, "host_name": host_name},
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
         )
         return done  # not reached: defer() raises
 
-    def after_brokers_gate(self, context: Context, event: dict[str, Any], queue: list[str], done: list[dict[str, Any]], host_name: str) -> list[dict[str, Any]]:
+    def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = load_environment(self.environment_name)
         result = gate_result(environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"])
         if result.status is Status.FAIL:
@@ -92,14 +93,15 @@ class RollingRestartOperator(BaseOperator):
                 settle_seconds=0,
                 kafka_conn_id=environment.connections.kafka_admin,
                 min_insync_replicas=environment.kafka.min_insync_replicas,
+                carry={"queue": queue, "done": [*done, {**result.to_dict(), "host": host_name}], "host_name": host_name},
             ),
             method_name="after_partitions_gate",
-            kwargs={"queue": queue, "done": [*done, {**result.to_dict(), "host": host_name}], "host_name": host_name},
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
         )
         return done
 
-    def after_partitions_gate(self, context: Context, event: dict[str, Any], queue: list[str], done: list[dict[str, Any]], host_name: str) -> list[dict[str, Any]]:
+    def after_partitions_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = load_environment(self.environment_name)
         result = gate_result(environment, "partitions", event["status"] == "healthy", event["observed"], event["waited_seconds"])
         done = [*done, {**result.to_dict(), "host": host_name}]

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.evidence import Result, Status

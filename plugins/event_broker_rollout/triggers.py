@@ -32,6 +32,7 @@ class ClusterHealthTrigger(BaseTrigger):
         min_insync_replicas: int = 1,
         registry_url: str | None = None,
         registry_health_url: str | None = None,
+        carry: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if check not in CHECKS:
@@ -45,6 +46,9 @@ class ClusterHealthTrigger(BaseTrigger):
         self.min_insync_replicas = min_insync_replicas
         self.registry_url = registry_url
         self.registry_health_url = registry_health_url
+        # State the deferring operator needs back when it resumes. It rides in the event itself because
+        # dag.test() resumes with the event alone, dropping the defer() kwargs.
+        self.carry = carry or {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -59,6 +63,7 @@ class ClusterHealthTrigger(BaseTrigger):
                 "min_insync_replicas": self.min_insync_replicas,
                 "registry_url": self.registry_url,
                 "registry_health_url": self.registry_health_url,
+                "carry": self.carry,
             },
         )
 
@@ -88,11 +93,11 @@ class ClusterHealthTrigger(BaseTrigger):
             if observed.get("healthy"):
                 healthy_since = healthy_since if healthy_since is not None else now
                 if now - healthy_since >= self.settle_seconds:
-                    yield TriggerEvent({"status": "healthy", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1)})
+                    yield TriggerEvent({"status": "healthy", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1), "carry": self.carry})
                     return
             else:
                 healthy_since = None
             if now - started >= self.timeout_seconds:
-                yield TriggerEvent({"status": "timeout", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1)})
+                yield TriggerEvent({"status": "timeout", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1), "carry": self.carry})
                 return
             await asyncio.sleep(self.poll_interval)

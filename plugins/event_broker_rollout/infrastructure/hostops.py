@@ -66,6 +66,11 @@ def install(session: RemoteHost, install_spec: Install) -> None:
     incoming = f"{install_spec.base_dir}/.incoming-{install_spec.archive.name}"
     target = shlex.quote(install_spec.target)
     session.run(f"mkdir -p {base}", check=True)
+    marker = session.run(f"cat {target}/.ebr-installed 2>/dev/null", timeout=10).stdout.strip()
+    if marker == install_spec.archive.name:
+        # Already unpacked (a running service may use these files): only point `current` at it.
+        session.run(f"ln -sfn {shlex.quote(install_spec.top_dir)} {base}/current.new && mv -T {base}/current.new {shlex.quote(install_spec.current_link)}", check=True)
+        return
     session.put(install_spec.archive, incoming)
     remote_digest = session.run(f"sha256sum {shlex.quote(incoming)} | cut -d' ' -f1", check=True).stdout.strip()
     if remote_digest != local_digest:

@@ -30,7 +30,7 @@ def observe_command(state: HostState) -> str:
     for install in state.installs:
         marker = shlex.quote(f"{install.target}/.ebr-installed")
         link = shlex.quote(install.current_link)
-        lines.append(f'echo "install {install.name} $(cat {marker} 2>/dev/null || echo absent) $(readlink {link} 2>/dev/null || echo none)"')
+        lines.append(f'echo "install {install.name} $(cat {marker} 2>/dev/null || echo absent) $(readlink -f {link} 2>/dev/null || echo none)"')
     for directory in state.data_dirs:
         meta = shlex.quote(f"{directory}/meta.properties")
         lines.append(f'if [ -f {meta} ]; then echo "formatted {directory} $(sed -n "s/^cluster.id=//p" {meta})"; else echo "formatted {directory} no"; fi')

@@ -149,8 +149,16 @@ def configure_hosts(environment: Environment, plans: dict[str, Any]) -> list[dic
 
 
 def start_services(environment: Environment, plans: dict[str, Any], role: str, service_name: str) -> list[dict[str, Any]]:
-    """Start the stopped ``service_name`` on every host with ``role`` (first install: all together)."""
-    targets = [h for h in host_order(environment) if role in h.roles and service_name in plans[h.name]["start"]]
+    """Start the stopped ``service_name`` on every host with ``role`` (first install: all together).
+
+    Brokers that are also controllers run one Kafka process, already started with the controllers.
+    """
+    def wanted(host: Host) -> bool:
+        if role == "broker" and "controller" in host.roles:
+            return False
+        return role in host.roles and service_name in plans[host.name]["start"]
+
+    targets = [h for h in host_order(environment) if wanted(h)]
 
     def start(name: str) -> Result:
         host = environment.host(name)
