@@ -74,10 +74,13 @@ test-unit: venv ## unit tests (no lab, no root)
 	$(call pytest,tests/unit -q)
 
 test-integration: setup ## integration and end-to-end tests against the real lab (root)
-	$(call pytest,tests/integration tests/e2e -q)
+	$(call pytest,tests/integration/test_lab.py tests/integration tests/e2e -q)
+
+# Order matters for the lab: its own test first (it ends with the lab down), then the stages in rollout order.
+TEST_ORDER := tests/unit tests/integration/test_lab.py tests/integration tests/e2e
 
 test: setup lint ## every test: lint, unit, integration, end-to-end
-	$(call pytest,tests -q)
+	$(call pytest,$(TEST_ORDER) -q)
 
 clean: lab-down ## remove generated state (keeps the download cache)
 	rm -rf .airflow reports

@@ -30,7 +30,7 @@ def needs_root() -> pytest.MarkDecorator:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lab_hosts() -> dict:
     """The 3-host lab, up (idempotent), with its Airflow connections file written; returns lab.json."""
     if os.geteuid() != 0:
@@ -79,3 +79,20 @@ def run_stage(
         if line.startswith("report: ") and line.endswith(".json"):
             report = json.loads(Path(line.removeprefix("report: ")).read_text())
     return proc, report
+
+
+def lab_ssh(address: str, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """A command on a lab host through the system ssh client, host key checked against the lab's known_hosts."""
+    return subprocess.run(
+        ["ssh", "-i", str(LAB_STATE / "ssh" / "id_ed25519"), "-o", f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", f"root@{address}", command],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def infrastructure_ready(lab_hosts) -> dict:
+    """The lab with the cluster and registry rolled out (runs the infrastructure stage when needed)."""
+    proc, report = run_stage("infrastructure", {"gate_settle_seconds": 5})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return report
