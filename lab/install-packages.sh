@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing. Needs root (apt-get).
 set -euo pipefail
 packages=(openssh-server openssh-client iproute2 kcat iperf3 openssl netcat-openbsd procps util-linux
-          chromium curl jq)
+          chromium curl jq docker-compose)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

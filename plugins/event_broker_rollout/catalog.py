@@ -14,10 +14,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import fastavro
 import yaml
+from fastavro.schema import SchemaParseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from event_broker_rollout import paths
@@ -111,6 +112,7 @@ class ClassRequirements(Strict):
 
 class Classification(Strict):
     description: str
+    allowed_readers: list[str] | None = None  # None: any component with a contract may read
     requires: ClassRequirements
 
 
@@ -261,9 +263,15 @@ def _class_problems(spec: TopicSpec, policies: Policies) -> list[ConfigProblem]:
             "the latest record per key",
         )
     if days is not None and requires.max_retention_days is not None and days > requires.max_retention_days:
-        problem("retention_days", f"retention {days} days is above the class maximum of {requires.max_retention_days}")
+        problem(
+            "retention_days",
+            f"retention {days} days is above the class maximum of {requires.max_retention_days}",
+        )
     if days is not None and requires.min_retention_days is not None and days < requires.min_retention_days:
-        problem("retention_days", f"retention {days} days is below the class minimum of {requires.min_retention_days}")
+        problem(
+            "retention_days",
+            f"retention {days} days is below the class minimum of {requires.min_retention_days}",
+        )
     if spec.replication_factor < requires.min_replication_factor:
         problem(
             "replication_factor",
@@ -285,15 +293,20 @@ def _class_problems(spec: TopicSpec, policies: Policies) -> list[ConfigProblem]:
     return problems
 
 
-def _schema_problem(path: str, schema_file: str) -> ConfigProblem | None:
+def load_avro_schema(schema_file: str) -> Any:
+    """The JSON of an .avsc file (a path from the catalog), checked to parse as Avro.
+
+    Raises ``ValueError`` with a one-line reason.
+    """
     source = paths.resolve_project_path(schema_file)
     try:
-        fastavro.parse_schema(json.loads(source.read_text()))
+        schema = json.loads(source.read_text())
+        fastavro.parse_schema(schema)
     except OSError as error:
-        return ConfigProblem(path=path, message=f"cannot read {schema_file}: {error.strerror}")
-    except (ValueError, fastavro.schema.SchemaParseException) as error:
-        return ConfigProblem(path=path, message=f"{schema_file} is not a valid Avro schema: {error}")
-    return None
+        raise ValueError(f"cannot read {schema_file}: {error.strerror}") from None
+    except (ValueError, SchemaParseException) as error:
+        raise ValueError(f"{schema_file} is not a valid Avro schema: {error}") from None
+    return schema
 
 
 def validate_catalog(catalog: Catalog, policies: Policies) -> list[ConfigProblem]:
@@ -332,9 +345,10 @@ def validate_catalog(catalog: Catalog, policies: Policies) -> list[ConfigProblem
                         message=f"{trigger!r} is not an HL7 v2 ADT trigger event (A01, A08, ...)",
                     )
                 )
-        schema_problem = _schema_problem(f"{path}.schema", event.schema_file)
-        if schema_problem:
-            problems.append(schema_problem)
+        try:
+            load_avro_schema(event.schema_file)
+        except ValueError as error:
+            problems.append(ConfigProblem(path=f"{path}.schema", message=str(error)))
     return problems
 
 

@@ -124,9 +124,46 @@ class Connections(Strict):
     schema_registry: str
 
 
-class KnowledgeItem(Strict):
-    id: str
-    text: str
+class Tls(Strict):
+    mode: Literal["internal_ca", "provided"] = "internal_ca"
+    # internal_ca: the CA key and certificate live here on the Airflow side (created once, mode 0700).
+    # provided: the operator's PEM files here: ca.crt, <host>.crt (chain), <host>.key.
+    material_dir: str
+    keystore_type: Literal["PEM", "PKCS12"] = "PEM"
+    validity_days: int = Field(default=365, ge=1)
+    renew_before_days: int = Field(default=30, ge=1)
+
+
+class Credentials(Strict):
+    """Where passwords come from: a JSON file {user: password} or an Airflow Variable holding that JSON."""
+
+    source: Literal["file", "airflow_variable"]
+    path: str | None = None
+    variable: str | None = None
+
+
+class Ldap(Strict):
+    url: str
+    user_dn_template: str
+
+
+class Kerberos(Strict):
+    service_name: str = "kafka"
+    realm: str
+    keytab_dir: str
+
+
+class Security(Strict):
+    tls: Tls
+    secure_client_port: int = Field(default=9094, ge=1, le=65535)
+    internal_port: int = Field(default=9095, ge=1, le=65535)
+    registry_https_port: int = Field(default=8443, ge=1, le=65535)
+    client_authentication: Literal["scram", "mtls"] = "scram"
+    credentials: Credentials
+    admin_user: str = "admin"
+    ldap: Ldap | None = None
+    kerberos: Kerberos | None = None
+    components: str = "config/components.yaml"
 
 
 class Environment(Strict):
@@ -141,6 +178,7 @@ class Environment(Strict):
     network: Network
     connections: Connections
     hosts: list[Host] = Field(min_length=1)
+    security: Security | None = None
     catalog: str = "config/catalog.yaml"
     policies: str = "config/policies.yaml"
 
@@ -169,8 +207,10 @@ class Environment(Strict):
         """KRaft node id: declared, or the host's 1-based position, so it never changes between runs."""
         return host.node_id if host.node_id is not None else self.hosts.index(host) + 1
 
-    def bootstrap_servers(self) -> str:
-        port = self.kafka.listeners.client_port
+    def bootstrap_servers(self, secure: bool = False) -> str:
+        port = (
+            self.security.secure_client_port if secure and self.security else self.kafka.listeners.client_port
+        )
         return ",".join(f"{_hostport(host.address, port)}" for host in self.brokers)
 
 

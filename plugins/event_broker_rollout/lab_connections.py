@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,41 @@ def ssh_connections(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def ensure_lab_credentials(environment: Environment) -> dict[str, str]:
+    """The lab's SCRAM passwords: generated once (random, mode 0600) for every principal it needs."""
+    from event_broker_rollout.components import load_components
+
+    assert environment.security is not None and environment.security.credentials.path
+    path = Path(environment.security.credentials.path)
+    existing: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    users = [environment.security.admin_user, *load_components(environment.security.components).principals()]
+    wanted = {user: existing.get(user) or secrets.token_urlsafe(24) for user in users}
+    if wanted != existing:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(wanted, handle, indent=2)
+        tmp.replace(path)
+    return wanted
+
+
 def service_connections(environment: Environment) -> dict[str, dict[str, Any]]:
-    """The Kafka admin and Schema Registry connections of a lab environment (plaintext, before security)."""
+    """The Kafka admin and Schema Registry connections of a lab environment.
+
+    Addresses and protocols follow the cluster's security phase (the code derives them); the Kafka
+    connection carries the admin user's credentials.
+    """
     connections: dict[str, dict[str, Any]] = {}
-    connections[environment.connections.kafka_admin] = {
+    kafka: dict[str, Any] = {
         "conn_type": "kafka",
         "extra": {"bootstrap.servers": environment.bootstrap_servers()},
     }
+    if environment.security is not None:
+        credentials = ensure_lab_credentials(environment)
+        kafka["login"] = environment.security.admin_user
+        kafka["password"] = credentials[environment.security.admin_user]
+    connections[environment.connections.kafka_admin] = kafka
     registry = environment.registries[0]
     connections[environment.connections.schema_registry] = {
         "conn_type": "http",

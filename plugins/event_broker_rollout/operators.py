@@ -15,21 +15,32 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from event_broker_rollout.environment import load_environment
+from event_broker_rollout import clients
+from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.infrastructure import health
 from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE
-from event_broker_rollout.sensors import fail_gate, gate_result
+from event_broker_rollout.sensors import fail_gate, gate_result, resolve_phase
 from event_broker_rollout.triggers import ClusterHealthTrigger
 
 
 class RollingRestartOperator(BaseOperator):
-    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds")
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
 
-    def __init__(self, *, environment_name: str, plan_task_id: str, gate_timeout: Any = 300, settle_seconds: Any = 10, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        environment_name: str,
+        plan_task_id: str,
+        gate_timeout: Any = 300,
+        settle_seconds: Any = 10,
+        phase: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.environment_name = environment_name
         self.plan_task_id = plan_task_id
+        self.phase = phase
         self.gate_timeout = gate_timeout
         self.settle_seconds = settle_seconds
 
@@ -43,17 +54,26 @@ class RollingRestartOperator(BaseOperator):
         environment = load_environment(self.environment_name)
         queue = rolling_restart_queue(environment, self._plans(context))
         if not queue:
-            return [Result(id="infra.rolling_restart", status=Status.OK, message="no running node needs a restart").to_dict()]
+            return [
+                Result(
+                    id="infra.rolling_restart", status=Status.OK, message="no running node needs a restart"
+                ).to_dict()
+            ]
+        self.phase = resolve_phase(environment, self.phase)
         return self._restart_next(context, queue, [])
 
-    def _restart_next(self, context: Context, queue: list[str], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _restart_next(
+        self, context: Context, queue: list[str], done: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         from event_broker_rollout.infrastructure.stage import restart_service
 
         environment = load_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]
         host = environment.host(host_name)
-        admin = health.admin_client(self._client_config(environment.connections.kafka_admin))
-        blockers = health.restart_blockers(admin, environment.node_id(host), environment.kafka.min_insync_replicas)
+        admin = health.admin_client(clients.admin_config(environment, self._phase(environment)))
+        blockers = health.restart_blockers(
+            admin, environment.node_id(host), environment.kafka.min_insync_replicas
+        )
         if blockers:
             refusal = Result(
                 id=f"infra.rolling_restart[{host_name}]",
@@ -67,11 +87,10 @@ class RollingRestartOperator(BaseOperator):
         self.defer(
             trigger=ClusterHealthTrigger(
                 check="brokers",
+                environment_name=self.environment_name,
+                phase=self._phase(environment),
                 timeout_seconds=float(self.gate_timeout),
                 settle_seconds=float(self.settle_seconds),
-                kafka_conn_id=environment.connections.kafka_admin,
-                expected_brokers=[environment.node_id(h) for h in environment.brokers],
-                min_insync_replicas=environment.kafka.min_insync_replicas,
                 carry={"queue": rest, "done": done, "host_name": host_name},
             ),
             method_name="after_brokers_gate",
@@ -82,18 +101,24 @@ class RollingRestartOperator(BaseOperator):
     def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = load_environment(self.environment_name)
-        result = gate_result(environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        result = gate_result(
+            environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"]
+        )
         if result.status is Status.FAIL:
             context["ti"].xcom_push(key="return_value", value=done)
             fail_gate(context, result)
         self.defer(
             trigger=ClusterHealthTrigger(
                 check="partitions",
+                environment_name=self.environment_name,
+                phase=self._phase(environment),
                 timeout_seconds=float(self.gate_timeout),
                 settle_seconds=0,
-                kafka_conn_id=environment.connections.kafka_admin,
-                min_insync_replicas=environment.kafka.min_insync_replicas,
-                carry={"queue": queue, "done": [*done, {**result.to_dict(), "host": host_name}], "host_name": host_name},
+                carry={
+                    "queue": queue,
+                    "done": [*done, {**result.to_dict(), "host": host_name}],
+                    "host_name": host_name,
+                },
             ),
             method_name="after_partitions_gate",
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
@@ -103,17 +128,24 @@ class RollingRestartOperator(BaseOperator):
     def after_partitions_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = load_environment(self.environment_name)
-        result = gate_result(environment, "partitions", event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        result = gate_result(
+            environment,
+            "partitions",
+            event["status"] == "healthy",
+            event["observed"],
+            event["waited_seconds"],
+        )
         done = [*done, {**result.to_dict(), "host": host_name}]
         if result.status is Status.FAIL:
             context["ti"].xcom_push(key="return_value", value=done)
-            raise AirflowFailException(f"{result.id} failed after restarting {host_name}: {result.message}; the roll stops here")
+            raise AirflowFailException(
+                f"{result.id} failed after restarting {host_name}: {result.message}; the roll stops here"
+            )
         if queue:
             return self._restart_next(context, queue, done)
         return done
 
-    @staticmethod
-    def _client_config(conn_id: str) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        return dict(BaseHook.get_connection(conn_id).extra_dejson)
+    def _phase(self, environment: Environment) -> str:
+        # Resolved once in execute(); a resumed instance is a fresh object, so resolve again if needed.
+        self.phase = resolve_phase(environment, self.phase)
+        return self.phase

@@ -15,34 +15,46 @@ from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.triggers import ClusterHealthTrigger
 
-GATE_IDS = {"brokers": "gate.brokers_registered", "partitions": "gate.partitions_healthy", "registry": "gate.registry_healthy", "quorum": "gate.controller_quorum"}
-
-
-def registry_urls(environment: Environment) -> tuple[str, str]:
-    host = environment.registries[0]
-    base = f"http://{host.address}:{environment.schema_registry.port}"
-    return f"{base}/apis/ccompat/v7", f"{base}/health/ready"
+GATE_IDS = {
+    "brokers": "gate.brokers_registered",
+    "partitions": "gate.partitions_healthy",
+    "registry": "gate.registry_healthy",
+    "quorum": "gate.controller_quorum",
+}
 
 
 def describe_failure(environment: Environment, check: str, observed: dict[str, Any]) -> str:
     names = {environment.node_id(h): h.name for h in environment.hosts}
     if check == "brokers":
         missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []))
-        return f"brokers not registered: {missing or 'unknown'}" + (f"; error: {observed['error']}" if observed.get("error") else "")
+        return f"brokers not registered: {missing or 'unknown'}" + (
+            f"; error: {observed['error']}" if observed.get("error") else ""
+        )
     if check == "partitions":
-        parts = [f"{key.replace('_', ' ')}: {', '.join(observed[key][:20])}" for key in ("offline", "under_min_isr", "under_replicated") if observed.get(key)]
+        parts = [
+            f"{key.replace('_', ' ')}: {', '.join(observed[key][:20])}"
+            for key in ("offline", "under_min_isr", "under_replicated")
+            if observed.get(key)
+        ]
         return "; ".join(parts) or observed.get("error", "partitions unhealthy")
     if check == "quorum":
-        missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []) + observed.get("lagging", []))
+        missing = ", ".join(
+            f"{names.get(i, '?')} (node {i})"
+            for i in observed.get("missing", []) + observed.get("lagging", [])
+        )
         return f"controller quorum not caught up: {missing or observed.get('error', 'no leader')}"
     return f"registry unhealthy: {observed.get('error') or observed.get('health')}"
 
 
-def gate_result(environment: Environment, check: str, healthy: bool, observed: dict[str, Any], waited: float) -> Result:
+def gate_result(
+    environment: Environment, check: str, healthy: bool, observed: dict[str, Any], waited: float
+) -> Result:
     return Result(
         id=GATE_IDS[check],
         status=Status.PASS if healthy else Status.FAIL,
-        message=f"healthy after {waited:.1f}s" if healthy else f"timed out after {waited:.1f}s: {describe_failure(environment, check, observed)}",
+        message=f"healthy after {waited:.1f}s"
+        if healthy
+        else f"timed out after {waited:.1f}s: {describe_failure(environment, check, observed)}",
         observed=observed,
         expected="healthy for the settle window",
     )
@@ -54,35 +66,60 @@ def fail_gate(context: Context, result: Result) -> None:
     raise AirflowFailException(f"{result.id} failed: {result.message}")
 
 
+def resolve_phase(environment: Environment, phase: str | None) -> str:
+    """The security phase to use for client settings: given, or the one the hosts record."""
+    if phase:
+        return phase
+    from event_broker_rollout.infrastructure.stage import recorded_phase
+
+    return recorded_phase(environment)
+
+
 class ClusterHealthSensor(BaseSensorOperator):
     """Deferrable gate: brokers registered, partitions healthy, or the registry up."""
 
-    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds")
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
 
-    def __init__(self, *, check: str, environment_name: str, gate_timeout: Any = 300, settle_seconds: Any = 10, poll_interval: float = 2.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        check: str,
+        environment_name: str,
+        gate_timeout: Any = 300,
+        settle_seconds: Any = 10,
+        poll_interval: float = 2.0,
+        phase: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.check = check
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout
         self.settle_seconds = settle_seconds
         self.poll_interval = poll_interval
+        self.phase = phase
 
     def execute(self, context: Context) -> None:
         environment = load_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
-        kwargs: dict[str, Any] = {"check": self.check, "timeout_seconds": gate_timeout, "poll_interval": self.poll_interval, "settle_seconds": float(self.settle_seconds)}
-        if self.check == "registry":
-            kwargs["registry_url"], kwargs["registry_health_url"] = registry_urls(environment)
-        else:
-            kwargs["kafka_conn_id"] = environment.connections.kafka_admin
-            kwargs["expected_brokers"] = [environment.node_id(h) for h in environment.brokers]
-            kwargs["min_insync_replicas"] = environment.kafka.min_insync_replicas
+        trigger = ClusterHealthTrigger(
+            check=self.check,
+            environment_name=self.environment_name,
+            phase=resolve_phase(environment, self.phase),
+            timeout_seconds=gate_timeout,
+            poll_interval=self.poll_interval,
+            settle_seconds=float(self.settle_seconds),
+        )
         # The trigger enforces the gate's deadline itself (to report what it saw); this is the backstop.
-        self.defer(trigger=ClusterHealthTrigger(**kwargs), method_name="execute_complete", timeout=timedelta(seconds=gate_timeout + 120))
+        self.defer(
+            trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=gate_timeout + 120)
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         environment = load_environment(self.environment_name)
-        result = gate_result(environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"])
+        result = gate_result(
+            environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"]
+        )
         if result.status is Status.FAIL:
             fail_gate(context, result)
         return [result.to_dict()]
@@ -115,10 +152,14 @@ class ControllerQuorumSensor(BaseSensorOperator):
             observed = health.quorum_status(describe_quorum(environment), voters)
         except RemoteError as error:
             observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
-        started = context["ti"].start_date
-        waited = time.time() - started.timestamp() if started else 0.0
+        # In reschedule mode each poke is a new run of the task: time the gate from its first poke.
+        first = context["ti"].get_first_reschedule_date(context)
+        waited = time.time() - first.timestamp() if first else 0.0
         if observed["healthy"]:
-            context["ti"].xcom_push(key="return_value", value=[gate_result(environment, "quorum", True, observed, waited).to_dict()])
+            context["ti"].xcom_push(
+                key="return_value",
+                value=[gate_result(environment, "quorum", True, observed, waited).to_dict()],
+            )
             return True
         if waited >= float(self.gate_timeout):
             fail_gate(context, gate_result(environment, "quorum", False, observed, waited))

@@ -15,6 +15,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from event_broker_rollout import clients
+from event_broker_rollout.environment import load_environment
 from event_broker_rollout.infrastructure import health
 
 CHECKS = ("brokers", "partitions", "registry")
@@ -24,28 +26,22 @@ class ClusterHealthTrigger(BaseTrigger):
     def __init__(
         self,
         check: str,
+        environment_name: str,
+        phase: str,
         timeout_seconds: float,
         poll_interval: float = 2.0,
         settle_seconds: float = 0.0,
-        kafka_conn_id: str | None = None,
-        expected_brokers: list[int] | None = None,
-        min_insync_replicas: int = 1,
-        registry_url: str | None = None,
-        registry_health_url: str | None = None,
         carry: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if check not in CHECKS:
             raise ValueError(f"unknown health check {check!r}")
         self.check = check
+        self.environment_name = environment_name
+        self.phase = phase
         self.timeout_seconds = timeout_seconds
         self.poll_interval = poll_interval
         self.settle_seconds = settle_seconds
-        self.kafka_conn_id = kafka_conn_id
-        self.expected_brokers = expected_brokers or []
-        self.min_insync_replicas = min_insync_replicas
-        self.registry_url = registry_url
-        self.registry_health_url = registry_health_url
         # State the deferring operator needs back when it resumes. It rides in the event itself because
         # dag.test() resumes with the event alone, dropping the defer() kwargs.
         self.carry = carry or {}
@@ -55,49 +51,63 @@ class ClusterHealthTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "check": self.check,
+                "environment_name": self.environment_name,
+                "phase": self.phase,
                 "timeout_seconds": self.timeout_seconds,
                 "poll_interval": self.poll_interval,
                 "settle_seconds": self.settle_seconds,
-                "kafka_conn_id": self.kafka_conn_id,
-                "expected_brokers": self.expected_brokers,
-                "min_insync_replicas": self.min_insync_replicas,
-                "registry_url": self.registry_url,
-                "registry_health_url": self.registry_health_url,
                 "carry": self.carry,
             },
         )
 
-    async def _client_config(self) -> dict[str, Any]:
-        if self.kafka_conn_id is None:
-            return {}
+    async def _probe_function(self) -> Any:
+        environment = load_environment(self.environment_name)
+        if self.check == "registry":
+            base = clients.registry_base_url(environment, self.phase)
+            ca = clients.ca_file(environment) if base.startswith("https") else None
+            return lambda: health.registry_status(f"{base}/apis/ccompat/v7", f"{base}/health/ready", ca)
         from airflow.sdk import BaseHook
 
-        connection = await BaseHook.aget_connection(self.kafka_conn_id)
-        return dict(connection.extra_dejson)
-
-    def _probe(self, config: dict[str, Any]) -> dict[str, Any]:
-        if self.check == "registry":
-            return health.registry_status(self.registry_url or "", self.registry_health_url or "")
-        admin = health.admin_client(config)
+        connection = await BaseHook.aget_connection(environment.connections.kafka_admin)
+        config = clients.kafka_config(environment, self.phase, connection.login, connection.password)
         if self.check == "brokers":
-            return health.brokers_status(admin, self.expected_brokers)
-        return health.partitions_status(admin, self.min_insync_replicas)
+            expected = [environment.node_id(h) for h in environment.brokers]
+            return lambda: health.brokers_status(health.admin_client(config), expected)
+        return lambda: health.partitions_status(
+            health.admin_client(config), environment.kafka.min_insync_replicas
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        config = await self._client_config()
+        probe = await self._probe_function()
         started = time.monotonic()
         healthy_since: float | None = None
         while True:
-            observed = await asyncio.to_thread(self._probe, config)
+            observed = await asyncio.to_thread(probe)
             now = time.monotonic()
             if observed.get("healthy"):
                 healthy_since = healthy_since if healthy_since is not None else now
                 if now - healthy_since >= self.settle_seconds:
-                    yield TriggerEvent({"status": "healthy", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1), "carry": self.carry})
+                    yield TriggerEvent(
+                        {
+                            "status": "healthy",
+                            "check": self.check,
+                            "observed": observed,
+                            "waited_seconds": round(now - started, 1),
+                            "carry": self.carry,
+                        }
+                    )
                     return
             else:
                 healthy_since = None
             if now - started >= self.timeout_seconds:
-                yield TriggerEvent({"status": "timeout", "check": self.check, "observed": observed, "waited_seconds": round(now - started, 1), "carry": self.carry})
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "check": self.check,
+                        "observed": observed,
+                        "waited_seconds": round(now - started, 1),
+                        "carry": self.carry,
+                    }
+                )
                 return
             await asyncio.sleep(self.poll_interval)

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -123,7 +124,7 @@ def test_a_broker_killed_before_the_gate_fails_the_stage_naming_it_then_a_rerun_
     assert stage.wait(300) != 0
     reader.join(10)
     report_line = next(line for line in output if line.startswith("report: "))
-    text = open(report_line.removeprefix("report: ").strip()).read()
+    text = Path(report_line.removeprefix("report: ").strip()).read_text()
     assert "lab3 (node 3)" in text, text[-3000:]
 
     proc, report = run_stage("infrastructure", {"gate_settle_seconds": 5})

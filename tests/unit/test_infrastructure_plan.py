@@ -15,9 +15,15 @@ from event_broker_rollout.infrastructure.plan import (
 )
 
 
+def with_material_dir(environment, directory):
+    """The environment with its TLS material kept in a test folder (never the lab's real CA)."""
+    tls = environment.security.tls.model_copy(update={"material_dir": str(directory)})
+    return environment.model_copy(update={"security": environment.security.model_copy(update={"tls": tls})})
+
+
 @pytest.fixture(scope="module")
-def lab():
-    return load_environment("lab")
+def lab(tmp_path_factory):
+    return with_material_dir(load_environment("lab"), tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,8 @@ def test_server_properties_for_a_combined_kraft_node(lab1_state):
     assert values["node.id"] == "1"
     assert values["controller.quorum.voters"] == "1@10.77.0.11:9093,2@10.77.0.12:9093,3@10.77.0.13:9093"
     assert values["listeners"] == "CLIENT://10.77.0.11:9092,CONTROLLER://10.77.0.11:9093"
+    assert values["listener.security.protocol.map"] == "CLIENT:PLAINTEXT,SECURE:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL"
+    assert values["listener.name.controller.ssl.client.auth"] == "required"
     assert values["advertised.listeners"] == "CLIENT://10.77.0.11:9092"
     assert values["log.dirs"] == "/var/lib/kafka/data"
     assert (values["default.replication.factor"], values["min.insync.replicas"]) == ("3", "2")
@@ -45,9 +53,23 @@ def test_server_properties_for_a_combined_kraft_node(lab1_state):
     assert server.restarts == ("kafka",)
 
 
-def test_dedicated_controller_and_broker_roles():
+def provided_material(environment, directory):
+    """Operator-provided PEM files, as an organisation's PKI would hand them over (made here with a test CA)."""
+    from event_broker_rollout.security import tls
+
+    ca_cert, ca_key = tls.ensure_internal_ca(directory / "pki", "test-pki")
+    (directory / "ca.crt").write_text((directory / "pki" / "ca.crt").read_text())
+    for host in environment.hosts:
+        material = tls.issue_node_certificate(host, ca_cert, ca_key, 365)
+        (directory / f"{host.name}.crt").write_text(material.cert_pem)
+        (directory / f"{host.name}.key").write_text(material.key_pem)
+    return with_material_dir(environment, directory)
+
+
+def test_dedicated_controller_and_broker_roles(tmp_path):
     prod = load_environment("prod")
     prod = prod.model_copy(update={"distribution": prod.distribution.model_copy(update={"archive": "/srv/confluent-8.1.0.tar.gz"})})
+    prod = provided_material(prod, tmp_path)
     profiles = load_sizing_profiles()
     controller = desired.desired_state(prod, prod.host("kctl-1"), "production", profiles["production"], systemd=True)
     broker = desired.desired_state(prod, prod.host("kbrk-1"), "production", profiles["production"], systemd=True)
@@ -55,6 +77,7 @@ def test_dedicated_controller_and_broker_roles():
     b = props(next(f for f in broker.files if f.path.endswith("server.properties")).content)
     assert c["process.roles"] == "controller" and "advertised.listeners" not in c and "inter.broker.listener.name" not in c
     assert b["process.roles"] == "broker" and b["listeners"] == "CLIENT://198.51.100.21:9092"
+    assert "authorizer.class.name" not in b  # the security stage turns it on
     assert b["controller.quorum.voters"] == "1@198.51.100.11:9093,2@198.51.100.12:9093,3@198.51.100.13:9093"
     assert b["log.dirs"] == "/data/kafka/1,/data/kafka/2"
     unit = next(f for f in broker.files if f.path == "/etc/systemd/system/kafka.service").content

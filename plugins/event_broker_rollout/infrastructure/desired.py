@@ -24,6 +24,8 @@ KAFKA_LOG_DIR = "/var/log/kafka"
 REGISTRY_CONFIG_DIR = "/etc/schema-registry"
 REGISTRY_DATA_DIR = "/var/lib/schema-registry"
 REGISTRY_LOG_DIR = "/var/log/schema-registry"
+REGISTRY_TLS_DIR = "/etc/schema-registry/tls"
+TOOLS_CONFIG = "/etc/kafka/tls/tools.properties"
 SERVICE_CONF_DIR = "/etc/event-broker/services"
 SERVICE_WRAPPER = "/opt/event-broker/bin/ebr-service"
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -50,30 +52,13 @@ def sha256(text: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class ListenerLayout:
-    """Listeners of one node; the plaintext layout is the infrastructure stage's, security replaces it."""
+    """Listeners of one node and their security settings (see ``security.layout`` for the phases)."""
 
     listeners: tuple[str, ...]
     advertised: tuple[str, ...]
     protocol_map: tuple[str, ...]
     inter_broker_listener: str
     settings: tuple[tuple[str, str], ...] = ()
-
-
-def plaintext_layout(environment: Environment, host: Host) -> ListenerLayout:
-    ports = environment.kafka.listeners
-    listeners = []
-    advertised = []
-    if "broker" in host.roles:
-        listeners.append(f"CLIENT://{host.address}:{ports.client_port}")
-        advertised.append(f"CLIENT://{host.address}:{ports.client_port}")
-    if "controller" in host.roles:
-        listeners.append(f"CONTROLLER://{host.address}:{ports.controller_port}")
-    return ListenerLayout(
-        listeners=tuple(listeners),
-        advertised=tuple(advertised),
-        protocol_map=("CLIENT:PLAINTEXT", "CONTROLLER:PLAINTEXT"),
-        inter_broker_listener="CLIENT",
-    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +68,7 @@ class ManagedFile:
     mode: str = "0644"
     owner: str = "root"
     restarts: tuple[str, ...] = ()  # services that must restart when this file changes
+    secret: bool = False  # key material: never read back, never diffed, only its digest is compared
 
     @property
     def digest(self) -> str:
@@ -137,6 +123,15 @@ def archive_top_dir(archive: Path) -> str:
     raise ValueError(f"{archive}: expected a .tgz or .tar.gz archive")
 
 
+def https_mode(environment: Environment, phase: str) -> str:
+    """The registry's HTTPS: off before security, beside HTTP while clients move, alone once secured."""
+    from event_broker_rollout.security.layout import phase_index
+
+    if environment.security is None or phase_index(phase) < phase_index("listeners"):
+        return "off"
+    return "only" if phase == "secured" else "both"
+
+
 def kafka_tool(environment: Environment, name: str) -> str:
     """A Kafka tool of the installed distribution: ``bin/<name>.sh`` (Apache) or ``bin/<name>`` (Confluent)."""
     suffix = ".sh" if environment.distribution.flavor == "apache" else ""
@@ -152,15 +147,52 @@ def kafka_roles(host: Host) -> list[str]:
     return [role for role in ("broker", "controller") if role in host.roles]
 
 
+def tls_files(
+    environment: Environment, host: Host, directory: str, restarts: tuple[str, ...], keystore: bool
+) -> list[ManagedFile]:
+    """The node's certificate material: a PEM keystore (key + chain) for Kafka, or cert and key for the registry."""
+    from event_broker_rollout.security.tls import node_material
+
+    material = node_material(environment, host)
+    user = environment.kafka.service_user
+    files = [ManagedFile(f"{directory}/ca.crt", material.ca_pem, owner=user, restarts=restarts)]
+    if keystore:
+        files.append(
+            ManagedFile(
+                f"{directory}/node.pem",
+                material.key_pem + material.cert_pem,
+                mode="0600",
+                owner=user,
+                restarts=restarts,
+                secret=True,
+            )
+        )
+    else:
+        files += [
+            ManagedFile(f"{directory}/node.crt", material.cert_pem, owner=user, restarts=restarts),
+            ManagedFile(
+                f"{directory}/node.key",
+                material.key_pem,
+                mode="0600",
+                owner=user,
+                restarts=restarts,
+                secret=True,
+            ),
+        ]
+    return files
+
+
 def desired_state(
     environment: Environment,
     host: Host,
     profile_name: str,
     profile: SizingProfile,
-    layout: ListenerLayout | None = None,
+    phase: str = "plaintext",
     systemd: bool = False,
 ) -> HostState:
-    layout = layout or plaintext_layout(environment, host)
+    from event_broker_rollout.security.layout import TLS_DIR, layout_for_phase
+
+    layout = layout_for_phase(environment, host, phase)
     user = environment.kafka.service_user
     distribution = environment.distribution
     java_home = distribution.java_home or ""
@@ -178,8 +210,17 @@ def desired_state(
         if distribution.archive is None:
             raise ValueError("installing from a package repository is not supported by this stage yet")
         archive = paths.resolve_project_path(distribution.archive)
-        installs.append(Install(KAFKA_SERVICE, archive, distribution.install_dir, archive_top_dir(archive), (KAFKA_SERVICE,)))
+        installs.append(
+            Install(
+                KAFKA_SERVICE, archive, distribution.install_dir, archive_top_dir(archive), (KAFKA_SERVICE,)
+            )
+        )
         directories += [(KAFKA_CONFIG_DIR, "root"), (KAFKA_LOG_DIR, user)]
+        if environment.security is not None:
+            directories.append((TLS_DIR, user))
+            files += tls_files(environment, host, TLS_DIR, (KAFKA_SERVICE,), keystore=True)
+            # Kafka's own tools on this node speak TLS to the controllers with the node's certificate.
+            files.append(ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user))
         directories += [(d, user) for d in environment.kafka.data_dirs]
         restart = (KAFKA_SERVICE,)
         files += [
@@ -208,10 +249,21 @@ def desired_state(
             ),
             ManagedFile(
                 f"{KAFKA_CONFIG_DIR}/kafka.env",
-                render("kafka/kafka.env.j2", profile=profile_name, heap_mb=profile.broker_heap_mb, config_dir=KAFKA_CONFIG_DIR, log_dir=KAFKA_LOG_DIR, java_home=java_home),
+                render(
+                    "kafka/kafka.env.j2",
+                    profile=profile_name,
+                    heap_mb=profile.broker_heap_mb,
+                    config_dir=KAFKA_CONFIG_DIR,
+                    log_dir=KAFKA_LOG_DIR,
+                    java_home=java_home,
+                ),
                 restarts=restart,
             ),
-            ManagedFile(f"{KAFKA_CONFIG_DIR}/log4j2.yaml", render("kafka/log4j2.yaml.j2", log_dir=KAFKA_LOG_DIR), restarts=restart),
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/log4j2.yaml",
+                render("kafka/log4j2.yaml.j2", log_dir=KAFKA_LOG_DIR),
+                restarts=restart,
+            ),
         ]
         services.append(
             Service(
@@ -224,7 +276,9 @@ def desired_state(
         )
 
     if "schema_registry" in host.roles:
-        files, services, installs, directories = _registry(environment, host, profile_name, profile, files, services, installs, directories)
+        files, services, installs, directories = _registry(
+            environment, host, profile_name, profile, phase, files, services, installs, directories
+        )
 
     for service in services:
         files.append(service_definition(service, user, distribution.install_dir, systemd))
@@ -244,6 +298,7 @@ def _registry(
     host: Host,
     profile_name: str,
     profile: SizingProfile,
+    phase: str,
     files: list[ManagedFile],
     services: list[Service],
     installs: list[Install],
@@ -254,20 +309,48 @@ def _registry(
     user = environment.kafka.service_user
     java_home = environment.distribution.java_home or ""
     restart = (REGISTRY_SERVICE,)
-    directories = [*directories, (REGISTRY_CONFIG_DIR, "root"), (REGISTRY_DATA_DIR, user), (REGISTRY_LOG_DIR, user)]
+    directories = [
+        *directories,
+        (REGISTRY_CONFIG_DIR, "root"),
+        (REGISTRY_DATA_DIR, user),
+        (REGISTRY_LOG_DIR, user),
+    ]
+    https = https_mode(environment, phase)
+    if https != "off":
+        directories.append((REGISTRY_TLS_DIR, user))
+        files = [*files, *tls_files(environment, host, REGISTRY_TLS_DIR, restart, keystore=False)]
     env_file = ManagedFile(
         f"{REGISTRY_CONFIG_DIR}/registry.env",
-        render("schema-registry/registry.env.j2", profile=profile_name, heap_mb=profile.registry_heap_mb, config_dir=REGISTRY_CONFIG_DIR, java_home=java_home),
+        render(
+            "schema-registry/registry.env.j2",
+            profile=profile_name,
+            heap_mb=profile.registry_heap_mb,
+            config_dir=REGISTRY_CONFIG_DIR,
+            java_home=java_home,
+        ),
         restarts=restart,
     )
     if registry.flavor == "apicurio":
         if registry.archive is None:
             raise ValueError("Apicurio Registry installs from its archive: set schema_registry.archive")
         archive = paths.resolve_project_path(registry.archive)
-        installs = [*installs, Install(REGISTRY_SERVICE, archive, registry.install_dir, archive_top_dir(archive), restart)]
+        installs = [
+            *installs,
+            Install(REGISTRY_SERVICE, archive, registry.install_dir, archive_top_dir(archive), restart),
+        ]
         config = ManagedFile(
             f"{REGISTRY_CONFIG_DIR}/application.properties",
-            render("schema-registry/application.properties.j2", environment=environment.name, host=host.name, address=str(host.address), port=registry.port, data_dir=REGISTRY_DATA_DIR),
+            render(
+                "schema-registry/application.properties.j2",
+                environment=environment.name,
+                host=host.name,
+                address=str(host.address),
+                port=registry.port,
+                data_dir=REGISTRY_DATA_DIR,
+                https=https,
+                https_port=environment.security.registry_https_port if environment.security else 0,
+                tls_dir=REGISTRY_TLS_DIR,
+            ),
             mode="0640",
             owner=user,
             restarts=restart,
@@ -293,7 +376,10 @@ def _registry(
         exec_start = f"{environment.distribution.install_dir}/current/bin/schema-registry-start {config.path}"
         description = f"Confluent Schema Registry {registry.version}"
     files = [*files, config, env_file]
-    services = [*services, Service(REGISTRY_SERVICE, description, exec_start, env_file.path, f"{REGISTRY_LOG_DIR}/registry.out")]
+    services = [
+        *services,
+        Service(REGISTRY_SERVICE, description, exec_start, env_file.path, f"{REGISTRY_LOG_DIR}/registry.out"),
+    ]
     return files, services, installs, directories
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -49,7 +50,9 @@ def _min_isr_by_topic(admin: AdminClient, topics: list[str], default: int) -> di
     for resource, future in admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT).items():
         try:
             entry = future.result().get("min.insync.replicas")
-            values[resource.name] = int(entry.value) if entry is not None and entry.value is not None else default
+            values[resource.name] = (
+                int(entry.value) if entry is not None and entry.value is not None else default
+            )
         except Exception:
             values[resource.name] = default
     return values
@@ -59,7 +62,13 @@ def partitions_status(admin: AdminClient, default_min_isr: int) -> dict[str, Any
     try:
         metadata: ClusterMetadata = admin.list_topics(timeout=ADMIN_TIMEOUT)
     except Exception as error:
-        return {"healthy": False, "error": str(error), "under_replicated": [], "under_min_isr": [], "offline": []}
+        return {
+            "healthy": False,
+            "error": str(error),
+            "under_replicated": [],
+            "under_min_isr": [],
+            "offline": [],
+        }
     min_isr = _min_isr_by_topic(admin, list(metadata.topics), default_min_isr)
     under_replicated, under_min_isr, offline = [], [], []
     for topic, description in sorted(metadata.topics.items()):
@@ -93,14 +102,17 @@ def restart_blockers(admin: AdminClient, broker_id: int, default_min_isr: int) -
     return blockers
 
 
-def registry_status(base_url: str, health_url: str) -> dict[str, Any]:
+def registry_status(base_url: str, health_url: str, ca_file: str | None = None) -> dict[str, Any]:
     """The registry answers its health endpoint and lists subjects through the Confluent-compatible API."""
-    observed: dict[str, Any] = {"healthy": False}
+    observed: dict[str, Any] = {"healthy": False, "url": base_url}
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(health_url, timeout=5) as response:
+        with urllib.request.urlopen(health_url, timeout=5, context=context) as response:
             health = json.loads(response.read() or b"{}")
             observed["health"] = health.get("status", response.status)
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/subjects", timeout=5) as response:
+        with urllib.request.urlopen(
+            f"{base_url.rstrip('/')}/subjects", timeout=5, context=context
+        ) as response:
             observed["subjects"] = len(json.loads(response.read()))
             observed["healthy"] = observed["health"] in ("UP", 200)
     except (urllib.error.URLError, OSError, ValueError) as error:
@@ -127,10 +139,19 @@ def quorum_status(
         node_id, _directory, end_offset, lag, _fetch, caught_up, status = match.groups()
         if status in ("Leader", "Follower"):
             stale = now_ms - int(caught_up) if now_ms is not None and caught_up.lstrip("-").isdigit() else 0
-            voters[int(node_id)] = {"status": status, "lag": int(lag), "log_end_offset": int(end_offset), "caught_up_ms_ago": stale}
+            voters[int(node_id)] = {
+                "status": status,
+                "lag": int(lag),
+                "log_end_offset": int(end_offset),
+                "caught_up_ms_ago": stale,
+            }
     expected = sorted(set(expected_voters))
     missing = [node for node in expected if node not in voters]
-    lagging = [node for node, info in voters.items() if info["lag"] > max_lag or info["caught_up_ms_ago"] > max_stale_ms]
+    lagging = [
+        node
+        for node, info in voters.items()
+        if info["lag"] > max_lag or info["caught_up_ms_ago"] > max_stale_ms
+    ]
     leaders = [node for node, info in voters.items() if info["status"] == "Leader"]
     return {
         "healthy": not missing and not lagging and len(leaders) == 1,

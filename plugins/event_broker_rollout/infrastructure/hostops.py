@@ -28,13 +28,23 @@ def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, 
     contents: dict[str, str] = {}
     for managed in state.files:
         digest = observed.files.get(managed.path, ABSENT)
-        if digest not in (ABSENT, managed.digest):
-            contents[managed.path] = session.run(f"cat {shlex.quote(managed.path)}", timeout=30, check=True).stdout
+        if not managed.secret and digest not in (ABSENT, managed.digest):
+            contents[managed.path] = session.run(
+                f"cat {shlex.quote(managed.path)}", timeout=30, check=True
+            ).stdout
     return observed, contents
 
 
 def changed(change: Change, message: str) -> Result:
-    audit("infrastructure.change", target=change.target, outcome="changed", host=change.host, kind=change.kind, before=change.before, after=change.after)
+    audit(
+        "infrastructure.change",
+        target=change.target,
+        outcome="changed",
+        host=change.host,
+        kind=change.kind,
+        before=change.before,
+        after=change.after,
+    )
     return Result(
         id=f"infra.{change.kind}[{change.target}]",
         status=Status.CHANGED,
@@ -48,7 +58,13 @@ def changed(change: Change, message: str) -> Result:
 
 def already(host: str, item: str) -> Result:
     kind, _, target = item.partition(":")
-    return Result(id=f"infra.{kind}[{target}]", status=Status.OK, host=host, message="already as desired", severity=Severity.ADVISORY)
+    return Result(
+        id=f"infra.{kind}[{target}]",
+        status=Status.OK,
+        host=host,
+        message="already as desired",
+        severity=Severity.ADVISORY,
+    )
 
 
 def _file_sha256(path: Path) -> str:
@@ -69,12 +85,19 @@ def install(session: RemoteHost, install_spec: Install) -> None:
     marker = session.run(f"cat {target}/.ebr-installed 2>/dev/null", timeout=10).stdout.strip()
     if marker == install_spec.archive.name:
         # Already unpacked (a running service may use these files): only point `current` at it.
-        session.run(f"ln -sfn {shlex.quote(install_spec.top_dir)} {base}/current.new && mv -T {base}/current.new {shlex.quote(install_spec.current_link)}", check=True)
+        session.run(
+            f"ln -sfn {shlex.quote(install_spec.top_dir)} {base}/current.new && mv -T {base}/current.new {shlex.quote(install_spec.current_link)}",
+            check=True,
+        )
         return
     session.put(install_spec.archive, incoming)
-    remote_digest = session.run(f"sha256sum {shlex.quote(incoming)} | cut -d' ' -f1", check=True).stdout.strip()
+    remote_digest = session.run(
+        f"sha256sum {shlex.quote(incoming)} | cut -d' ' -f1", check=True
+    ).stdout.strip()
     if remote_digest != local_digest:
-        raise RemoteError(f"{session.name}: {install_spec.archive.name} arrived corrupted ({remote_digest} != {local_digest})")
+        raise RemoteError(
+            f"{session.name}: {install_spec.archive.name} arrived corrupted ({remote_digest} != {local_digest})"
+        )
     session.run(
         f"rm -rf {target}.unpacking && mkdir -p {target}.unpacking && "
         f"tar -xzf {shlex.quote(incoming)} -C {target}.unpacking --strip-components=1 && "
@@ -89,11 +112,17 @@ def install(session: RemoteHost, install_spec: Install) -> None:
 
 def ensure_user(session: RemoteHost, user: str) -> None:
     q = shlex.quote(user)
-    session.run(f"id -u {q} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {q}", check=True)
+    session.run(
+        f"id -u {q} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {q}",
+        check=True,
+    )
 
 
 def ensure_directories(session: RemoteHost, state: HostState) -> None:
-    commands = [f"mkdir -p {shlex.quote(path)} && chown {shlex.quote(owner)}: {shlex.quote(path)}" for path, owner in state.directories]
+    commands = [
+        f"mkdir -p {shlex.quote(path)} && chown {shlex.quote(owner)}: {shlex.quote(path)}"
+        for path, owner in state.directories
+    ]
     session.run(" && ".join(commands), check=True)
 
 
@@ -134,7 +163,9 @@ def format_storage(session: RemoteHost, storage_tool: str, cluster_id: str, user
     )
 
 
-def apply_host_plan(session: RemoteHost, state: HostState, plan: HostPlan, storage_tool: str, cluster_id: str) -> list[Result]:
+def apply_host_plan(
+    session: RemoteHost, state: HostState, plan: HostPlan, storage_tool: str, cluster_id: str
+) -> list[Result]:
     """Write one host's files and format its storage (installs and service starts are separate steps).
 
     All or nothing: if anything fails, the host's previous files are put back before the error is raised.
@@ -158,5 +189,7 @@ def apply_host_plan(session: RemoteHost, state: HostState, plan: HostPlan, stora
 def service(session: RemoteHost, action: str, name: str, systemd: bool, timeout: float = 240) -> str:
     if systemd:
         verb = {"start": "enable --now", "restart": "restart", "stop": "stop"}[action]
-        return session.run(f"systemctl daemon-reload && systemctl {verb} {shlex.quote(name)}", timeout=timeout, check=True).stdout
+        return session.run(
+            f"systemctl daemon-reload && systemctl {verb} {shlex.quote(name)}", timeout=timeout, check=True
+        ).stdout
     return session.run(f"{SERVICE_WRAPPER} {action} {shlex.quote(name)}", timeout=timeout, check=True).stdout

@@ -26,14 +26,20 @@ def observe_command(state: HostState) -> str:
     ]
     for managed in state.files:
         q = shlex.quote(managed.path)
-        lines.append(f'if [ -f {q} ]; then echo "file {managed.path} $(sha256sum {q} | cut -d" " -f1)"; else echo "file {managed.path} absent"; fi')
+        lines.append(
+            f'if [ -f {q} ]; then echo "file {managed.path} $(sha256sum {q} | cut -d" " -f1)"; else echo "file {managed.path} absent"; fi'
+        )
     for install in state.installs:
         marker = shlex.quote(f"{install.target}/.ebr-installed")
         link = shlex.quote(install.current_link)
-        lines.append(f'echo "install {install.name} $(cat {marker} 2>/dev/null || echo absent) $(readlink -f {link} 2>/dev/null || echo none)"')
+        lines.append(
+            f'echo "install {install.name} $(cat {marker} 2>/dev/null || echo absent) $(readlink -f {link} 2>/dev/null || echo none)"'
+        )
     for directory in state.data_dirs:
         meta = shlex.quote(f"{directory}/meta.properties")
-        lines.append(f'if [ -f {meta} ]; then echo "formatted {directory} $(sed -n "s/^cluster.id=//p" {meta})"; else echo "formatted {directory} no"; fi')
+        lines.append(
+            f'if [ -f {meta} ]; then echo "formatted {directory} $(sed -n "s/^cluster.id=//p" {meta})"; else echo "formatted {directory} no"; fi'
+        )
     for service in state.services:
         name = shlex.quote(service.name)
         lines.append(
@@ -143,7 +149,9 @@ class HostPlan:
 def mask_secrets(text: str) -> str:
     """Lines that may carry credentials never reach a diff, a report or a log."""
     return "\n".join(
-        (line.split("=", 1)[0] + "=<masked>" if "=" in line else "<masked>") if _SECRET_LINE.search(line) else line
+        (line.split("=", 1)[0] + "=<masked>" if "=" in line else "<masked>")
+        if _SECRET_LINE.search(line)
+        else line
         for line in text.splitlines()
     )
 
@@ -159,7 +167,9 @@ def unified_diff(path: str, before: str | None, after: str) -> str:
     return "\n".join(diff)
 
 
-def plan_host(state: HostState, observed: Observed, cluster_id: str, current_contents: dict[str, str]) -> HostPlan:
+def plan_host(
+    state: HostState, observed: Observed, cluster_id: str, current_contents: dict[str, str]
+) -> HostPlan:
     """Compare desired with observed. ``current_contents`` holds the on-host text of changed files."""
     changes: list[Change] = []
     unchanged: list[str] = []
@@ -172,7 +182,16 @@ def plan_host(state: HostState, observed: Observed, cluster_id: str, current_con
         marker, link = observed.installs.get(install.name, (ABSENT, "none"))
         wanted = install.archive.name
         if marker != wanted or link != install.target:
-            changes.append(Change(state.host, "install", install.target, before=f"{marker} -> {link}", after=f"{wanted} -> {install.target}", restarts=install.restarts))
+            changes.append(
+                Change(
+                    state.host,
+                    "install",
+                    install.target,
+                    before=f"{marker} -> {link}",
+                    after=f"{wanted} -> {install.target}",
+                    restarts=install.restarts,
+                )
+            )
             needs_restart.update(install.restarts)
         else:
             unchanged.append(f"install:{install.target}")
@@ -186,7 +205,9 @@ def plan_host(state: HostState, observed: Observed, cluster_id: str, current_con
                     managed.path,
                     before=before,
                     after=managed.digest,
-                    diff=unified_diff(managed.path, current_contents.get(managed.path), managed.content),
+                    diff="(key material: not shown)"
+                    if managed.secret
+                    else unified_diff(managed.path, current_contents.get(managed.path), managed.content),
                     restarts=managed.restarts,
                 )
             )
@@ -196,9 +217,15 @@ def plan_host(state: HostState, observed: Observed, cluster_id: str, current_con
     for directory in state.data_dirs:
         formatted = observed.formatted.get(directory, "no")
         if formatted == "no":
-            changes.append(Change(state.host, "format", directory, before="unformatted", after=f"cluster.id={cluster_id}"))
+            changes.append(
+                Change(
+                    state.host, "format", directory, before="unformatted", after=f"cluster.id={cluster_id}"
+                )
+            )
         elif formatted != cluster_id:
-            problems.append(f"{directory} is formatted for cluster {formatted}, not {cluster_id}: refusing to touch it")
+            problems.append(
+                f"{directory} is formatted for cluster {formatted}, not {cluster_id}: refusing to touch it"
+            )
         else:
             unchanged.append(f"storage:{directory}")
 

@@ -19,6 +19,7 @@ from event_broker_rollout.infrastructure import hostops
 from event_broker_rollout.infrastructure.desired import (
     KAFKA_SERVICE,
     REGISTRY_SERVICE,
+    TOOLS_CONFIG,
     HostState,
     desired_state,
     kafka_tool,
@@ -32,6 +33,7 @@ SSH_CONNECT_TIMEOUT = 10
 
 def host_order(environment: Environment) -> list[Host]:
     """Controllers first, then brokers, then registry-only hosts (the stage's change order)."""
+
     def rank(host: Host) -> tuple[int, int]:
         if "controller" in host.roles:
             return (0, environment.node_id(host))
@@ -46,27 +48,38 @@ def session(environment: Environment, host: Host) -> RemoteHost:
     return RemoteHost.from_conn_id(host.name, host.ssh_conn_id, SSH_CONNECT_TIMEOUT)
 
 
-def host_state(environment: Environment, host: Host, systemd: bool) -> HostState:
+SECURITY_PHASE_FILE = "/etc/event-broker/security-phase"
+
+
+def host_state(environment: Environment, host: Host, systemd: bool, phase: str) -> HostState:
     profile_name, profile = sizing_profile(environment)
-    from event_broker_rollout.security.layout import layout_for_host
-
-    return desired_state(environment, host, profile_name, profile, layout_for_host(environment, host), systemd)
+    return desired_state(environment, host, profile_name, profile, phase, systemd)
 
 
-def plan_environment(environment: Environment) -> dict[str, Any]:
-    """Observe every host in parallel and plan it; read-only. Returns JSON-safe plans keyed by host."""
+def plan_environment(environment: Environment, target_phase: str | None = None) -> dict[str, Any]:
+    """Observe every host in parallel and plan it; read-only. Returns JSON-safe plans keyed by host.
+
+    Each host is planned in the security phase it records (the security stage passes its target phase),
+    so re-running this stage on a secured cluster keeps it secured.
+    """
 
     def plan_one(name: str) -> dict[str, Any]:
         host = environment.host(name)
         try:
             with session(environment, host) as remote:
-                systemd = remote.run("test -d /run/systemd/system", timeout=10).ok
-                state = host_state(environment, host, systemd)
+                facts = remote.run(
+                    f"test -d /run/systemd/system && echo systemd; cat {SECURITY_PHASE_FILE} 2>/dev/null",
+                    timeout=10,
+                ).stdout.split()
+                systemd = "systemd" in facts
+                recorded = next((word for word in facts if word != "systemd"), "plaintext")
+                phase = target_phase or recorded
+                state = host_state(environment, host, systemd, phase)
                 observed, contents = hostops.observe(remote, state)
         except RemoteError as error:
             return {"host": name, "error": str(error)}
         plan = plan_host(state, observed, environment.kafka.cluster_id, contents)
-        return {**plan.to_dict(), "systemd": systemd}
+        return {**plan.to_dict(), "systemd": systemd, "phase": phase, "recorded_phase": recorded}
 
     return in_parallel([h.name for h in host_order(environment)], plan_one)
 
@@ -81,7 +94,9 @@ def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
             continue
         plan = HostPlan.from_dict(data)
         for problem in plan.problems:
-            results.append(Result(id="infra.storage.cluster_id", status=Status.FAIL, host=name, message=problem))
+            results.append(
+                Result(id="infra.storage.cluster_id", status=Status.FAIL, host=name, message=problem)
+            )
         for change in plan.changes:
             results.append(
                 Result(
@@ -96,9 +111,25 @@ def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
                 )
             )
         for service in plan.start:
-            results.append(Result(id=f"plan.start[{service}]", status=Status.WARN if dry_run else Status.CHANGED, host=name, message=f"{verb} start {service}", severity=Severity.ADVISORY))
+            results.append(
+                Result(
+                    id=f"plan.start[{service}]",
+                    status=Status.WARN if dry_run else Status.CHANGED,
+                    host=name,
+                    message=f"{verb} start {service}",
+                    severity=Severity.ADVISORY,
+                )
+            )
         for service in plan.restart:
-            results.append(Result(id=f"plan.restart[{service}]", status=Status.WARN if dry_run else Status.CHANGED, host=name, message=f"{verb} restart {service} (rolling, gated)", severity=Severity.ADVISORY))
+            results.append(
+                Result(
+                    id=f"plan.restart[{service}]",
+                    status=Status.WARN if dry_run else Status.CHANGED,
+                    host=name,
+                    message=f"{verb} restart {service} (rolling, gated)",
+                    severity=Severity.ADVISORY,
+                )
+            )
     return results
 
 
@@ -114,11 +145,15 @@ def install_host(environment: Environment, plans: dict[str, Any], host_name: str
     plan = HostPlan.from_dict(plans[host_name])
     pending = [c for c in plan.changes if c.kind in ("user", "install")]
     if not pending:
-        return [hostops.already(host_name, item).to_dict() for item in plan.unchanged if item.startswith("install:")]
+        return [
+            hostops.already(host_name, item).to_dict()
+            for item in plan.unchanged
+            if item.startswith("install:")
+        ]
     host = environment.host(host_name)
     results = []
     with session(environment, host) as remote:
-        state = host_state(environment, host, plans[host_name]["systemd"])
+        state = host_state(environment, host, plans[host_name]["systemd"], plans[host_name]["phase"])
         specs = {i.target: i for i in state.installs}
         for change in pending:
             if change.kind == "user":
@@ -128,7 +163,11 @@ def install_host(environment: Environment, plans: dict[str, Any], host_name: str
         for change in pending:
             if change.kind == "install":
                 hostops.install(remote, specs[change.target])
-                results.append(hostops.changed(change, f"installed {specs[change.target].archive.name} into {change.target}"))
+                results.append(
+                    hostops.changed(
+                        change, f"installed {specs[change.target].archive.name} into {change.target}"
+                    )
+                )
     return [r.to_dict() for r in results]
 
 
@@ -139,20 +178,27 @@ def configure_hosts(environment: Environment, plans: dict[str, Any]) -> list[dic
         plan = HostPlan.from_dict(plans[host.name])
         pending = [c for c in plan.changes if c.kind in ("file", "format")]
         if not pending and not plan.problems:
-            results += [hostops.already(host.name, item) for item in plan.unchanged if not item.startswith("install:")]
+            results += [
+                hostops.already(host.name, item) for item in plan.unchanged if not item.startswith("install:")
+            ]
             continue
         with session(environment, host) as remote:
-            state = host_state(environment, host, plans[host.name]["systemd"])
+            state = host_state(environment, host, plans[host.name]["systemd"], plans[host.name]["phase"])
             plan.changes = pending
-            results += hostops.apply_host_plan(remote, state, plan, kafka_tool(environment, "kafka-storage"), environment.kafka.cluster_id)
+            results += hostops.apply_host_plan(
+                remote, state, plan, kafka_tool(environment, "kafka-storage"), environment.kafka.cluster_id
+            )
     return [r.to_dict() for r in results]
 
 
-def start_services(environment: Environment, plans: dict[str, Any], role: str, service_name: str) -> list[dict[str, Any]]:
+def start_services(
+    environment: Environment, plans: dict[str, Any], role: str, service_name: str
+) -> list[dict[str, Any]]:
     """Start the stopped ``service_name`` on every host with ``role`` (first install: all together).
 
     Brokers that are also controllers run one Kafka process, already started with the controllers.
     """
+
     def wanted(host: Host) -> bool:
         if role == "broker" and "controller" in host.roles:
             return False
@@ -165,17 +211,29 @@ def start_services(environment: Environment, plans: dict[str, Any], role: str, s
         with session(environment, host) as remote:
             output = hostops.service(remote, "start", service_name, plans[name]["systemd"])
         audit("infrastructure.service", target=service_name, outcome="started", host=name)
-        return Result(id=f"infra.start[{service_name}]", status=Status.CHANGED, host=name, message=output.strip() or f"started {service_name}")
+        return Result(
+            id=f"infra.start[{service_name}]",
+            status=Status.CHANGED,
+            host=name,
+            message=output.strip() or f"started {service_name}",
+        )
 
     return [r.to_dict() for r in in_parallel([h.name for h in targets], start).values()]
 
 
-def restart_service(environment: Environment, plans: dict[str, Any], host_name: str, service_name: str) -> dict[str, Any]:
+def restart_service(
+    environment: Environment, plans: dict[str, Any], host_name: str, service_name: str
+) -> dict[str, Any]:
     host = environment.host(host_name)
     with session(environment, host) as remote:
         output = hostops.service(remote, "restart", service_name, plans[host_name]["systemd"])
     audit("infrastructure.service", target=service_name, outcome="restarted", host=host_name)
-    return Result(id=f"infra.restart[{service_name}]", status=Status.CHANGED, host=host_name, message=output.strip() or f"restarted {service_name}").to_dict()
+    return Result(
+        id=f"infra.restart[{service_name}]",
+        status=Status.CHANGED,
+        host=host_name,
+        message=output.strip() or f"restarted {service_name}",
+    ).to_dict()
 
 
 def rolling_restart_queue(environment: Environment, plans: dict[str, Any]) -> list[str]:
@@ -200,7 +258,11 @@ def describe_quorum(environment: Environment) -> str:
         try:
             with ExitStack() as stack:
                 remote = stack.enter_context(session(environment, host))
-                result = remote.run(f"echo now=$(date +%s%3N); {tool} --bootstrap-controller {shlex.quote(f'{host.address}:{port}')} describe --replication", timeout=60)
+                tls = f" --command-config {TOOLS_CONFIG}" if environment.security is not None else ""
+                result = remote.run(
+                    f"echo now=$(date +%s%3N); {tool} --bootstrap-controller {shlex.quote(f'{host.address}:{port}')}{tls} describe --replication",
+                    timeout=60,
+                )
                 if result.ok:
                     return result.stdout
                 errors.append(f"{host.name}: {result.stderr.strip()[-300:]}")
@@ -219,3 +281,16 @@ def summary(plans: dict[str, Any], results: list[Result], dry_run: bool) -> dict
         "services_started_or_restarted": len(restarts),
         "planned_changes": sum(len(p.get("changes", [])) for p in plans.values()),
     }
+
+
+def recorded_phase(environment: Environment) -> str:
+    """The security phase the Kafka hosts record (the least advanced one, if they differ)."""
+    from event_broker_rollout.security.layout import PHASES, phase_index
+
+    def read(name: str) -> str:
+        with session(environment, environment.host(name)) as remote:
+            text = remote.run(f"cat {SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip()
+        return text if text in PHASES else "plaintext"
+
+    kafka_hosts = [h.name for h in environment.hosts if {"broker", "controller"} & set(h.roles)]
+    return min(in_parallel(kafka_hosts, read).values(), key=phase_index)
