@@ -1,0 +1,142 @@
+"""Stage 3 — Security: TLS everywhere, authenticated clients, ACL authorization, verified from outside.
+
+A running cluster moves from plaintext to TLS + SASL without downtime, one gated rolling restart per
+phase (secure listeners added -> brokers replicate over TLS and the authorizer comes on -> PLAINTEXT
+removed and unknown principals denied). A canary producer and consumer run through the migration and
+the report counts what they sent and read back. The stage ends by probing the cluster from outside.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from event_broker_rollout import dag_support
+from event_broker_rollout.evidence import report_dir
+from event_broker_rollout.operators import RollingRestartOperator
+from event_broker_rollout.security import stage
+from event_broker_rollout.sensors import ClusterHealthSensor
+
+DAG_ID = "event_broker_security"
+ENV = "{{ params.environment }}"
+GATE_TIMEOUT = "{{ params.gate_timeout_seconds }}"
+SETTLE = "{{ params.gate_settle_seconds }}"
+
+
+def run_dir() -> Path:
+    context = get_current_context()
+    return report_dir(DAG_ID, context["run_id"])
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    default_args=dag_support.DEFAULT_ARGS,
+    dagrun_timeout=timedelta(hours=1),
+    doc_md=__doc__,
+    tags=["event-broker", "stage-3"],
+    params={
+        "environment": dag_support.environment_param(),
+        "gate_timeout_seconds": Param(300, type="integer", minimum=10, title="Gate timeout (s)", description="How long a health gate waits before it stops the migration."),
+        "gate_settle_seconds": Param(10, type="integer", minimum=0, title="Gate settle window (s)", description="How long the cluster must stay healthy after each restart before the next node."),
+    },
+)
+def event_broker_security() -> None:
+    @task
+    def configure(target: str, params: dict[str, Any]) -> dict[str, Any]:
+        context = get_current_context()
+        plans, client_phase, results = stage.configure_phase(dag_support.environment_from(params), target)
+        context["ti"].xcom_push(key="client_phase", value=client_phase)
+        context["ti"].xcom_push(key="results", value=results)
+        return plans
+
+    @task
+    def restart_registry(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.restart_registry(dag_support.environment_from(params), plans)
+
+    @task
+    def commit(target: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.commit_phase(dag_support.environment_from(params), target)
+
+    @task
+    def scram_users(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.ensure_users(dag_support.environment_from(params))
+
+    @task
+    def start_canary(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.start_canary(dag_support.environment_from(params), run_dir())
+
+    @task
+    def acls_and_quotas(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.ensure_acls_and_quotas(dag_support.environment_from(params))
+
+    @task(trigger_rule="all_done")
+    def stop_canary() -> list[dict[str, Any]]:
+        return stage.stop_canary(run_dir())
+
+    @task
+    def verify_from_outside(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.verify_from_outside(dag_support.environment_from(params))
+
+    @task(trigger_rule="all_done")
+    def report(params: dict[str, Any]) -> str:
+        context = get_current_context()
+        ti = context["ti"]
+        environment = dag_support.environment_from(params)
+        groups = [ti.xcom_pull(task_ids=f"configure_{target}", key="results") for target in stage.STEPS]
+        groups += [ti.xcom_pull(task_ids=task_id) for task_id in report_tasks]
+        results = dag_support.results_from(*groups) + dag_support.task_outcomes(context)
+        migration = next((r for r in results if r.id == "canary.zero_loss"), None)
+        built = dag_support.write_report(
+            dag_id=DAG_ID,
+            run_id=context["run_id"],
+            environment=environment.name,
+            started_at=context["dag_run"].start_date,
+            results=results,
+            summary={"migration": migration.observed if migration else None, "changes": sum(1 for r in results if r.status.value == "changed")},
+            title="Security: TLS, authentication, authorization",
+        )
+        return dag_support.finish(built)
+
+    previous = None
+    report_tasks: list[str] = []
+    for target in stage.STEPS:
+        plans = configure.override(task_id=f"configure_{target}")(target)
+        roll = RollingRestartOperator(
+            task_id=f"roll_{target}",
+            environment_name=ENV,
+            plan_task_id=f"configure_{target}",
+            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='client_phase') }}}}",
+            gate_timeout=GATE_TIMEOUT,
+            settle_seconds=SETTLE,
+        )
+        registry = restart_registry.override(task_id=f"registry_{target}")(plans)
+        registry_gate = ClusterHealthSensor(task_id=f"gate_registry_{target}", check="registry", environment_name=ENV, phase=target, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
+        committed = commit.override(task_id=f"commit_{target}")(target)
+        if previous is not None:
+            previous >> plans
+        plans >> roll >> registry >> registry_gate >> committed
+        report_tasks += [f"roll_{target}", f"registry_{target}", f"gate_registry_{target}", f"commit_{target}"]
+        if target == "listeners":
+            users = scram_users()
+            canary = start_canary()
+            committed >> users >> canary
+            previous = canary
+        elif target == "interbroker":
+            acls = acls_and_quotas()
+            committed >> acls
+            previous = acls
+        else:
+            stopped = stop_canary()
+            verified = verify_from_outside()
+            committed >> stopped >> verified
+            previous = verified
+    report_tasks += ["scram_users", "start_canary", "acls_and_quotas", "stop_canary", "verify_from_outside"]
+    previous >> report()
+
+
+event_broker_security()

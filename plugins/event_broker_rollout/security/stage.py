@@ -1,0 +1,222 @@
+"""The security stage's steps: each phase is configured, rolled (gated, one node at a time) and committed.
+
+A phase already reached is never undone: a re-run plans each phase against what the hosts record and
+changes nothing when everything is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from event_broker_rollout import clients, paths
+from event_broker_rollout.audit import audit
+from event_broker_rollout.catalog import load_catalog, load_policies
+from event_broker_rollout.components import (
+    CANARY_PRINCIPAL,
+    CANARY_TOPIC,
+    PROBE_PRINCIPAL,
+    validated_components,
+)
+from event_broker_rollout.environment import Environment
+from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.infrastructure import health
+from event_broker_rollout.infrastructure import stage as infrastructure
+from event_broker_rollout.infrastructure.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
+from event_broker_rollout.preflight.network import in_parallel
+from event_broker_rollout.remote import RemoteError
+from event_broker_rollout.security import access, verify
+from event_broker_rollout.security.credentials import load_credentials
+from event_broker_rollout.security.layout import PHASES, client_phase, phase_index
+
+STEPS = PHASES[1:]  # listeners, interbroker, secured
+PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"
+
+
+def components_of(environment: Environment) -> Any:
+    assert environment.security is not None
+    return validated_components(environment.security.components, load_catalog(environment.catalog), load_policies(environment.policies))
+
+
+def configure_phase(environment: Environment, target: str) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """Write the ``target`` phase's files on every host (no restart yet). Returns the plans for the
+    rolling restart, the phase the rollout's admin client must use meanwhile, and the evidence."""
+    recorded = infrastructure.recorded_phase(environment)
+    if phase_index(recorded) > phase_index(target):
+        note = Result(id=f"security.phase[{target}]", status=Status.OK, message=f"already past this phase (hosts record {recorded})")
+        return {}, recorded, [note.to_dict()]
+    plans = infrastructure.plan_environment(environment, target_phase=target)
+    infrastructure.planned_hosts(plans)
+    stopped = [f"{name}:{service}" for name, plan in plans.items() for service in plan["start"]]
+    if stopped:
+        raise RemoteError(f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)")
+    results = infrastructure.configure_hosts(environment, plans)
+    return plans, client_phase(recorded, target), results
+
+
+def restart_registry(environment: Environment, plans: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        infrastructure.restart_service(environment, plans, host.name, REGISTRY_SERVICE)
+        for host in environment.registries
+        if host.name in plans and REGISTRY_SERVICE in plans[host.name]["restart"]
+    ]
+
+
+def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
+    """Record the phase on every host once all of them run it (the next stage runs plan from it)."""
+
+    def record(name: str) -> Result:
+        with infrastructure.session(environment, environment.host(name)) as remote:
+            current = remote.run(f"cat {infrastructure.SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip() or "plaintext"
+            if current in PHASES and phase_index(current) >= phase_index(target):
+                return Result(id=f"security.phase[{target}]", status=Status.OK, host=name, message=f"host records {current}")
+            remote.write_file(infrastructure.SECURITY_PHASE_FILE, target + "\n")
+        audit("security.phase", target=target, outcome="committed", host=name, before=current)
+        return Result(id=f"security.phase[{target}]", status=Status.CHANGED, host=name, message=f"{current} -> {target}")
+
+    return [r.to_dict() for r in in_parallel([h.name for h in environment.hosts], record).values()]
+
+
+def admin(environment: Environment, phase: str) -> Any:
+    return health.admin_client(clients.admin_config(environment, phase))
+
+
+def ensure_users(environment: Environment) -> list[dict[str, Any]]:
+    """SCRAM users for the admin, every component, the canary and the no-grants probe."""
+    assert environment.security is not None
+    passwords = load_credentials(environment)
+    users = [environment.security.admin_user, *components_of(environment).principals()]
+    missing = [user for user in users if user not in passwords]
+    if missing:
+        raise RemoteError(f"no password for {', '.join(missing)} in the credentials source")
+    # Users are created over the plaintext listener before any client needs them; afterwards over SASL.
+    phase = infrastructure.recorded_phase(environment)
+    use = "plaintext" if phase == "listeners" else phase
+    return [r.to_dict() for r in access.ensure_scram_users(admin(environment, use), passwords, users)]
+
+
+def ensure_acls_and_quotas(environment: Environment) -> list[dict[str, Any]]:
+    components = components_of(environment)
+    results = access.reconcile_acls(admin(environment, "interbroker"), access.desired_grants(components))
+    results += ensure_quotas(environment, access.desired_quotas(components))
+    return [r.to_dict() for r in results]
+
+
+def _configs_tool(environment: Environment, arguments: str) -> str:
+    assert environment.security is not None
+    broker = environment.brokers[0]
+    bootstrap = f"{broker.address}:{environment.security.internal_port}"
+    command = f"{kafka_tool(environment, 'kafka-configs')} --bootstrap-server {shlex.quote(bootstrap)} --command-config {TOOLS_CONFIG} {arguments}"
+    with infrastructure.session(environment, broker) as remote:
+        return remote.run(command, timeout=90, check=True).stdout
+
+
+def ensure_quotas(environment: Environment, wanted: dict[str, dict[str, int]]) -> list[Result]:
+    """Client quotas per principal, through Kafka's own kafka-configs tool (the Python client has no quota API)."""
+    current = access.parse_quotas(_configs_tool(environment, "--describe --entity-type users"))
+    results = []
+    for user, quotas in sorted(wanted.items()):
+        if current.get(user) == quotas:
+            results.append(Result(id=f"quota[{user}]", status=Status.OK, message="as declared", observed=quotas, expected=quotas))
+            continue
+        _configs_tool(environment, access.quota_command(user, quotas))
+        audit("security.quota", target=user, outcome="changed", before=current.get(user), after=quotas)
+        results.append(Result(id=f"quota[{user}]", status=Status.CHANGED, message="quota set", observed=current.get(user), expected=quotas))
+    return results
+
+
+def canary_state(run_dir: Path) -> Path:
+    return run_dir / "canary.json"
+
+
+def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]]:
+    """Create the canary topic (RF and min ISR as the cluster's) and start the canary process, detached."""
+    from confluent_kafka.admin import NewTopic
+
+    client = admin(environment, "listeners")
+    results = []
+    if CANARY_TOPIC not in client.list_topics(timeout=10).topics:
+        topic = NewTopic(CANARY_TOPIC, 3, environment.kafka.default_replication_factor, config={"min.insync.replicas": str(environment.kafka.min_insync_replicas)})
+        client.create_topics([topic])[CANARY_TOPIC].result(30)
+        results.append(Result(id=f"canary.topic[{CANARY_TOPIC}]", status=Status.CHANGED, message="created the migration canary topic"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = canary_state(run_dir)
+    state.unlink(missing_ok=True)
+    group = f"{CANARY_PRINCIPAL}.{int(time.time())}"
+    log = (run_dir / "canary.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "event_broker_rollout.security.canary", "run", "--environment", environment.name, "--state-file", str(state), "--group", group],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # outlives this task: it runs until the migration's last step stops it
+        cwd=paths.PROJECT_ROOT,
+    )
+    (run_dir / "canary.pid").write_text(str(process.pid))
+    audit("security.canary", target=CANARY_TOPIC, outcome="started", pid=process.pid, group=group)
+    results.append(Result(id="canary.started", status=Status.PASS, message=f"producer and consumer running through the migration (pid {process.pid})"))
+    return [r.to_dict() for r in results]
+
+
+def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
+    """Stop the canary and judge the migration: every acknowledged record read back, none twice."""
+    pid_file, state = run_dir / "canary.pid", canary_state(run_dir)
+    if not pid_file.exists():
+        return [Result(id="canary.zero_loss", status=Status.FAIL, message="the canary was not running").to_dict()]
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 180
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if state.exists():
+            stats = json.loads(state.read_text())
+            if stats.get("final"):
+                break
+        time.sleep(1)
+    if not stats.get("final"):
+        return [Result(id="canary.zero_loss", status=Status.FAIL, message="the canary did not report its final counts", observed=stats).to_dict()]
+    counts = {key: stats[key] for key in ("produced", "consumed", "lost", "duplicated", "delivery_errors")}
+    results = [
+        check("canary.zero_loss", stats["lost"] == 0 and stats["produced"] > 0, observed=counts, expected={"lost": 0}, message=f"{stats['produced']} acknowledged records through the migration, {stats['lost']} lost"),
+        check("canary.no_duplicates", stats["duplicated"] == 0, observed=stats["duplicated"], expected=0, message="idempotent producer: no record read twice"),
+    ]
+    return [r.to_dict() for r in results]
+
+
+def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
+    """The stage's proof, from a client's point of view (the compliance run repeats it daily)."""
+    assert environment.security is not None
+    security = environment.security
+    ca = clients.ca_file(environment)
+    results: list[Result] = []
+    for host in environment.hosts:
+        ports = []
+        if "broker" in host.roles:
+            ports += [security.secure_client_port, security.internal_port]
+            answered = verify.plaintext_answers(str(host.address), environment.kafka.listeners.client_port)
+            results.append(check(f"tls.plaintext_listener_removed[{environment.kafka.listeners.client_port}]", answered is not True, host=host.name, observed="closed" if answered is None else ("answers Kafka over plaintext" if answered else "no Kafka answer"), expected="no PLAINTEXT listener", message="the former PLAINTEXT client port"))
+        if "controller" in host.roles:
+            ports.append(environment.kafka.listeners.controller_port)
+        for port in ports:
+            mtls = port != security.secure_client_port or security.client_authentication == "mtls"
+            results += verify.listener_checks(host.name, str(host.address), port, ca, client_auth=mtls)
+    passwords = load_credentials(environment)
+    admin_config = clients.kafka_config(environment, "secured", security.admin_user, passwords[security.admin_user])
+    results += verify.authentication_checks(admin_config)
+    probe = clients.kafka_config(environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL])
+    refused, observed = verify.authorization_refused(probe, PHI_PROBE_TOPIC)
+    results.append(check("authz.no_grants_refused_on_phi", refused, observed=observed, expected="TOPIC_AUTHORIZATION_FAILED", message=f"{PROBE_PRINCIPAL} (no grants) writing to PHI topic {PHI_PROBE_TOPIC}"))
+    declared = access.desired_grants(components_of(environment))
+    bindings = access.current_bindings(health.admin_client(admin_config))
+    actual = {g for g in (access._grant_of(b) for b in bindings) if g is not None}
+    results.append(check("authz.acls_as_declared", actual == declared and len(bindings) == len(actual), observed=f"{len(bindings)} bindings", expected=f"{len(declared)} declared bindings", message="every principal can do exactly what its ACLs say", details={"undeclared": sorted(g.label() for g in actual - declared)[:20], "missing": sorted(g.label() for g in declared - actual)[:20]}))
+    results.append(Result(id="registry.authentication", status=Status.WARN, severity=Severity.ADVISORY, message="Apicurio authenticates through an OIDC provider, which the lab does not have: the registry is HTTPS-only without client authentication" if environment.schema_registry.flavor == "apicurio" else "registry authentication is configured by the operator"))
+    return [r.to_dict() for r in results]
