@@ -49,8 +49,9 @@ def event_broker_security() -> None:
     @task
     def configure(target: str, params: dict[str, Any]) -> dict[str, Any]:
         context = get_current_context()
-        plans, client_phase, results = stage.configure_phase(dag_support.environment_from(params), target)
+        plans, client_phase, effective_phase, results = stage.configure_phase(dag_support.environment_from(params), target)
         context["ti"].xcom_push(key="client_phase", value=client_phase)
+        context["ti"].xcom_push(key="effective_phase", value=effective_phase)
         context["ti"].xcom_push(key="results", value=results)
         return plans
 
@@ -115,7 +116,14 @@ def event_broker_security() -> None:
             settle_seconds=SETTLE,
         )
         registry = restart_registry.override(task_id=f"registry_{target}")(plans)
-        registry_gate = ClusterHealthSensor(task_id=f"gate_registry_{target}", check="registry", environment_name=ENV, phase=target, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
+        registry_gate = ClusterHealthSensor(
+            task_id=f"gate_registry_{target}",
+            check="registry",
+            environment_name=ENV,
+            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='effective_phase') }}}}",
+            gate_timeout=GATE_TIMEOUT,
+            settle_seconds=0,
+        )
         committed = commit.override(task_id=f"commit_{target}")(target)
         if previous is not None:
             previous >> plans

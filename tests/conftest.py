@@ -96,3 +96,26 @@ def infrastructure_ready(lab_hosts) -> dict:
     proc, report = run_stage("infrastructure", {"gate_settle_seconds": 5})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return report
+
+
+@pytest.fixture(scope="module")
+def security_ready(infrastructure_ready) -> dict:
+    """The lab cluster secured (the security stage run, or re-run with nothing to do)."""
+    proc, report = run_stage("security", {"gate_settle_seconds": 5})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return {"report": report, "output": proc.stdout + proc.stderr}
+
+
+def lab_credentials() -> dict[str, str]:
+    return json.loads((LAB_STATE / "secrets" / "credentials.json").read_text())
+
+
+def secure_client_config(user: str) -> dict:
+    return {
+        "bootstrap.servers": "10.77.0.11:9094,10.77.0.12:9094,10.77.0.13:9094",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": lab_credentials()[user],
+        "ssl.ca.location": str(LAB_STATE / "ca" / "ca.crt"),
+    }

@@ -145,7 +145,9 @@ class _Loader:
         except ValidationError as error:
             # ValidationError's text carries the offending datum: only the field paths are kept.
             fields = sorted({item.field or "(record)" for item in error.errors if hasattr(item, "field")})
-            return f"value does not match the {event.name} value schema at {', '.join(fields) or 'the record'}"
+            return (
+                f"value does not match the {event.name} value schema at {', '.join(fields) or 'the record'}"
+            )
         # Through the writer and back: defaults filled in, exactly what a consumer will decode.
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, schema, record)
@@ -210,9 +212,10 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def dump_samples(events: Iterable[SampleEvent], path: str | Path) -> None:
-    """Write events in the sample file format (``time`` as ISO-8601)."""
-    lines = [
+def dump_samples(events: Iterable[SampleEvent], path: str | Path, header: Iterable[str] = ()) -> None:
+    """Write events in the sample file format (``time`` as ISO-8601), after ``header`` comment lines."""
+    lines = [f"# {line}" for line in header]
+    lines += [
         json.dumps({"topic": e.topic, "key": e.key, "value": e.value}, default=_json_value) for e in events
     ]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

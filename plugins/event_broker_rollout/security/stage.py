@@ -46,20 +46,21 @@ def components_of(environment: Environment) -> Any:
     return validated_components(environment.security.components, load_catalog(environment.catalog), load_policies(environment.policies))
 
 
-def configure_phase(environment: Environment, target: str) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+def configure_phase(environment: Environment, target: str) -> tuple[dict[str, Any], str, str, list[dict[str, Any]]]:
     """Write the ``target`` phase's files on every host (no restart yet). Returns the plans for the
-    rolling restart, the phase the rollout's admin client must use meanwhile, and the evidence."""
+    rolling restart, the phase the rollout's admin client must use meanwhile, the phase the cluster will
+    be in afterwards (never behind what the hosts record), and the evidence."""
     recorded = infrastructure.recorded_phase(environment)
     if phase_index(recorded) > phase_index(target):
         note = Result(id=f"security.phase[{target}]", status=Status.OK, message=f"already past this phase (hosts record {recorded})")
-        return {}, recorded, [note.to_dict()]
+        return {}, recorded, recorded, [note.to_dict()]
     plans = infrastructure.plan_environment(environment, target_phase=target)
     infrastructure.planned_hosts(plans)
     stopped = [f"{name}:{service}" for name, plan in plans.items() for service in plan["start"]]
     if stopped:
         raise RemoteError(f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)")
     results = infrastructure.configure_hosts(environment, plans)
-    return plans, client_phase(recorded, target), results
+    return plans, client_phase(recorded, target), target, results
 
 
 def restart_registry(environment: Environment, plans: dict[str, Any]) -> list[dict[str, Any]]:
@@ -214,6 +215,11 @@ def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
     probe = clients.kafka_config(environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL])
     refused, observed = verify.authorization_refused(probe, PHI_PROBE_TOPIC)
     results.append(check("authz.no_grants_refused_on_phi", refused, observed=observed, expected="TOPIC_AUTHORIZATION_FAILED", message=f"{PROBE_PRINCIPAL} (no grants) writing to PHI topic {PHI_PROBE_TOPIC}"))
+    refused, observed = verify.read_refused(probe, PHI_PROBE_TOPIC, f"{PROBE_PRINCIPAL}.probe")
+    results.append(check("authz.no_grants_read_refused_on_phi", refused, observed=observed, expected="TOPIC_AUTHORIZATION_FAILED or GROUP_AUTHORIZATION_FAILED", message=f"{PROBE_PRINCIPAL} (no grants) reading PHI topic {PHI_PROBE_TOPIC}"))
+    approved = {security.admin_user, *components_of(environment).principals()}
+    existing = access.scram_users(health.admin_client(admin_config))
+    results.append(check("auth.scram_users_approved", existing == approved, observed=sorted(existing), expected=sorted(approved), message="SCRAM users are exactly the approved principals", details={"unknown": sorted(existing - approved), "missing": sorted(approved - existing)}))
     declared = access.desired_grants(components_of(environment))
     bindings = access.current_bindings(health.admin_client(admin_config))
     actual = {g for g in (access._grant_of(b) for b in bindings) if g is not None}

@@ -163,3 +163,26 @@ def authorization_refused(config: dict[str, Any], topic: str) -> tuple[bool, str
     answer = outcome.get("error")
     code = answer.code() if isinstance(answer, KafkaError) else None
     return code == KafkaError.TOPIC_AUTHORIZATION_FAILED, (answer.name() if isinstance(answer, KafkaError) else str(answer or "delivered"))
+
+
+def read_refused(config: dict[str, Any], topic: str, group: str) -> tuple[bool, str]:
+    """Consume from ``topic`` as this principal; True if the broker refuses (topic or group authorization)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({**config, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe([topic])
+        deadline = 20
+        while deadline > 0:
+            message = consumer.poll(1)
+            deadline -= 1
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None and error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+                return True, error.name()
+            if error is None:
+                return False, "read a record"
+        return False, "no refusal within 20 s"
+    finally:
+        consumer.close()
