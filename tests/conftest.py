@@ -30,7 +30,7 @@ def needs_root() -> pytest.MarkDecorator:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_hosts() -> dict:
     """The 3-host lab, up (idempotent), with its Airflow connections file written; returns lab.json."""
     if os.geteuid() != 0:
@@ -90,7 +90,7 @@ def lab_ssh(address: str, command: str, timeout: int = 60) -> subprocess.Complet
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def infrastructure_ready(lab_hosts) -> dict:
     """The lab with the cluster and registry rolled out (runs the infrastructure stage when needed)."""
     proc, report = run_stage("infrastructure", {"gate_settle_seconds": 5})
@@ -98,7 +98,7 @@ def infrastructure_ready(lab_hosts) -> dict:
     return report
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def security_ready(infrastructure_ready) -> dict:
     """The lab cluster secured (the security stage run, or re-run with nothing to do)."""
     proc, report = run_stage("security", {"gate_settle_seconds": 5})
@@ -119,3 +119,10 @@ def secure_client_config(user: str) -> dict:
         "sasl.password": lab_credentials()[user],
         "ssl.ca.location": str(LAB_STATE / "ca" / "ca.crt"),
     }
+
+
+@pytest.fixture(scope="session")
+def schemas_ready(security_ready) -> dict:
+    proc, report = run_stage("schemas")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return report

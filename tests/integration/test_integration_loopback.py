@@ -2,26 +2,40 @@
 (started for this module, 127.0.0.1 only), the catalog's topics and schemas reconciled by stage 4's
 ``schemas.reconcile``, then the end-to-end flow with real clients: synthetic events through every
 producing and consuming component, and a file of bad events that must be named and dead-lettered.
-Plaintext without ACLs: the contracts need the secured lab.
+
+A second single-node Kafka on loopback adds SASL/PLAIN and the StandardAuthorizer with the security
+stage's ACLs (``security.access.desired_grants``): the contracts are proven there, with each component's
+own user, and the bad-events run repeats under those grants (groups and dead letters included).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from event_broker_rollout import paths
 from event_broker_rollout.catalog import load_checked_catalog
-from event_broker_rollout.components import validated_components
+from event_broker_rollout.components import Component, validated_components
 from event_broker_rollout.evidence import Status
-from event_broker_rollout.integration import events, flow
+from event_broker_rollout.integration import contracts, events, flow
 from event_broker_rollout.schemas import reconcile
+from event_broker_rollout.security.access import desired_grants
 from tests.integration import test_schemas_loopback as schemas_loopback
 
 pytestmark = pytest.mark.integration
@@ -132,6 +146,8 @@ def test_synthetic_events_flow_through_every_component_and_pass_every_rule(clust
     assert outcome.quality.docs_index is not None and outcome.quality.docs_index.is_file()
     assert _dead_letters(loopback.bootstrap, [f"{e.topic}.dlq" for e in catalog.events], run_id) == []
     json.dumps(outcome.summary())  # JSON-safe for XCom and the report
+    print("SUMMARY", json.dumps(outcome.summary(), default=str))
+    print("RESULTS", json.dumps([(r.id, str(r.status), r.message) for r in results]))
 
 
 def test_bad_events_are_named_dead_lettered_with_reasons_and_never_echoed(cluster, loopback, tmp_path):
@@ -210,3 +226,212 @@ def test_bad_events_are_named_dead_lettered_with_reasons_and_never_echoed(cluste
     assert list(docs.rglob("validations/**/*.html"))
     for bad in PLANTED:
         assert bad not in outputs, bad
+
+
+# --- under SASL and ACLs ----------------------------------------------------------------------
+
+ADMIN = "admin"
+PROBE = Component(name="ebr-probe", principal="ebr-probe")  # the service principal without grants
+
+
+def _password(user: str) -> str:
+    return f"{user}-loopback-secret"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory, cluster, loopback):
+    """A SASL_PLAINTEXT (PLAIN) broker with the StandardAuthorizer and the security stage's grants."""
+    components = cluster[1]
+    tmp = tmp_path_factory.mktemp("secured-loopback")
+    kafka_home = schemas_loopback._extract(schemas_loopback.KAFKA_TGZ, tmp)
+    host = schemas_loopback.HOST
+    port, controller = schemas_loopback._free_port(), schemas_loopback._free_port()
+    users = [ADMIN, PROBE.principal, *(c.principal for c in components.components)]
+    jaas = " ".join(
+        [
+            "org.apache.kafka.common.security.plain.PlainLoginModule required",
+            f'username="{ADMIN}" password="{_password(ADMIN)}"',
+            *(f'user_{user}="{_password(user)}"' for user in users),
+        ]
+    )
+    properties = tmp / "server.properties"
+    properties.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={host}:{controller}",
+                f"listeners=SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+                f"advertised.listeners=SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+                "inter.broker.listener.name=SASL_PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.inter.broker.protocol=PLAIN",
+                f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas};",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                # The loopback-only controller listener is plaintext: its principal is ANONYMOUS.
+                f"super.users=User:{ADMIN};User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
+                f"log.dirs={tmp / 'kraft-data'}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "",
+            ]
+        )
+    )
+    storage = str(kafka_home / "bin" / "kafka-storage.sh")
+    cluster_id = subprocess.run([storage, "random-uuid"], capture_output=True, text=True, check=True).stdout
+    subprocess.run(
+        [storage, "format", "-t", cluster_id.strip(), "-c", str(properties), "--standalone"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    log = tmp / "kafka.out"
+    with log.open("w") as out:
+        broker = subprocess.Popen(
+            [str(kafka_home / "bin" / "kafka-server-start.sh"), str(properties)],
+            env={**env, "LOG_DIR": str(tmp / "kafka-logs"), "KAFKA_HEAP_OPTS": "-Xms256m -Xmx512m"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def config(user: str) -> dict:
+            return {
+                "bootstrap.servers": f"{host}:{port}",
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN",
+                "sasl.username": user,
+                "sasl.password": _password(user),
+            }
+
+        admin = AdminClient(config(ADMIN))
+        schemas_loopback._wait("secured Kafka", 90, broker, log, lambda: admin.list_topics(timeout=2).brokers)
+        catalog_, policies = load_checked_catalog()
+        outcome = reconcile(
+            catalog_,
+            policies,
+            admin=admin,
+            registry=loopback.registry(),
+            **schemas_loopback.SINGLE_NODE,
+        )
+        assert not [r for r in outcome.results if r.status is Status.FAIL], outcome.results
+        grants = desired_grants(components)
+        for future in admin.create_acls([g.binding() for g in grants]).values():
+            future.result()
+        # Created is not yet applied: the broker's authorizer takes the new ACLs from the metadata log.
+        everything = AclBindingFilter(
+            ResourceType.ANY,
+            None,
+            ResourcePatternType.ANY,
+            None,
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        schemas_loopback._wait(
+            "ACLs", 60, broker, log, lambda: len(admin.describe_acls(everything).result()) == len(grants)
+        )
+        yield (
+            catalog_,
+            policies,
+            components,
+            {c.name: config(c.principal) for c in components.components},
+            config,
+        )
+    finally:
+        schemas_loopback._stop(broker)
+
+
+def test_contracts_hold_under_the_security_stage_grants(secured, cluster):
+    catalog, policies, components, _, config = secured
+    registry = cluster[3]
+    checked = {"analytics", "ehr-adt-adapter", "rollout-audit"}  # every kind of probe, in reasonable time
+    results = []
+    for component in [c for c in components.components if c.name in checked] + [PROBE]:
+        results += contracts.verify_contract(
+            component,
+            config(component.principal),
+            catalog=catalog,
+            policies=policies,
+            registry_config=registry,
+            run_id="contracts-1",
+            timeout=15,
+            settle_s=1,
+        )
+    by_id = {r.id: r for r in results}
+    assert [(r.id, r.message) for r in results if r.status is not Status.PASS] == []
+    assert set(by_id) == {
+        "contract.consume[analytics:healthcare.observation.recorded.v1]",
+        "contract.consume[analytics:healthcare.diagnosticreport.finalized.v1]",
+        "contract.refused[analytics:consume:healthcare.patient.upserted.v1]",
+        "contract.refused[analytics:produce:healthcare.patient.upserted.v1]",
+        "contract.produce[ehr-adt-adapter:healthcare.patient.upserted.v1]",
+        "contract.produce[ehr-adt-adapter:healthcare.encounter.events.v1]",
+        "contract.refused[ehr-adt-adapter:consume:healthcare.patient.upserted.v1]",
+        "contract.refused[ehr-adt-adapter:produce:healthcare.observation.recorded.v1]",
+        "contract.produce[rollout-audit:ops.rollout.audit.v1]",
+        "contract.refused[rollout-audit:consume:healthcare.patient.upserted.v1]",
+        "contract.refused[rollout-audit:produce:healthcare.patient.upserted.v1]",
+        "contract.refused[ebr-probe:consume:healthcare.patient.upserted.v1]",
+        "contract.refused[ebr-probe:produce:healthcare.patient.upserted.v1]",
+    }
+    refused = by_id["contract.refused[analytics:consume:healthcare.patient.upserted.v1]"]
+    assert refused.observed == "TOPIC_AUTHORIZATION_FAILED"
+    assert by_id["contract.refused[analytics:produce:healthcare.patient.upserted.v1]"].observed == (
+        "TOPIC_AUTHORIZATION_FAILED"
+    )
+    assert "no record written" in by_id["contract.produce[rollout-audit:ops.rollout.audit.v1]"].message
+
+
+def test_a_wrong_grant_is_caught(secured, cluster):
+    catalog, policies, components, _, config = secured
+    # analytics' contract claimed a topic its grants do not cover: the check fails as a refusal.
+    widened = next(c for c in components.components if c.name == "analytics").model_copy(
+        update={"consumes": ["healthcare.observation.recorded.v1", "healthcare.consent.changed.v1"]}
+    )
+    results = contracts.verify_contract(
+        widened,
+        config("analytics"),
+        catalog=catalog,
+        policies=policies,
+        registry_config=cluster[3],
+        run_id="contracts-2",
+        timeout=15,
+        settle_s=1,
+    )
+    failed = {r.id: r for r in results if r.status is Status.FAIL}
+    assert set(failed) == {"contract.consume[analytics:healthcare.consent.changed.v1]"}
+    assert (
+        "although its contract grants it"
+        in failed["contract.consume[analytics:healthcare.consent.changed.v1]"].message
+    )
+
+
+def test_bad_events_under_acls_use_the_granted_groups_and_dead_letter_topics(secured, cluster, tmp_path):
+    catalog, _, components, configs, _ = secured
+    loaded = events.load_samples(BAD_EVENTS, catalog)
+    outcome = flow.run_end_to_end(
+        loaded.events,
+        catalog=catalog,
+        components=components,
+        client_configs=configs,
+        registry_config=cluster[3],
+        run_id="secured-bad-events",
+    )
+    results = {r.id: r for r in outcome.results()}
+    delivered = [r for r in results.values() if r.id.startswith(("e2e.produce[", "e2e.delivered["))]
+    assert delivered and all(r.status in (Status.PASS, Status.SKIPPED) for r in delivered), delivered
+    assert {o.id for o in outcome.quality.failed} == PLANTED_RULES
+    assert results["e2e.dead-letters"].status is Status.CHANGED
+    assert sum(outcome.dead_letters.sent.values()) == 6 and not outcome.dead_letters.failed

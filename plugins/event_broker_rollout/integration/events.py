@@ -144,7 +144,14 @@ class _Loader:
             validate(record, schema, raise_errors=True)
         except ValidationError as error:
             # ValidationError's text carries the offending datum: only the field paths are kept.
-            fields = sorted({item.field or "(record)" for item in error.errors if hasattr(item, "field")})
+            # The paths without the namespace: "Quantity.value", not "org.cmm.healthcare.v1.fhir.Quantity.value".
+            fields = sorted(
+                {
+                    ".".join((item.field or "record").split(".")[-2:])
+                    for item in error.errors
+                    if hasattr(item, "field")
+                }
+            )
             return (
                 f"value does not match the {event.name} value schema at {', '.join(fields) or 'the record'}"
             )

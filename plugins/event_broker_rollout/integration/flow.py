@@ -76,16 +76,15 @@ def run_token(run_id: str) -> str:
     return _UNSAFE_GROUP_CHARS.sub("_", run_id)[:120]
 
 
-def rollout_group(component: Component, run_id: str, purpose: str | None = None) -> str:
-    """``<group>.rollout.<run>[.<purpose>]``: a fresh group per run, inside the component's group grant.
+def rollout_group(component: Component, run_id: str) -> str:
+    """``<group>.rollout.<run>``: a fresh group per run, inside the component's group grant.
 
     The security stage grants READ on the PREFIXED group resource ``<group>``; the narrowest grant that
     still covers these is PREFIXED ``<group>.rollout.`` (next to LITERAL ``<group>`` for the service).
     """
     if not component.group:
         raise ValueError(f"{component.name} has no consumer group")
-    group = f"{component.group}{ROLLOUT_GROUP_INFIX}{run_token(run_id)}"
-    return f"{group}.{purpose}" if purpose else group
+    return f"{component.group}{ROLLOUT_GROUP_INFIX}{run_token(run_id)}"
 
 
 def group_grants_needed(components: Components) -> list[tuple[str, str, str]]:
@@ -120,7 +119,7 @@ def producer_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {**config, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
 
 
-def _registry_error(error: Exception) -> str:
+def _serde_failure(error: Exception) -> str:
     if isinstance(error, SchemaRegistryError):
         return f"registry error {error.http_status_code}/{error.error_code}"
     # Serializer errors quote the offending datum: the type names the problem without it.
@@ -174,7 +173,7 @@ def _produce(
                 key=key,
                 value=value,
                 headers=headers,
-                timestamp=epoch_ms(utcnow()),  # the produce time, carried to the consumer
+                timestamp=epoch_ms(utcnow()),  # the produce time, carried to consumers (latency)
                 on_delivery=on_delivery,
             )
             return
@@ -218,7 +217,7 @@ def produce_samples(
                 key = keys(sample.key, SerializationContext(sample.topic, MessageField.KEY))
                 value = values(sample.value, SerializationContext(sample.topic, MessageField.VALUE))
             except Exception as error:  # a sample the registered schema does not take, or the registry
-                outcome.fail(sample.event_name, _registry_error(error))
+                outcome.fail(sample.event_name, _serde_failure(error))
                 continue
             _produce(
                 producer, sample.topic, key, value, headers, partial(deliveries.report, sample.event_name)
@@ -440,7 +439,7 @@ class Decoder:
         except SchemaRegistryError as error:
             if error.http_status_code == 404:
                 raise _Undecodable(f"{role} schema id is not registered") from None
-            raise RegistryUnavailable(_registry_error(error)) from None
+            raise RegistryUnavailable(_serde_failure(error)) from None
         except Exception:  # fastavro's errors quote the bytes: the category is enough
             raise _Undecodable(f"{role} is not valid Avro for its schema") from None
 
@@ -470,7 +469,7 @@ def registered_schema_ids(registry: SchemaRegistryClient, topics: Iterable[str])
             ids[topic] = registry.get_latest_version(f"{topic}-value").schema_id
         except SchemaRegistryError as error:
             if error.http_status_code != 404:
-                raise RegistryUnavailable(_registry_error(error)) from None
+                raise RegistryUnavailable(_serde_failure(error)) from None
             ids[topic] = None
     return ids
 
@@ -530,12 +529,13 @@ def send_dead_letters(
         source = letter.received
         for reason in letter.rules or (letter.reason,):
             outcome.reasons[reason] += 1
-        producer.produce(
+        _produce(
+            producer,
             dead_letter_topic(source.topic),
-            key=source.key,
-            value=source.value,
-            headers=letter.headers(run_id),
-            on_delivery=partial(delivered, source.topic),
+            source.key,
+            source.value,
+            letter.headers(run_id),
+            partial(delivered, source.topic),
         )
         producer.poll(0)
     left = producer.flush(timeout)
@@ -574,15 +574,25 @@ class EndToEndOutcome:
         results: list[Result] = []
         for item in self.counts:
             failed = self.produced.failed.get(item.event_name, Counter())
+            expected = self.expected_by_topic.get(item.topic, 0)
+            if not expected and not failed:
+                results.append(
+                    Result(
+                        id=f"e2e.produce[{item.event_name}]",
+                        status=Status.SKIPPED,
+                        message=f"no {item.event_name} events among the samples",
+                    )
+                )
+                continue
             results.append(
                 Result(
                     id=f"e2e.produce[{item.event_name}]",
-                    status=Status.FAIL if failed or item.produced == 0 else Status.PASS,
+                    status=Status.FAIL if failed or item.produced != expected else Status.PASS,
                     message=f"{item.produced} {item.event_name} events acknowledged on {item.topic} "
                     f"(acks=all, idempotent) by {self.produced.producers.get(item.topic, 'no producer')}"
                     + (f"; not produced: {dict(failed)}" if failed else ""),
                     observed=item.produced,
-                    expected=self.expected_by_topic.get(item.topic, 0),
+                    expected=expected,
                 )
             )
         for name, session in self.sessions.items():

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
@@ -42,6 +42,7 @@ from event_broker_rollout.synthetic import (
     snomed_is_valid,
 )
 
+# GX is imported where it is used: its import takes seconds, and the DAG files import this module.
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
     from great_expectations.expectations.expectation import Expectation
@@ -524,40 +525,19 @@ def _pair_equal(rule_id: str, name: str, column_a: str, column_b: str) -> Rule:
 
 
 def _pair_in_set(
-    rule_id: str,
-    name: str,
-    column_a: str,
-    column_b: str,
-    pairs: Iterable[tuple[Any, Any]],
-    *,
-    either_missing_ignored: bool = False,
+    rule_id: str, name: str, column_a: str, column_b: str, pairs: Iterable[tuple[Any, Any]]
 ) -> Rule:
-    # No row_condition here: GX 1.24 drops it from this metric's unexpected rows, then raises on the
-    # inconsistent counts (with the failing values in the exception text). Rows without a pair have
-    # both values missing instead, which GX ignores.
+    """A pair in the allowed set where both values are present (a missing one is a required-field
+    finding). No row_condition: GX 1.24 drops it from this metric's unexpected rows, then raises on
+    the inconsistent counts with the failing values in the exception text."""
     import great_expectations.expectations as gxe
 
     allowed = sorted(set(pairs))
-    ignore: Literal["either_value_is_missing", "both_values_are_missing"] = (
-        "either_value_is_missing" if either_missing_ignored else "both_values_are_missing"
-    )
 
     def failing(frame: pd.DataFrame) -> pd.Series:
         a, b = frame[column_a], frame[column_b]
-        judged = (a.notna() & b.notna()) if either_missing_ignored else (a.notna() | b.notna())
-        # GX compares (a, b) with missing values as None; so does this, without iterating rows.
-        pair = pd.Series(
-            list(
-                zip(
-                    a.astype(object).where(a.notna(), None),
-                    b.astype(object).where(b.notna(), None),
-                    strict=True,
-                )
-            ),
-            index=frame.index,
-            dtype=object,
-        )
-        return judged & ~pair.isin(allowed)
+        pair = pd.Series(list(zip(a.astype(object), b.astype(object), strict=True)), index=frame.index)
+        return a.notna() & b.notna() & ~pair.isin(allowed)
 
     return Rule(
         rule_id,
@@ -566,7 +546,7 @@ def _pair_in_set(
             column_A=column_a,
             column_B=column_b,
             value_pairs_set=allowed,
-            ignore_row_if=ignore,
+            ignore_row_if="either_value_is_missing",
             **_meta(rule_id, name),
         ),
         failing,
@@ -671,7 +651,6 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "hl7trigger",
             "status",
             ADT_ENCOUNTER_STATUS.items(),
-            either_missing_ignored=True,
         ),
         _in_set(
             "code.loinc-check-digit", "LOINC codes well formed, check digit valid", "loinc_valid", [True]
@@ -696,7 +675,6 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "code",
             "unit",
             LOINC_UCUM_UNITS.items(),
-            either_missing_ignored=True,
         ),
         _between(
             "observation.physiologic-range",
