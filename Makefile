@@ -57,8 +57,15 @@ lab-heal: ## bring HOST back
 stage: venv ## run one stage DAG in-process: STAGE=<preflight|infrastructure|security|schemas|integration> ENV=lab [CONF='{...}']
 	@$(PY) -m event_broker_rollout.cli stage --stage $(STAGE) --env $(ENV) --conf '$(CONF)'
 
-demo: setup lab-up ## the main job: the rollout onto the local lab
-	@$(MAKE) --no-print-directory stage STAGE=preflight ENV=lab
+ROLLOUT_STAGES := preflight infrastructure security schemas integration
+
+demo: setup lab-up ## the main job: the whole rollout onto the local lab, stage by stage, then the reports
+	@set -o pipefail; for stage in $(ROLLOUT_STAGES); do \
+	  if [ ! -f dags/event_broker_$$stage.py ]; then echo "== $$stage: not built yet"; continue; fi; \
+	  echo "== $$stage"; \
+	  $(PY) -m event_broker_rollout.cli stage --stage $$stage --env lab --conf '{}' 2>&1 | tail -n 2 || exit 1; \
+	done
+	@echo "Reports: $(CURDIR)/reports/<dag_id>/latest/report.html   Stop the lab: make lab-down"
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check plugins dags tests
@@ -77,7 +84,8 @@ test-integration: setup ## integration and end-to-end tests against the real lab
 	$(call pytest,tests/integration/test_lab.py tests/integration tests/e2e -q)
 
 # Order matters for the lab: its own test first (it ends with the lab down), then the stages in rollout order.
-TEST_ORDER := tests/unit tests/integration/test_lab.py tests/integration tests/e2e
+E2E_ORDER := $(foreach s,infrastructure security schemas integration rollout,$(wildcard tests/e2e/test_$(s)_stage.py))
+TEST_ORDER := tests/unit tests/integration/test_lab.py tests/integration $(E2E_ORDER) tests/e2e
 
 test: setup lint ## every test: lint, unit, integration, end-to-end
 	$(call pytest,$(TEST_ORDER) -q)

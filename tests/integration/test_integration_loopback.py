@@ -146,8 +146,6 @@ def test_synthetic_events_flow_through_every_component_and_pass_every_rule(clust
     assert outcome.quality.docs_index is not None and outcome.quality.docs_index.is_file()
     assert _dead_letters(loopback.bootstrap, [f"{e.topic}.dlq" for e in catalog.events], run_id) == []
     json.dumps(outcome.summary())  # JSON-safe for XCom and the report
-    print("SUMMARY", json.dumps(outcome.summary(), default=str))
-    print("RESULTS", json.dumps([(r.id, str(r.status), r.message) for r in results]))
 
 
 def test_bad_events_are_named_dead_lettered_with_reasons_and_never_echoed(cluster, loopback, tmp_path):
