@@ -113,7 +113,7 @@ def test_catalog_declares_the_healthcare_event_types(catalog):
 
 def test_desired_topic_configs_per_class(catalog, policies):
     specs = {spec.topic: spec for spec in desired_topics(catalog, policies)}
-    assert len(specs) == 15
+    assert len(specs) == 16  # 6 event topics, 6 dead-letter topics, 4 operational topics
     for spec in specs.values():
         assert spec.replication_factor == 3
         assert spec.configs["min.insync.replicas"] == "2"
