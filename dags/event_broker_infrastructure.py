@@ -36,8 +36,20 @@ SETTLE = "{{ params.gate_settle_seconds }}"
     params={
         "environment": dag_support.environment_param(),
         "dry_run": dag_support.dry_run_param(),
-        "gate_timeout_seconds": Param(300, type="integer", minimum=10, title="Gate timeout (s)", description="How long a health gate waits before it fails the stage."),
-        "gate_settle_seconds": Param(10, type="integer", minimum=0, title="Gate settle window (s)", description="How long the cluster must stay healthy before a gate passes (longer than a broker's session timeout)."),
+        "gate_timeout_seconds": Param(
+            300,
+            type="integer",
+            minimum=10,
+            title="Gate timeout (s)",
+            description="How long a health gate waits before it fails the stage.",
+        ),
+        "gate_settle_seconds": Param(
+            10,
+            type="integer",
+            minimum=0,
+            title="Gate settle window (s)",
+            description="How long the cluster must stay healthy before a gate passes (longer than a broker's session timeout).",
+        ),
     },
 )
 def event_broker_infrastructure() -> None:
@@ -89,7 +101,20 @@ def event_broker_infrastructure() -> None:
         plans = ti.xcom_pull(task_ids="plan") or {}
         results = stage.plan_results(plans, params["dry_run"]) if params["dry_run"] or not plans else []
         results += dag_support.results_from(
-            *(ti.xcom_pull(task_ids=task_id) for task_id in ("configure", "start_controllers", "gate_controller_quorum", "start_brokers", "gate_brokers_registered", "gate_partitions_healthy", "rolling_restart", "start_registry", "gate_registry_healthy")),
+            *(
+                ti.xcom_pull(task_ids=task_id)
+                for task_id in (
+                    "configure",
+                    "start_controllers",
+                    "gate_controller_quorum",
+                    "start_brokers",
+                    "gate_brokers_registered",
+                    "gate_partitions_healthy",
+                    "rolling_restart",
+                    "start_registry",
+                    "gate_registry_healthy",
+                )
+            ),
             *(ti.xcom_pull(task_ids="install", map_indexes=i) for i in range(len(plans))),
         )
         results += dag_support.task_outcomes(context)
@@ -111,15 +136,53 @@ def event_broker_infrastructure() -> None:
     installed = install.partial(plans=plans).expand(host_name=host_names)
     configured = configure(plans)
     controllers = start_controllers(plans)
-    quorum = ControllerQuorumSensor(task_id="gate_controller_quorum", environment_name=ENV, gate_timeout=GATE_TIMEOUT, timeout=3600)
+    quorum = ControllerQuorumSensor(
+        task_id="gate_controller_quorum", environment_name=ENV, gate_timeout=GATE_TIMEOUT, timeout=3600
+    )
     brokers = start_brokers(plans)
-    registered = ClusterHealthSensor(task_id="gate_brokers_registered", check="brokers", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=SETTLE)
-    partitions = ClusterHealthSensor(task_id="gate_partitions_healthy", check="partitions", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
-    rolling = RollingRestartOperator(task_id="rolling_restart", environment_name=ENV, plan_task_id="plan", gate_timeout=GATE_TIMEOUT, settle_seconds=SETTLE)
+    registered = ClusterHealthSensor(
+        task_id="gate_brokers_registered",
+        check="brokers",
+        environment_name=ENV,
+        gate_timeout=GATE_TIMEOUT,
+        settle_seconds=SETTLE,
+    )
+    partitions = ClusterHealthSensor(
+        task_id="gate_partitions_healthy",
+        check="partitions",
+        environment_name=ENV,
+        gate_timeout=GATE_TIMEOUT,
+        settle_seconds=0,
+    )
+    rolling = RollingRestartOperator(
+        task_id="rolling_restart",
+        environment_name=ENV,
+        plan_task_id="plan",
+        gate_timeout=GATE_TIMEOUT,
+        settle_seconds=SETTLE,
+    )
     registry = start_registry(plans)
-    registry_gate = ClusterHealthSensor(task_id="gate_registry_healthy", check="registry", environment_name=ENV, gate_timeout=GATE_TIMEOUT, settle_seconds=0)
+    registry_gate = ClusterHealthSensor(
+        task_id="gate_registry_healthy",
+        check="registry",
+        environment_name=ENV,
+        gate_timeout=GATE_TIMEOUT,
+        settle_seconds=0,
+    )
 
-    go >> installed >> configured >> controllers >> quorum >> brokers >> registered >> partitions >> rolling >> registry >> registry_gate
+    (
+        go
+        >> installed
+        >> configured
+        >> controllers
+        >> quorum
+        >> brokers
+        >> registered
+        >> partitions
+        >> rolling
+        >> registry
+        >> registry_gate
+    )
     [plans, registry_gate] >> report()
 
 

@@ -44,7 +44,9 @@ def event_broker_schemas() -> None:
         context = get_current_context()
         ti = context["ti"]
         environment = dag_support.environment_from(params)
-        results = dag_support.results_from(ti.xcom_pull(task_ids="validate_catalog"), ti.xcom_pull(task_ids="reconcile")) + dag_support.task_outcomes(context)
+        results = dag_support.results_from(
+            ti.xcom_pull(task_ids="validate_catalog"), ti.xcom_pull(task_ids="reconcile")
+        ) + dag_support.task_outcomes(context)
         built = dag_support.write_report(
             dag_id=DAG_ID,
             run_id=context["run_id"],

@@ -41,15 +41,29 @@ def run_dir() -> Path:
     tags=["event-broker", "stage-3"],
     params={
         "environment": dag_support.environment_param(),
-        "gate_timeout_seconds": Param(300, type="integer", minimum=10, title="Gate timeout (s)", description="How long a health gate waits before it stops the migration."),
-        "gate_settle_seconds": Param(10, type="integer", minimum=0, title="Gate settle window (s)", description="How long the cluster must stay healthy after each restart before the next node."),
+        "gate_timeout_seconds": Param(
+            300,
+            type="integer",
+            minimum=10,
+            title="Gate timeout (s)",
+            description="How long a health gate waits before it stops the migration.",
+        ),
+        "gate_settle_seconds": Param(
+            10,
+            type="integer",
+            minimum=0,
+            title="Gate settle window (s)",
+            description="How long the cluster must stay healthy after each restart before the next node.",
+        ),
     },
 )
 def event_broker_security() -> None:
     @task
     def configure(target: str, params: dict[str, Any]) -> dict[str, Any]:
         context = get_current_context()
-        plans, client_phase, effective_phase, results = stage.configure_phase(dag_support.environment_from(params), target)
+        plans, client_phase, effective_phase, results = stage.configure_phase(
+            dag_support.environment_from(params), target
+        )
         context["ti"].xcom_push(key="client_phase", value=client_phase)
         context["ti"].xcom_push(key="effective_phase", value=effective_phase)
         context["ti"].xcom_push(key="results", value=results)
@@ -98,7 +112,10 @@ def event_broker_security() -> None:
             environment=environment.name,
             started_at=context["dag_run"].start_date,
             results=results,
-            summary={"migration": migration.observed if migration else None, "changes": sum(1 for r in results if r.status.value == "changed")},
+            summary={
+                "migration": migration.observed if migration else None,
+                "changes": sum(1 for r in results if r.status.value == "changed"),
+            },
             title="Security: TLS, authentication, authorization",
         )
         return dag_support.finish(built)
@@ -128,7 +145,12 @@ def event_broker_security() -> None:
         if previous is not None:
             previous >> plans
         plans >> roll >> registry >> registry_gate >> committed
-        report_tasks += [f"roll_{target}", f"registry_{target}", f"gate_registry_{target}", f"commit_{target}"]
+        report_tasks += [
+            f"roll_{target}",
+            f"registry_{target}",
+            f"gate_registry_{target}",
+            f"commit_{target}",
+        ]
         if target == "listeners":
             users = scram_users()
             canary = start_canary()

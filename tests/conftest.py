@@ -84,9 +84,25 @@ def run_stage(
 def lab_ssh(address: str, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
     """A command on a lab host through the system ssh client, host key checked against the lab's known_hosts."""
     return subprocess.run(
-        ["ssh", "-i", str(LAB_STATE / "ssh" / "id_ed25519"), "-o", f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", f"root@{address}", command],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            "ssh",
+            "-i",
+            str(LAB_STATE / "ssh" / "id_ed25519"),
+            "-o",
+            f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"root@{address}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -111,9 +111,20 @@ def task_outcomes(context: Any) -> list[Result]:
         if task_id == ti.task_id:
             continue
         if state == "failed":
-            outcomes.append(Result(id=f"task.{task_id}", status=Status.FAIL, message=f"task {task_id} failed; see its log"))
+            outcomes.append(
+                Result(
+                    id=f"task.{task_id}", status=Status.FAIL, message=f"task {task_id} failed; see its log"
+                )
+            )
         elif state == "upstream_failed":
-            outcomes.append(Result(id=f"task.{task_id}", status=Status.SKIPPED, message=f"task {task_id} did not run: an earlier step failed", severity=Severity.ADVISORY))
+            outcomes.append(
+                Result(
+                    id=f"task.{task_id}",
+                    status=Status.SKIPPED,
+                    message=f"task {task_id} did not run: an earlier step failed",
+                    severity=Severity.ADVISORY,
+                )
+            )
     return outcomes
 
 

@@ -27,7 +27,10 @@ def processes() -> dict[str, str]:
     """Each service's pid and kernel start time on each host: equal before and after means no restart."""
     found = {}
     for name, address in HOSTS.items():
-        out = lab_ssh(address, 'for s in kafka schema-registry; do p=$(/opt/event-broker/bin/ebr-service pid $s 2>/dev/null) && echo "$s $p $(cut -d" " -f22 /proc/$p/stat)"; done').stdout
+        out = lab_ssh(
+            address,
+            'for s in kafka schema-registry; do p=$(/opt/event-broker/bin/ebr-service pid $s 2>/dev/null) && echo "$s $p $(cut -d" " -f22 /proc/$p/stat)"; done',
+        ).stdout
         for line in out.splitlines():
             service, pid, started = line.split()
             found[f"{name}/{service}"] = f"{pid}@{started}"
@@ -35,11 +38,16 @@ def processes() -> dict[str, str]:
 
 
 def digests() -> dict[str, str]:
-    return {name: lab_ssh(address, f"find {MANAGED} -type f 2>/dev/null | sort | xargs -r sha256sum").stdout for name, address in HOSTS.items()}
+    return {
+        name: lab_ssh(address, f"find {MANAGED} -type f 2>/dev/null | sort | xargs -r sha256sum").stdout
+        for name, address in HOSTS.items()
+    }
 
 
 def test_cluster_is_rolled_out_and_usable(infrastructure_ready):
-    listing = subprocess.run(["kcat", "-b", BOOTSTRAP, "-L", "-m", "10"], capture_output=True, text=True, timeout=30, check=True).stdout
+    listing = subprocess.run(
+        ["kcat", "-b", BOOTSTRAP, "-L", "-m", "10"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     assert re.search(r"\b3 brokers:", listing), listing
     for node, address in ((1, "10.77.0.11"), (2, "10.77.0.12"), (3, "10.77.0.13")):
         assert f"broker {node} at {address}:9092" in listing
@@ -51,7 +59,9 @@ def test_cluster_is_rolled_out_and_usable(infrastructure_ready):
     for i in range(50):
         producer.produce(topic, key=str(i % 5), value=f"message-{i}")
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"e2e-{topic}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, "group.id": f"e2e-{topic}", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     received = set()
     deadline = time.monotonic() + 60
@@ -64,14 +74,25 @@ def test_cluster_is_rolled_out_and_usable(infrastructure_ready):
     described = admin.describe_topics  # noqa: F841 — replication checked with Kafka's own tool below
 
     tools = "/opt/kafka/current/bin"
-    topics = lab_ssh("10.77.0.12", f"{tools}/kafka-topics.sh --bootstrap-server 10.77.0.12:9092 --describe --topic {topic}").stdout
+    topics = lab_ssh(
+        "10.77.0.12", f"{tools}/kafka-topics.sh --bootstrap-server 10.77.0.12:9092 --describe --topic {topic}"
+    ).stdout
     assert "ReplicationFactor: 3" in topics
-    quorum = lab_ssh("10.77.0.13", f"{tools}/kafka-metadata-quorum.sh --bootstrap-controller 10.77.0.13:9093 describe --status").stdout
+    quorum = lab_ssh(
+        "10.77.0.13",
+        f"{tools}/kafka-metadata-quorum.sh --bootstrap-controller 10.77.0.13:9093 describe --status",
+    ).stdout
     assert re.search(r"CurrentVoters:\s+\[.*\]", quorum), quorum
     assert len(re.findall(r'"id":\s*\d+', re.search(r"CurrentVoters:\s+(\[.*\])", quorum).group(1))) == 3
     admin.delete_topics([topic])
 
-    health = subprocess.run(["curl", "-sf", "http://10.77.0.11:8081/apis/ccompat/v7/subjects"], capture_output=True, text=True, timeout=20, check=True)
+    health = subprocess.run(
+        ["curl", "-sf", "http://10.77.0.11:8081/apis/ccompat/v7/subjects"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
     assert health.stdout.startswith("[")
 
 
@@ -96,17 +117,32 @@ def test_dry_run_shows_the_plan_and_changes_nothing(infrastructure_ready):
         assert digests() == before_files
         planned = {r["id"]: r for r in report["results"] if r["host"] == "lab3"}
         change = planned["plan.file[/etc/kafka/server.properties]"]
-        assert "-num.partitions=2" in change["details"]["diff"] and "+num.partitions=3" in change["details"]["diff"]
+        assert (
+            "-num.partitions=2" in change["details"]["diff"]
+            and "+num.partitions=3" in change["details"]["diff"]
+        )
         assert "plan.restart[kafka]" in planned
         assert report["summary"]["dry_run"] is True
     finally:
         lab_ssh("10.77.0.13", "sed -i 's/^num.partitions=2/num.partitions=3/' /etc/kafka/server.properties")
 
 
-def test_a_broker_killed_before_the_gate_fails_the_stage_naming_it_then_a_rerun_converges(infrastructure_ready):
+def test_a_broker_killed_before_the_gate_fails_the_stage_naming_it_then_a_rerun_converges(
+    infrastructure_ready,
+):
     """The broker dies after the stage planned (so it does not restart it): the gate must not pass."""
-    command = [sys.executable, "-m", "event_broker_rollout.cli", "stage", "--stage", "infrastructure", "--env", "lab",
-               "--conf", '{"environment": "lab", "gate_timeout_seconds": 40, "gate_settle_seconds": 12}']
+    command = [
+        sys.executable,
+        "-m",
+        "event_broker_rollout.cli",
+        "stage",
+        "--stage",
+        "infrastructure",
+        "--env",
+        "lab",
+        "--conf",
+        '{"environment": "lab", "gate_timeout_seconds": 40, "gate_settle_seconds": 12}',
+    ]
     stage = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     planned = threading.Event()

@@ -18,19 +18,35 @@ REGISTRY = "https://10.77.0.11:8443/apis/ccompat/v7"
 
 
 def registry(path: str) -> object:
-    out = subprocess.run(["curl", "-sf", "--cacert", str(LAB_STATE / "ca" / "ca.crt"), f"{REGISTRY}{path}"], capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(
+        ["curl", "-sf", "--cacert", str(LAB_STATE / "ca" / "ca.crt"), f"{REGISTRY}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
 def test_every_topic_has_the_catalogs_settings(schemas_ready):
     catalog, policies = load_checked_catalog()
     for spec in desired_topics(catalog, policies):
-        described = lab_ssh("10.77.0.12", f"{TOOLS}/kafka-topics.sh {CONFIG} --describe --topic {spec.topic}").stdout
+        described = lab_ssh(
+            "10.77.0.12", f"{TOOLS}/kafka-topics.sh {CONFIG} --describe --topic {spec.topic}"
+        ).stdout
         header = described.splitlines()[0]
         assert f"ReplicationFactor: {spec.replication_factor}" in header, header
         assert f"PartitionCount: {spec.partitions}" in header, header
-        effective = lab_ssh("10.77.0.12", f"{TOOLS}/kafka-configs.sh {CONFIG} --describe --all --entity-type topics --entity-name {spec.topic}").stdout
-        for key in ("min.insync.replicas", "cleanup.policy", "retention.ms", "unclean.leader.election.enable"):
+        effective = lab_ssh(
+            "10.77.0.12",
+            f"{TOOLS}/kafka-configs.sh {CONFIG} --describe --all --entity-type topics --entity-name {spec.topic}",
+        ).stdout
+        for key in (
+            "min.insync.replicas",
+            "cleanup.policy",
+            "retention.ms",
+            "unclean.leader.election.enable",
+        ):
             assert f"  {key}={spec.configs[key]} " in effective, (spec.topic, key)
 
 

@@ -43,7 +43,10 @@ def test_server_properties_for_a_combined_kraft_node(lab1_state):
     assert values["node.id"] == "1"
     assert values["controller.quorum.voters"] == "1@10.77.0.11:9093,2@10.77.0.12:9093,3@10.77.0.13:9093"
     assert values["listeners"] == "CLIENT://10.77.0.11:9092,CONTROLLER://10.77.0.11:9093"
-    assert values["listener.security.protocol.map"] == "CLIENT:PLAINTEXT,SECURE:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL"
+    assert (
+        values["listener.security.protocol.map"]
+        == "CLIENT:PLAINTEXT,SECURE:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL"
+    )
     assert values["listener.name.controller.ssl.client.auth"] == "required"
     assert values["advertised.listeners"] == "CLIENT://10.77.0.11:9092"
     assert values["log.dirs"] == "/var/lib/kafka/data"
@@ -68,14 +71,26 @@ def provided_material(environment, directory):
 
 def test_dedicated_controller_and_broker_roles(tmp_path):
     prod = load_environment("prod")
-    prod = prod.model_copy(update={"distribution": prod.distribution.model_copy(update={"archive": "/srv/confluent-8.1.0.tar.gz"})})
+    prod = prod.model_copy(
+        update={
+            "distribution": prod.distribution.model_copy(update={"archive": "/srv/confluent-8.1.0.tar.gz"})
+        }
+    )
     prod = provided_material(prod, tmp_path)
     profiles = load_sizing_profiles()
-    controller = desired.desired_state(prod, prod.host("kctl-1"), "production", profiles["production"], systemd=True)
-    broker = desired.desired_state(prod, prod.host("kbrk-1"), "production", profiles["production"], systemd=True)
+    controller = desired.desired_state(
+        prod, prod.host("kctl-1"), "production", profiles["production"], systemd=True
+    )
+    broker = desired.desired_state(
+        prod, prod.host("kbrk-1"), "production", profiles["production"], systemd=True
+    )
     c = props(next(f for f in controller.files if f.path.endswith("server.properties")).content)
     b = props(next(f for f in broker.files if f.path.endswith("server.properties")).content)
-    assert c["process.roles"] == "controller" and "advertised.listeners" not in c and "inter.broker.listener.name" not in c
+    assert (
+        c["process.roles"] == "controller"
+        and "advertised.listeners" not in c
+        and "inter.broker.listener.name" not in c
+    )
     assert b["process.roles"] == "broker" and b["listeners"] == "CLIENT://198.51.100.21:9092"
     assert "authorizer.class.name" not in b  # the security stage turns it on
     assert b["controller.quorum.voters"] == "1@198.51.100.11:9093,2@198.51.100.12:9093,3@198.51.100.13:9093"
@@ -93,7 +108,11 @@ def test_heap_comes_from_the_sizing_profile(lab, lab1_state):
 
 def test_lab_hosts_get_the_service_wrapper_not_systemd(lab1_state):
     paths = {f.path for f in lab1_state.files}
-    assert {"/etc/event-broker/services/kafka.conf", "/etc/event-broker/services/schema-registry.conf", desired.SERVICE_WRAPPER} <= paths
+    assert {
+        "/etc/event-broker/services/kafka.conf",
+        "/etc/event-broker/services/schema-registry.conf",
+        desired.SERVICE_WRAPPER,
+    } <= paths
     assert not any(p.startswith("/etc/systemd") for p in paths)
     assert [i.top_dir for i in lab1_state.installs] == ["kafka_2.13-4.1.2", "apicurio-registry-3.0.9"]
 

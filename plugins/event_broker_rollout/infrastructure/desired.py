@@ -220,7 +220,9 @@ def desired_state(
             directories.append((TLS_DIR, user))
             files += tls_files(environment, host, TLS_DIR, (KAFKA_SERVICE,), keystore=True)
             # Kafka's own tools on this node speak TLS to the controllers with the node's certificate.
-            files.append(ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user))
+            files.append(
+                ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user)
+            )
         directories += [(d, user) for d in environment.kafka.data_dirs]
         restart = (KAFKA_SERVICE,)
         files += [

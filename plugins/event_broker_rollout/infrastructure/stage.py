@@ -238,7 +238,11 @@ def restart_service(
 
 def rolling_restart_queue(environment: Environment, plans: dict[str, Any]) -> list[str]:
     """Kafka nodes to restart one at a time: controllers first, by node id (the gates run between each)."""
-    return [h.name for h in host_order(environment) if h.name in plans and KAFKA_SERVICE in plans[h.name]["restart"]]
+    return [
+        h.name
+        for h in host_order(environment)
+        if h.name in plans and KAFKA_SERVICE in plans[h.name]["restart"]
+    ]
 
 
 def registry_action(plans: dict[str, Any], host_name: str) -> str | None:

@@ -18,7 +18,13 @@ from event_broker_rollout.schemas import reconcile
 def validate(environment: Environment) -> list[dict[str, Any]]:
     catalog, _ = load_checked_catalog(environment.catalog, environment.policies)
     subjects = len(catalog.events) * 2
-    return [Result(id="catalog.valid", status=Status.PASS, message=f"{len(catalog.events)} event types, {len(catalog.topics())} topics, {subjects} subjects; policies respected").to_dict()]
+    return [
+        Result(
+            id="catalog.valid",
+            status=Status.PASS,
+            message=f"{len(catalog.events)} event types, {len(catalog.topics())} topics, {subjects} subjects; policies respected",
+        ).to_dict()
+    ]
 
 
 def reconcile_environment(environment: Environment, dry_run: bool) -> list[dict[str, Any]]:

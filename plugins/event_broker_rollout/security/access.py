@@ -83,12 +83,20 @@ def desired_grants(components: Components) -> set[Grant]:
 def _grant_of(binding: Any) -> Grant | None:
     if binding.permission_type != AclPermissionType.ALLOW or binding.host != "*":
         return None
-    return Grant(binding.principal, binding.restype.name, binding.resource_pattern_type.name, binding.name, binding.operation.name)
+    return Grant(
+        binding.principal,
+        binding.restype.name,
+        binding.resource_pattern_type.name,
+        binding.name,
+        binding.operation.name,
+    )
 
 
 def current_bindings(admin: AdminClient) -> list[Any]:
     # None matches any name, principal and host (the client's type hints say str).
-    any_filter = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)  # type: ignore[arg-type]
+    any_filter = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+    )  # type: ignore[arg-type]
     return list(admin.describe_acls(any_filter, request_timeout=TIMEOUT).result())
 
 
@@ -103,40 +111,89 @@ def reconcile_acls(admin: AdminClient, desired: set[Grant], dry_run: bool = Fals
             future.result()
     for grant in missing:
         audit("security.acl", target=grant.label(), outcome="planned" if dry_run else "created")
-        results.append(Result(id=f"acl.create[{grant.label()}]", status=Status.WARN if dry_run else Status.CHANGED, message=("would grant " if dry_run else "granted ") + grant.label()))
+        results.append(
+            Result(
+                id=f"acl.create[{grant.label()}]",
+                status=Status.WARN if dry_run else Status.CHANGED,
+                message=("would grant " if dry_run else "granted ") + grant.label(),
+            )
+        )
     if undeclared and not dry_run:
-        filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type) for b in undeclared]
+        filters = [
+            AclBindingFilter(
+                b.restype,
+                b.name,
+                b.resource_pattern_type,
+                b.principal,
+                b.host,
+                b.operation,
+                b.permission_type,
+            )
+            for b in undeclared
+        ]
         for future in admin.delete_acls(filters, request_timeout=TIMEOUT).values():
             future.result()
     for binding in undeclared:
         label = f"{binding.principal} {binding.permission_type.name} {binding.operation.name} {binding.restype.name}:{binding.resource_pattern_type.name}:{binding.name}"
         audit("security.acl", target=label, outcome="planned-removal" if dry_run else "removed")
-        results.append(Result(id=f"acl.remove[{label}]", status=Status.WARN if dry_run else Status.CHANGED, message=("would remove undeclared ACL " if dry_run else "removed undeclared ACL ") + label))
+        results.append(
+            Result(
+                id=f"acl.remove[{label}]",
+                status=Status.WARN if dry_run else Status.CHANGED,
+                message=("would remove undeclared ACL " if dry_run else "removed undeclared ACL ") + label,
+            )
+        )
     if not missing and not undeclared:
-        results.append(Result(id="acl.bindings", status=Status.OK, message=f"{len(desired)} ACL bindings exactly as declared", observed=len(present), expected=len(desired)))
+        results.append(
+            Result(
+                id="acl.bindings",
+                status=Status.OK,
+                message=f"{len(desired)} ACL bindings exactly as declared",
+                observed=len(present),
+                expected=len(desired),
+            )
+        )
     return results
 
 
 def scram_users(admin: AdminClient) -> set[str]:
     future: Any = admin.describe_user_scram_credentials(request_timeout=TIMEOUT)  # all users: one future
     described = future.result()
-    return {user for user, description in described.items() if getattr(description, "scram_credential_infos", None)}
+    return {
+        user
+        for user, description in described.items()
+        if getattr(description, "scram_credential_infos", None)
+    }
 
 
-def ensure_scram_users(admin: AdminClient, passwords: dict[str, str], users: Iterable[str], dry_run: bool = False) -> list[Result]:
+def ensure_scram_users(
+    admin: AdminClient, passwords: dict[str, str], users: Iterable[str], dry_run: bool = False
+) -> list[Result]:
     """Create the SCRAM users that do not exist; existing ones are left alone (no password rotation here)."""
     existing = scram_users(admin)
     wanted = sorted(set(users))
     missing = [user for user in wanted if user not in existing]
-    results = [Result(id=f"scram.user[{user}]", status=Status.OK, message="exists") for user in wanted if user in existing]
+    results = [
+        Result(id=f"scram.user[{user}]", status=Status.OK, message="exists")
+        for user in wanted
+        if user in existing
+    ]
     if missing and not dry_run:
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-        upserts: list[Any] = [UserScramCredentialUpsertion(user, info, passwords[user].encode()) for user in missing]
+        upserts: list[Any] = [
+            UserScramCredentialUpsertion(user, info, passwords[user].encode()) for user in missing
+        ]
         for future in admin.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT).values():
             future.result()
     for user in missing:
         audit("security.scram_user", target=user, outcome="planned" if dry_run else "created")
-        results.append(Result(id=f"scram.user[{user}]", status=Status.WARN if dry_run else Status.CHANGED, message=("would create" if dry_run else "created") + f" SCRAM-SHA-512 user {user}"))
+        results.append(
+            Result(
+                id=f"scram.user[{user}]",
+                status=Status.WARN if dry_run else Status.CHANGED,
+                message=("would create" if dry_run else "created") + f" SCRAM-SHA-512 user {user}",
+            )
+        )
     return results
 
 

@@ -47,16 +47,36 @@ class Canary:
                 self.failed.append(error.name())
 
     def produce(self) -> None:
-        producer = Producer({**self.config, "acks": "all", "enable.idempotence": True, "linger.ms": 5, "delivery.timeout.ms": 300000})
+        producer = Producer(
+            {
+                **self.config,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "delivery.timeout.ms": 300000,
+            }
+        )
         while not self.stopping.is_set():
-            producer.produce(self.topic, key=str(self.sent % 6).encode(), value=f"{self.token}:{self.sent}".encode(), on_delivery=self._delivered)
+            producer.produce(
+                self.topic,
+                key=str(self.sent % 6).encode(),
+                value=f"{self.token}:{self.sent}".encode(),
+                on_delivery=self._delivered,
+            )
             self.sent += 1
             producer.poll(0)
             time.sleep(1 / RATE_PER_SECOND)
         producer.flush(300)
 
     def consume(self, producer_done: threading.Event) -> None:
-        consumer = Consumer({**self.config, "group.id": self.group, "auto.offset.reset": "earliest", "enable.auto.commit": True})
+        consumer = Consumer(
+            {
+                **self.config,
+                "group.id": self.group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": True,
+            }
+        )
         consumer.subscribe([self.topic])
         deadline: float | None = None
         while True:

@@ -43,22 +43,34 @@ PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"
 
 def components_of(environment: Environment) -> Any:
     assert environment.security is not None
-    return validated_components(environment.security.components, load_catalog(environment.catalog), load_policies(environment.policies))
+    return validated_components(
+        environment.security.components,
+        load_catalog(environment.catalog),
+        load_policies(environment.policies),
+    )
 
 
-def configure_phase(environment: Environment, target: str) -> tuple[dict[str, Any], str, str, list[dict[str, Any]]]:
+def configure_phase(
+    environment: Environment, target: str
+) -> tuple[dict[str, Any], str, str, list[dict[str, Any]]]:
     """Write the ``target`` phase's files on every host (no restart yet). Returns the plans for the
     rolling restart, the phase the rollout's admin client must use meanwhile, the phase the cluster will
     be in afterwards (never behind what the hosts record), and the evidence."""
     recorded = infrastructure.recorded_phase(environment)
     if phase_index(recorded) > phase_index(target):
-        note = Result(id=f"security.phase[{target}]", status=Status.OK, message=f"already past this phase (hosts record {recorded})")
+        note = Result(
+            id=f"security.phase[{target}]",
+            status=Status.OK,
+            message=f"already past this phase (hosts record {recorded})",
+        )
         return {}, recorded, recorded, [note.to_dict()]
     plans = infrastructure.plan_environment(environment, target_phase=target)
     infrastructure.planned_hosts(plans)
     stopped = [f"{name}:{service}" for name, plan in plans.items() for service in plan["start"]]
     if stopped:
-        raise RemoteError(f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)")
+        raise RemoteError(
+            f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)"
+        )
     results = infrastructure.configure_hosts(environment, plans)
     return plans, client_phase(recorded, target), target, results
 
@@ -76,12 +88,22 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
 
     def record(name: str) -> Result:
         with infrastructure.session(environment, environment.host(name)) as remote:
-            current = remote.run(f"cat {infrastructure.SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip() or "plaintext"
+            current = (
+                remote.run(f"cat {infrastructure.SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip()
+                or "plaintext"
+            )
             if current in PHASES and phase_index(current) >= phase_index(target):
-                return Result(id=f"security.phase[{target}]", status=Status.OK, host=name, message=f"host records {current}")
+                return Result(
+                    id=f"security.phase[{target}]",
+                    status=Status.OK,
+                    host=name,
+                    message=f"host records {current}",
+                )
             remote.write_file(infrastructure.SECURITY_PHASE_FILE, target + "\n")
         audit("security.phase", target=target, outcome="committed", host=name, before=current)
-        return Result(id=f"security.phase[{target}]", status=Status.CHANGED, host=name, message=f"{current} -> {target}")
+        return Result(
+            id=f"security.phase[{target}]", status=Status.CHANGED, host=name, message=f"{current} -> {target}"
+        )
 
     return [r.to_dict() for r in in_parallel([h.name for h in environment.hosts], record).values()]
 
@@ -126,11 +148,27 @@ def ensure_quotas(environment: Environment, wanted: dict[str, dict[str, int]]) -
     results = []
     for user, quotas in sorted(wanted.items()):
         if current.get(user) == quotas:
-            results.append(Result(id=f"quota[{user}]", status=Status.OK, message="as declared", observed=quotas, expected=quotas))
+            results.append(
+                Result(
+                    id=f"quota[{user}]",
+                    status=Status.OK,
+                    message="as declared",
+                    observed=quotas,
+                    expected=quotas,
+                )
+            )
             continue
         _configs_tool(environment, access.quota_command(user, quotas))
         audit("security.quota", target=user, outcome="changed", before=current.get(user), after=quotas)
-        results.append(Result(id=f"quota[{user}]", status=Status.CHANGED, message="quota set", observed=current.get(user), expected=quotas))
+        results.append(
+            Result(
+                id=f"quota[{user}]",
+                status=Status.CHANGED,
+                message="quota set",
+                observed=current.get(user),
+                expected=quotas,
+            )
+        )
     return results
 
 
@@ -145,16 +183,38 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
     client = admin(environment, "listeners")
     results = []
     if CANARY_TOPIC not in client.list_topics(timeout=10).topics:
-        topic = NewTopic(CANARY_TOPIC, 3, environment.kafka.default_replication_factor, config={"min.insync.replicas": str(environment.kafka.min_insync_replicas)})
+        topic = NewTopic(
+            CANARY_TOPIC,
+            3,
+            environment.kafka.default_replication_factor,
+            config={"min.insync.replicas": str(environment.kafka.min_insync_replicas)},
+        )
         client.create_topics([topic])[CANARY_TOPIC].result(30)
-        results.append(Result(id=f"canary.topic[{CANARY_TOPIC}]", status=Status.CHANGED, message="created the migration canary topic"))
+        results.append(
+            Result(
+                id=f"canary.topic[{CANARY_TOPIC}]",
+                status=Status.CHANGED,
+                message="created the migration canary topic",
+            )
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     state = canary_state(run_dir)
     state.unlink(missing_ok=True)
     group = f"{CANARY_PRINCIPAL}.{int(time.time())}"
     log = (run_dir / "canary.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "event_broker_rollout.security.canary", "run", "--environment", environment.name, "--state-file", str(state), "--group", group],
+        [
+            sys.executable,
+            "-m",
+            "event_broker_rollout.security.canary",
+            "run",
+            "--environment",
+            environment.name,
+            "--state-file",
+            str(state),
+            "--group",
+            group,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # outlives this task: it runs until the migration's last step stops it
@@ -162,7 +222,13 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
     )
     (run_dir / "canary.pid").write_text(str(process.pid))
     audit("security.canary", target=CANARY_TOPIC, outcome="started", pid=process.pid, group=group)
-    results.append(Result(id="canary.started", status=Status.PASS, message=f"producer and consumer running through the migration (pid {process.pid})"))
+    results.append(
+        Result(
+            id="canary.started",
+            status=Status.PASS,
+            message=f"producer and consumer running through the migration (pid {process.pid})",
+        )
+    )
     return [r.to_dict() for r in results]
 
 
@@ -170,7 +236,9 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
     """Stop the canary and judge the migration: every acknowledged record read back, none twice."""
     pid_file, state = run_dir / "canary.pid", canary_state(run_dir)
     if not pid_file.exists():
-        return [Result(id="canary.zero_loss", status=Status.FAIL, message="the canary was not running").to_dict()]
+        return [
+            Result(id="canary.zero_loss", status=Status.FAIL, message="the canary was not running").to_dict()
+        ]
     pid = int(pid_file.read_text())
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -183,11 +251,30 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
                 break
         time.sleep(1)
     if not stats.get("final"):
-        return [Result(id="canary.zero_loss", status=Status.FAIL, message="the canary did not report its final counts", observed=stats).to_dict()]
+        return [
+            Result(
+                id="canary.zero_loss",
+                status=Status.FAIL,
+                message="the canary did not report its final counts",
+                observed=stats,
+            ).to_dict()
+        ]
     counts = {key: stats[key] for key in ("produced", "consumed", "lost", "duplicated", "delivery_errors")}
     results = [
-        check("canary.zero_loss", stats["lost"] == 0 and stats["produced"] > 0, observed=counts, expected={"lost": 0}, message=f"{stats['produced']} acknowledged records through the migration, {stats['lost']} lost"),
-        check("canary.no_duplicates", stats["duplicated"] == 0, observed=stats["duplicated"], expected=0, message="idempotent producer: no record read twice"),
+        check(
+            "canary.zero_loss",
+            stats["lost"] == 0 and stats["produced"] > 0,
+            observed=counts,
+            expected={"lost": 0},
+            message=f"{stats['produced']} acknowledged records through the migration, {stats['lost']} lost",
+        ),
+        check(
+            "canary.no_duplicates",
+            stats["duplicated"] == 0,
+            observed=stats["duplicated"],
+            expected=0,
+            message="idempotent producer: no record read twice",
+        ),
     ]
     return [r.to_dict() for r in results]
 
@@ -203,26 +290,85 @@ def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
         if "broker" in host.roles:
             ports += [security.secure_client_port, security.internal_port]
             answered = verify.plaintext_answers(str(host.address), environment.kafka.listeners.client_port)
-            results.append(check(f"tls.plaintext_listener_removed[{environment.kafka.listeners.client_port}]", answered is not True, host=host.name, observed="closed" if answered is None else ("answers Kafka over plaintext" if answered else "no Kafka answer"), expected="no PLAINTEXT listener", message="the former PLAINTEXT client port"))
+            results.append(
+                check(
+                    f"tls.plaintext_listener_removed[{environment.kafka.listeners.client_port}]",
+                    answered is not True,
+                    host=host.name,
+                    observed="closed"
+                    if answered is None
+                    else ("answers Kafka over plaintext" if answered else "no Kafka answer"),
+                    expected="no PLAINTEXT listener",
+                    message="the former PLAINTEXT client port",
+                )
+            )
         if "controller" in host.roles:
             ports.append(environment.kafka.listeners.controller_port)
         for port in ports:
             mtls = port != security.secure_client_port or security.client_authentication == "mtls"
             results += verify.listener_checks(host.name, str(host.address), port, ca, client_auth=mtls)
     passwords = load_credentials(environment)
-    admin_config = clients.kafka_config(environment, "secured", security.admin_user, passwords[security.admin_user])
+    admin_config = clients.kafka_config(
+        environment, "secured", security.admin_user, passwords[security.admin_user]
+    )
     results += verify.authentication_checks(admin_config)
     probe = clients.kafka_config(environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL])
     refused, observed = verify.authorization_refused(probe, PHI_PROBE_TOPIC)
-    results.append(check("authz.no_grants_refused_on_phi", refused, observed=observed, expected="TOPIC_AUTHORIZATION_FAILED", message=f"{PROBE_PRINCIPAL} (no grants) writing to PHI topic {PHI_PROBE_TOPIC}"))
+    results.append(
+        check(
+            "authz.no_grants_refused_on_phi",
+            refused,
+            observed=observed,
+            expected="TOPIC_AUTHORIZATION_FAILED",
+            message=f"{PROBE_PRINCIPAL} (no grants) writing to PHI topic {PHI_PROBE_TOPIC}",
+        )
+    )
     refused, observed = verify.read_refused(probe, PHI_PROBE_TOPIC, f"{PROBE_PRINCIPAL}.probe")
-    results.append(check("authz.no_grants_read_refused_on_phi", refused, observed=observed, expected="TOPIC_AUTHORIZATION_FAILED or GROUP_AUTHORIZATION_FAILED", message=f"{PROBE_PRINCIPAL} (no grants) reading PHI topic {PHI_PROBE_TOPIC}"))
+    results.append(
+        check(
+            "authz.no_grants_read_refused_on_phi",
+            refused,
+            observed=observed,
+            expected="TOPIC_AUTHORIZATION_FAILED or GROUP_AUTHORIZATION_FAILED",
+            message=f"{PROBE_PRINCIPAL} (no grants) reading PHI topic {PHI_PROBE_TOPIC}",
+        )
+    )
     approved = {security.admin_user, *components_of(environment).principals()}
     existing = access.scram_users(health.admin_client(admin_config))
-    results.append(check("auth.scram_users_approved", existing == approved, observed=sorted(existing), expected=sorted(approved), message="SCRAM users are exactly the approved principals", details={"unknown": sorted(existing - approved), "missing": sorted(approved - existing)}))
+    results.append(
+        check(
+            "auth.scram_users_approved",
+            existing == approved,
+            observed=sorted(existing),
+            expected=sorted(approved),
+            message="SCRAM users are exactly the approved principals",
+            details={"unknown": sorted(existing - approved), "missing": sorted(approved - existing)},
+        )
+    )
     declared = access.desired_grants(components_of(environment))
     bindings = access.current_bindings(health.admin_client(admin_config))
     actual = {g for g in (access._grant_of(b) for b in bindings) if g is not None}
-    results.append(check("authz.acls_as_declared", actual == declared and len(bindings) == len(actual), observed=f"{len(bindings)} bindings", expected=f"{len(declared)} declared bindings", message="every principal can do exactly what its ACLs say", details={"undeclared": sorted(g.label() for g in actual - declared)[:20], "missing": sorted(g.label() for g in declared - actual)[:20]}))
-    results.append(Result(id="registry.authentication", status=Status.WARN, severity=Severity.ADVISORY, message="Apicurio authenticates through an OIDC provider, which the lab does not have: the registry is HTTPS-only without client authentication" if environment.schema_registry.flavor == "apicurio" else "registry authentication is configured by the operator"))
+    results.append(
+        check(
+            "authz.acls_as_declared",
+            actual == declared and len(bindings) == len(actual),
+            observed=f"{len(bindings)} bindings",
+            expected=f"{len(declared)} declared bindings",
+            message="every principal can do exactly what its ACLs say",
+            details={
+                "undeclared": sorted(g.label() for g in actual - declared)[:20],
+                "missing": sorted(g.label() for g in declared - actual)[:20],
+            },
+        )
+    )
+    results.append(
+        Result(
+            id="registry.authentication",
+            status=Status.WARN,
+            severity=Severity.ADVISORY,
+            message="Apicurio authenticates through an OIDC provider, which the lab does not have: the registry is HTTPS-only without client authentication"
+            if environment.schema_registry.flavor == "apicurio"
+            else "registry authentication is configured by the operator",
+        )
+    )
     return [r.to_dict() for r in results]

@@ -64,10 +64,18 @@ def tls_handshake(address: str, port: int, version: ssl.TLSVersion, ca_file: str
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=CONNECT_TIMEOUT) as raw, context.wrap_socket(raw, server_hostname=address) as tls:
+        with (
+            socket.create_connection((address, port), timeout=CONNECT_TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=address) as tls,
+        ):
             certificate = tls.getpeercert()
             cipher = tls.cipher()
-            return {"accepted": True, "protocol": tls.version(), "cipher": cipher[0] if cipher else None, "certificate": certificate}
+            return {
+                "accepted": True,
+                "protocol": tls.version(),
+                "cipher": cipher[0] if cipher else None,
+                "certificate": certificate,
+            }
     except ssl.SSLError as error:
         offered = getattr(error, "reason", "") != "NO_PROTOCOLS_AVAILABLE"
         return {"accepted": False, "offered": offered, "error": getattr(error, "reason", None) or str(error)}
@@ -85,19 +93,53 @@ def _days_left(certificate: dict[str, Any]) -> int:
 CLIENT_CERTIFICATE_REQUIRED = ("SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED")
 
 
-def listener_checks(host: str, address: str, port: int, ca_file: str, client_auth: bool = False, warn_days: int = 30, fail_days: int = 7) -> list[Result]:
+def listener_checks(
+    host: str,
+    address: str,
+    port: int,
+    ca_file: str,
+    client_auth: bool = False,
+    warn_days: int = 30,
+    fail_days: int = 7,
+) -> list[Result]:
     """One TLS listener: plaintext refused, TLS < 1.2 refused, 1.2 and 1.3 accepted with a valid certificate."""
     target = f"{address}:{port}"
     answered = plaintext_answers(address, port)
     results = [
-        check(f"tls.plaintext_refused[{port}]", answered is False, host=host, observed="no Kafka answer over plaintext" if answered is False else ("nothing listening" if answered is None else "answered a plaintext ApiVersions request"), expected="plaintext refused", message=f"PLAINTEXT to {target}")
+        check(
+            f"tls.plaintext_refused[{port}]",
+            answered is False,
+            host=host,
+            observed="no Kafka answer over plaintext"
+            if answered is False
+            else ("nothing listening" if answered is None else "answered a plaintext ApiVersions request"),
+            expected="plaintext refused",
+            message=f"PLAINTEXT to {target}",
+        )
     ]
     for name, version in (("1.0", ssl.TLSVersion.TLSv1), ("1.1", ssl.TLSVersion.TLSv1_1)):
         outcome = tls_handshake(address, port, version, ca_file)
         if not outcome["accepted"] and not outcome.get("offered", True):
-            results.append(Result(id=f"tls.v{name}_refused[{port}]", status=Status.SKIPPED, host=host, message=f"this client's TLS library cannot offer TLS {name}", severity=Severity.ADVISORY))
+            results.append(
+                Result(
+                    id=f"tls.v{name}_refused[{port}]",
+                    status=Status.SKIPPED,
+                    host=host,
+                    message=f"this client's TLS library cannot offer TLS {name}",
+                    severity=Severity.ADVISORY,
+                )
+            )
             continue
-        results.append(check(f"tls.v{name}_refused[{port}]", not outcome["accepted"], host=host, observed=outcome.get("protocol") or outcome.get("error"), expected="handshake refused", message=f"TLS {name} to {target}"))
+        results.append(
+            check(
+                f"tls.v{name}_refused[{port}]",
+                not outcome["accepted"],
+                host=host,
+                observed=outcome.get("protocol") or outcome.get("error"),
+                expected="handshake refused",
+                message=f"TLS {name} to {target}",
+            )
+        )
     certificate = None
     for name, version in (("1.2", ssl.TLSVersion.TLSv1_2), ("1.3", ssl.TLSVersion.TLSv1_3)):
         outcome = tls_handshake(address, port, version, ca_file)
@@ -107,7 +149,9 @@ def listener_checks(host: str, address: str, port: int, ca_file: str, client_aut
             observed = f"{outcome['protocol']} {outcome['cipher']}"
             certificate = certificate or outcome["certificate"]
         else:
-            observed = "negotiated; client certificate required (mTLS)" if negotiated else outcome.get("error")
+            observed = (
+                "negotiated; client certificate required (mTLS)" if negotiated else outcome.get("error")
+            )
         results.append(
             check(
                 f"tls.v{name}_accepted[{port}]",
@@ -121,7 +165,16 @@ def listener_checks(host: str, address: str, port: int, ca_file: str, client_aut
     if certificate is not None:
         days = _days_left(certificate)
         status = Status.PASS if days > warn_days else (Status.WARN if days > fail_days else Status.FAIL)
-        results.append(Result(id=f"tls.certificate_expiry[{port}]", status=status, host=host, observed=f"{days} days", expected=f"> {warn_days} days (fail at {fail_days})", message=f"certificate of {target}"))
+        results.append(
+            Result(
+                id=f"tls.certificate_expiry[{port}]",
+                status=status,
+                host=host,
+                observed=f"{days} days",
+                expected=f"> {warn_days} days (fail at {fail_days})",
+                message=f"certificate of {target}",
+            )
+        )
     return results
 
 
@@ -141,9 +194,21 @@ def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
     no_credentials["security.protocol"] = "SSL"
     wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
     results = []
-    for check_id, config, label in (("auth.no_credentials_refused", no_credentials, "a client with no credentials"), ("auth.wrong_password_refused", wrong, "a client with a wrong password")):
+    for check_id, config, label in (
+        ("auth.no_credentials_refused", no_credentials, "a client with no credentials"),
+        ("auth.wrong_password_refused", wrong, "a client with a wrong password"),
+    ):
         error = _login_error(config)
-        results.append(check(check_id, error is not None, observed="refused" if error else "connected and listed topics", expected="refused", message=label, details={"error": (error or "")[:200]}))
+        results.append(
+            check(
+                check_id,
+                error is not None,
+                observed="refused" if error else "connected and listed topics",
+                expected="refused",
+                message=label,
+                details={"error": (error or "")[:200]},
+            )
+        )
     return results
 
 
@@ -162,14 +227,18 @@ def authorization_refused(config: dict[str, Any], topic: str) -> tuple[bool, str
         outcome["error"] = raised.args[0] if raised.args else None
     answer = outcome.get("error")
     code = answer.code() if isinstance(answer, KafkaError) else None
-    return code == KafkaError.TOPIC_AUTHORIZATION_FAILED, (answer.name() if isinstance(answer, KafkaError) else str(answer or "delivered"))
+    return code == KafkaError.TOPIC_AUTHORIZATION_FAILED, (
+        answer.name() if isinstance(answer, KafkaError) else str(answer or "delivered")
+    )
 
 
 def read_refused(config: dict[str, Any], topic: str, group: str) -> tuple[bool, str]:
     """Consume from ``topic`` as this principal; True if the broker refuses (topic or group authorization)."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**config, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {**config, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
     try:
         consumer.subscribe([topic])
         deadline = 20
@@ -179,7 +248,10 @@ def read_refused(config: dict[str, Any], topic: str, group: str) -> tuple[bool, 
             if message is None:
                 continue
             error = message.error()
-            if error is not None and error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+            if error is not None and error.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.GROUP_AUTHORIZATION_FAILED,
+            ):
                 return True, error.name()
             if error is None:
                 return False, "read a record"
