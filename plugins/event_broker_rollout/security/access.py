@@ -94,9 +94,10 @@ def _grant_of(binding: Any) -> Grant | None:
 
 def current_bindings(admin: AdminClient) -> list[Any]:
     # None matches any name, principal and host (the client's type hints say str).
+    anything: Any = None
     any_filter = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
-    )  # type: ignore[arg-type]
+        ResourceType.ANY, anything, ResourcePatternType.ANY, anything, anything, AclOperation.ANY, AclPermissionType.ANY
+    )
     return list(admin.describe_acls(any_filter, request_timeout=TIMEOUT).result())
 
 
