@@ -96,7 +96,13 @@ def current_bindings(admin: AdminClient) -> list[Any]:
     # None matches any name, principal and host (the client's type hints say str).
     anything: Any = None
     any_filter = AclBindingFilter(
-        ResourceType.ANY, anything, ResourcePatternType.ANY, anything, anything, AclOperation.ANY, AclPermissionType.ANY
+        ResourceType.ANY,
+        anything,
+        ResourcePatternType.ANY,
+        anything,
+        anything,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
     )
     return list(admin.describe_acls(any_filter, request_timeout=TIMEOUT).result())
 
