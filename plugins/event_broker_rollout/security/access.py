@@ -7,6 +7,7 @@ and a second run with nothing to do changes nothing. Passwords are sent to the c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,7 @@ def reconcile_acls(admin: AdminClient, desired: set[Grant], dry_run: bool = Fals
     if missing and not dry_run:
         for future in admin.create_acls([g.binding() for g in missing], request_timeout=TIMEOUT).values():
             future.result()
+        wait_until_visible(admin, desired)
     for grant in missing:
         audit("security.acl", target=grant.label(), outcome="planned" if dry_run else "created")
         results.append(
@@ -161,6 +163,16 @@ def reconcile_acls(admin: AdminClient, desired: set[Grant], dry_run: bool = Fals
             )
         )
     return results
+
+
+def wait_until_visible(admin: AdminClient, desired: set[Grant], seconds: float = 30.0) -> None:
+    """create_acls returns before every broker applies the bindings; the next stage must not race them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        present = {g for g in (_grant_of(b) for b in current_bindings(admin)) if g is not None}
+        if desired <= present:
+            return
+        time.sleep(1)
 
 
 def scram_users(admin: AdminClient) -> set[str]:

@@ -1,0 +1,71 @@
+"""The integration stage's steps: each component's contract, then synthetic (or the site's) events end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from event_broker_rollout import clients
+from event_broker_rollout.catalog import load_checked_catalog
+from event_broker_rollout.components import PROBE_PRINCIPAL, Component
+from event_broker_rollout.environment import Environment
+from event_broker_rollout.evidence import utcnow
+from event_broker_rollout.infrastructure.stage import recorded_phase
+from event_broker_rollout.integration import contracts, events, flow
+from event_broker_rollout.security.credentials import load_credentials
+from event_broker_rollout.security.stage import components_of
+
+
+def _client_configs(environment: Environment) -> dict[str, dict[str, Any]]:
+    """Each component's own credentials: the contracts are proven as the components, not as the admin."""
+    passwords = load_credentials(environment)
+    configs = {
+        component.name: clients.kafka_config(
+            environment, "secured", component.principal, passwords[component.principal]
+        )
+        for component in components_of(environment).components
+    }
+    configs[PROBE_PRINCIPAL] = clients.kafka_config(
+        environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL]
+    )
+    return configs
+
+
+def verify_contracts(environment: Environment, run_id: str) -> list[dict[str, Any]]:
+    catalog, policies = load_checked_catalog(environment.catalog, environment.policies)
+    components = components_of(environment)
+    configs = _client_configs(environment)
+    registry = clients.registry_config(environment, recorded_phase(environment))
+    results = contracts.verify_contracts(
+        components, configs, catalog=catalog, policies=policies, registry_config=registry, run_id=run_id
+    )
+    probe = Component(name=PROBE_PRINCIPAL, principal=PROBE_PRINCIPAL)
+    results += contracts.verify_contract(
+        probe,
+        configs[PROBE_PRINCIPAL],
+        catalog=catalog,
+        policies=policies,
+        registry_config=registry,
+        run_id=run_id,
+    )
+    return [r.to_dict() for r in results]
+
+
+def end_to_end(
+    environment: Environment, run_id: str, sample_events: str | None, count: int, seed: int, docs_dir: Path
+) -> dict[str, Any]:
+    catalog, _ = load_checked_catalog(environment.catalog, environment.policies)
+    samples = events.resolve_samples(sample_events, count=count, seed=seed, now=utcnow(), catalog=catalog)
+    outcome = flow.run_end_to_end(
+        samples.events,
+        catalog=catalog,
+        components=components_of(environment),
+        client_configs=_client_configs(environment),
+        registry_config=clients.registry_config(environment, recorded_phase(environment)),
+        run_id=run_id,
+        docs_dir=docs_dir,
+    )
+    return {
+        "results": [r.to_dict() for r in [*samples.results(), *outcome.results()]],
+        "summary": outcome.summary(),
+    }
