@@ -142,3 +142,10 @@ def schemas_ready(security_ready) -> dict:
     proc, report = run_stage("schemas")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return report
+
+
+@pytest.fixture(scope="session")
+def integration_ready(schemas_ready) -> dict:
+    proc, report = run_stage("integration")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return report
