@@ -23,6 +23,17 @@ DAG_ID = "event_broker_infrastructure"
 ENV = "{{ params.environment }}"
 GATE_TIMEOUT = "{{ params.gate_timeout_seconds }}"
 SETTLE = "{{ params.gate_settle_seconds }}"
+REPORTED_TASKS = (
+    "configure",
+    "start_controllers",
+    "gate_controller_quorum",
+    "start_brokers",
+    "gate_brokers_registered",
+    "gate_partitions_healthy",
+    "rolling_restart",
+    "start_registry",
+    "gate_registry_healthy",
+)
 
 
 @dag(
@@ -96,38 +107,17 @@ def event_broker_infrastructure() -> None:
     @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
         context = get_current_context()
-        environment = dag_support.environment_from(params)
         ti = context["ti"]
         plans = ti.xcom_pull(task_ids="plan") or {}
         results = stage.plan_results(plans, params["dry_run"]) if params["dry_run"] or not plans else []
         results += dag_support.results_from(
-            *(
-                ti.xcom_pull(task_ids=task_id)
-                for task_id in (
-                    "configure",
-                    "start_controllers",
-                    "gate_controller_quorum",
-                    "start_brokers",
-                    "gate_brokers_registered",
-                    "gate_partitions_healthy",
-                    "rolling_restart",
-                    "start_registry",
-                    "gate_registry_healthy",
-                )
-            ),
+            *(ti.xcom_pull(task_ids=task_id) for task_id in REPORTED_TASKS),
             *(ti.xcom_pull(task_ids="install", map_indexes=i) for i in range(len(plans))),
         )
-        results += dag_support.task_outcomes(context)
-        built = dag_support.write_report(
-            dag_id=DAG_ID,
-            run_id=context["run_id"],
-            environment=environment.name,
-            started_at=context["dag_run"].start_date,
-            results=results,
-            summary=stage.summary(plans, results, params["dry_run"]),
-            title="Infrastructure: KRaft cluster and Schema Registry",
+        summary = stage.summary(plans, results, params["dry_run"])
+        return dag_support.publish_report(
+            context, DAG_ID, "Infrastructure: KRaft cluster and Schema Registry", results, summary
         )
-        return dag_support.finish(built)
 
     plans = plan()
     go = proceed(plans)

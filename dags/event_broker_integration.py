@@ -73,23 +73,15 @@ def event_broker_integration() -> None:
 
     @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
-        context = get_current_context()
-        ti = context["ti"]
-        environment = dag_support.environment_from(params)
+        ti = get_current_context()["ti"]
         flow = ti.xcom_pull(task_ids="end_to_end") or {}
         results = dag_support.results_from(
             ti.xcom_pull(task_ids="verify_contracts"), [flow] if flow else None
-        ) + dag_support.task_outcomes(context)
-        built = dag_support.write_report(
-            dag_id=DAG_ID,
-            run_id=context["run_id"],
-            environment=environment.name,
-            started_at=context["dag_run"].start_date,
-            results=results,
-            summary=flow.get("summary", {}),
-            title="Integration: contracts and healthcare events end to end",
         )
-        return dag_support.finish(built)
+        title = "Integration: contracts and healthcare events end to end"
+        return dag_support.publish_report(
+            get_current_context(), DAG_ID, title, results, flow.get("summary", {})
+        )
 
     verify_contracts() >> end_to_end() >> report()
 

@@ -60,24 +60,17 @@ def event_broker_preflight() -> None:
     def report(
         host_results: Any, network_results: Any, governance_results: Any, params: dict[str, Any]
     ) -> str:
-        context = get_current_context()
         environment = dag_support.environment_from(params)
+        summary = {
+            "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
+            "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
+            "hosts": len(environment.hosts),
+            "knowledge_acknowledged": params["knowledge_acknowledged"],
+        }
         results = dag_support.results_from(host_results, network_results, governance_results)
-        built = dag_support.write_report(
-            dag_id=DAG_ID,
-            run_id=context["run_id"],
-            environment=environment.name,
-            started_at=context["dag_run"].start_date,
-            results=results,
-            summary={
-                "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
-                "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
-                "hosts": len(environment.hosts),
-                "knowledge_acknowledged": params["knowledge_acknowledged"],
-            },
-            title="Preflight: prerequisites",
+        return dag_support.publish_report(
+            get_current_context(), DAG_ID, "Preflight: prerequisites", results, summary
         )
-        return dag_support.finish(built)
 
     hosts = validate_environment()
     inspections = inspect_host.expand(host_name=hosts)

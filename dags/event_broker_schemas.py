@@ -41,22 +41,14 @@ def event_broker_schemas() -> None:
 
     @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
-        context = get_current_context()
-        ti = context["ti"]
-        environment = dag_support.environment_from(params)
+        ti = get_current_context()["ti"]
         results = dag_support.results_from(
             ti.xcom_pull(task_ids="validate_catalog"), ti.xcom_pull(task_ids="reconcile")
-        ) + dag_support.task_outcomes(context)
-        built = dag_support.write_report(
-            dag_id=DAG_ID,
-            run_id=context["run_id"],
-            environment=environment.name,
-            started_at=context["dag_run"].start_date,
-            results=results,
-            summary=stage.summary(results, params["dry_run"]),
-            title="Schemas: healthcare event catalog",
         )
-        return dag_support.finish(built)
+        summary = stage.summary(results, params["dry_run"])
+        return dag_support.publish_report(
+            get_current_context(), DAG_ID, "Schemas: healthcare event catalog", results, summary
+        )
 
     validate_catalog() >> reconcile() >> report()
 

@@ -101,24 +101,17 @@ def event_broker_security() -> None:
     def report(params: dict[str, Any]) -> str:
         context = get_current_context()
         ti = context["ti"]
-        environment = dag_support.environment_from(params)
         groups = [ti.xcom_pull(task_ids=f"configure_{target}", key="results") for target in stage.STEPS]
         groups += [ti.xcom_pull(task_ids=task_id) for task_id in report_tasks]
-        results = dag_support.results_from(*groups) + dag_support.task_outcomes(context)
+        results = dag_support.results_from(*groups)
         migration = next((r for r in results if r.id == "canary.zero_loss"), None)
-        built = dag_support.write_report(
-            dag_id=DAG_ID,
-            run_id=context["run_id"],
-            environment=environment.name,
-            started_at=context["dag_run"].start_date,
-            results=results,
-            summary={
-                "migration": migration.observed if migration else None,
-                "changes": sum(1 for r in results if r.status.value == "changed"),
-            },
-            title="Security: TLS, authentication, authorization",
+        summary = {
+            "migration": migration.observed if migration else None,
+            "changes": sum(1 for r in results if r.status.value == "changed"),
+        }
+        return dag_support.publish_report(
+            context, DAG_ID, "Security: TLS, authentication, authorization", results, summary
         )
-        return dag_support.finish(built)
 
     previous = None
     report_tasks: list[str] = []

@@ -6,7 +6,6 @@ Nothing here reads a connection or variable at import time: DAG files must parse
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from event_broker_rollout.environment import (
@@ -128,29 +127,23 @@ def task_outcomes(context: Any) -> list[Result]:
     return outcomes
 
 
-def write_report(
-    *,
-    dag_id: str,
-    run_id: str,
-    environment: str,
-    started_at: datetime,
-    results: list[Result],
-    summary: Mapping[str, Any],
-    title: str,
-) -> StageReport:
+def publish_report(
+    context: Any, dag_id: str, title: str, results: list[Result], summary: Mapping[str, Any]
+) -> str:
+    """A stage's last task: add the fate of every task, write the report, and fail the run if any
+    blocking check failed (so Airflow's alerting fires)."""
     report = StageReport(
         dag_id=dag_id,
-        run_id=run_id,
-        environment=environment,
-        started_at=started_at,
+        run_id=context["run_id"],
+        environment=str(context["params"]["environment"]),
+        started_at=context["dag_run"].start_date,
         finished_at=utcnow(),
-        results=results,
+        results=[*results, *task_outcomes(context)],
         summary=summary,
         title=title,
     )
-    path = report.write()
-    print(f"report: {path}")
-    return report
+    print(f"report: {report.write()}")
+    return finish(report)
 
 
 def finish(report: StageReport) -> str:
