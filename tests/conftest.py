@@ -149,3 +149,23 @@ def integration_ready(schemas_ready) -> dict:
     proc, report = run_stage("integration")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return report
+
+
+def recorded_security_phase() -> str:
+    text = lab_ssh("10.77.0.11", "cat /etc/event-broker/security-phase 2>/dev/null").stdout.strip()
+    return text or "plaintext"
+
+
+def cluster_client_config() -> dict:
+    """Admin client settings for the lab cluster as it is now: plaintext before the security stage, SASL_SSL after."""
+    if recorded_security_phase() in ("plaintext",):
+        return {"bootstrap.servers": "10.77.0.11:9092,10.77.0.12:9092,10.77.0.13:9092"}
+    return secure_client_config("admin")
+
+
+def kcat_arguments(config: dict) -> list[str]:
+    arguments = ["-b", config["bootstrap.servers"]]
+    for key, value in config.items():
+        if key != "bootstrap.servers":
+            arguments += ["-X", f"{key}={value}"]
+    return arguments
