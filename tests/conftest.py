@@ -17,6 +17,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -31,7 +32,7 @@ def needs_root() -> pytest.MarkDecorator:
 
 
 @pytest.fixture(scope="session")
-def lab_hosts() -> dict:
+def lab_hosts() -> Iterator[dict]:
     """The 3-host lab, up (idempotent), with its Airflow connections file written; returns lab.json."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
@@ -45,7 +46,11 @@ def lab_hosts() -> dict:
     subprocess.run(
         [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
     )
-    return json.loads((LAB_STATE / "lab.json").read_text())
+    yield json.loads((LAB_STATE / "lab.json").read_text())
+    # Leave no namespace, link or process behind (installed software stays for the next run).
+    subprocess.run(
+        ["bash", str(REPO / "lab" / "lab.sh"), "down"], check=False, capture_output=True, timeout=120
+    )
 
 
 def run_stage(
