@@ -47,6 +47,8 @@ def lab_hosts() -> Iterator[dict]:
         [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
     )
     yield json.loads((LAB_STATE / "lab.json").read_text())
+    if os.environ.get("EBR_KEEP_LAB") == "1":  # a developer exploring the lab after the tests
+        return
     # Leave no namespace, link or process behind (installed software stays for the next run).
     subprocess.run(
         ["bash", str(REPO / "lab" / "lab.sh"), "down"], check=False, capture_output=True, timeout=120

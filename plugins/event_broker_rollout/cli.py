@@ -17,6 +17,8 @@ from typing import Any
 from event_broker_rollout import paths
 
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
+# DAGs that `stage` runs besides the rollout stages: the scheduled compliance re-verification.
+RUNNABLE = (*STAGES, "compliance")
 
 
 def configure_airflow_environment() -> Path:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="event_broker_rollout.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     stage = commands.add_parser("stage", help="run one stage DAG in-process")
-    stage.add_argument("--stage", required=True, choices=STAGES)
+    stage.add_argument("--stage", required=True, choices=RUNNABLE)
     stage.add_argument("--env", default="lab")
     stage.add_argument("--conf", default="", help="JSON run conf (overrides the trigger-form defaults)")
     stage.add_argument("--connections", default="", help="Airflow connections file (default: the lab's)")
