@@ -123,6 +123,8 @@ class StageReport:
     results: Sequence[Result]
     summary: Mapping[str, Any] = field(default_factory=dict)
     title: str = ""
+    # Charts drawn by the stage (inline SVG built from escaped values), shown between summary and tables.
+    figures: Sequence[str] = ()
 
     @property
     def write_path(self) -> Path:
@@ -237,6 +239,7 @@ tr.pass, tr.ok {{ background: #f0fff4; }} tr.changed {{ background: #ddf4ff; }}
 {summary_rows}
 </table>
 <p>{badges}</p>
+{"".join(report.figures)}
 {"".join(sections)}
 </body></html>
 """
