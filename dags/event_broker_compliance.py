@@ -1,0 +1,95 @@
+"""Compliance re-verification: the rolled-out cluster checked daily from outside, changing nothing.
+
+Policy as data (`config/compliance.yaml`): TLS-only listeners and TLS 1.2+, certificates and their
+expiry, authentication required and only approved SCRAM users, authorizer and deny-by-default, exact
+super users and ACLs, a principal without grants refused on PHI, durability, health, retention per
+classification, topics and schemas as the catalog declares, the audit trail, and the permissions of
+keys and secret-bearing files on every host. Each finding names the HIPAA Security Rule clause
+(45 CFR 164.312) it supports. A failed blocking check fails the run, so Airflow's alerting fires;
+advisory findings warn. The report (JSON + HTML with a per-check table and the trend over the last
+runs) lands in `reports/event_broker_compliance/<run>/`; the findings also go to the compliance topic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from event_broker_rollout import dag_support
+from event_broker_rollout.compliance import stage
+
+DAG_ID = "event_broker_compliance"
+TITLE = "Compliance: HIPAA Security Rule re-verification"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=dag_support.DEFAULT_ARGS,
+    dagrun_timeout=timedelta(minutes=15),
+    doc_md=__doc__,
+    tags=["event-broker", "compliance"],
+    params={
+        "environment": dag_support.environment_param(),
+        "trend_runs": Param(
+            30,
+            type="integer",
+            minimum=2,
+            maximum=365,
+            title="Runs in the trend",
+            description="How many recent runs the report's trend chart and per-check history show.",
+        ),
+    },
+)
+def event_broker_compliance() -> None:
+    @task
+    def validate_policy(params: dict[str, Any]) -> list[str]:
+        """Fails here, before anything is probed, if the environment, catalog or policy has mistakes."""
+        return stage.validate(dag_support.environment_from(params))
+
+    @task(execution_timeout=timedelta(minutes=3))
+    def probe_listeners(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.transmission(dag_support.environment_from(params))
+
+    @task(execution_timeout=timedelta(minutes=3))
+    def check_access(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.access_control(dag_support.environment_from(params))
+
+    @task(execution_timeout=timedelta(minutes=3))
+    def check_cluster(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.cluster(dag_support.environment_from(params))
+
+    @task(execution_timeout=timedelta(minutes=3))
+    def check_registry(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return stage.registry(dag_support.environment_from(params))
+
+    @task(execution_timeout=timedelta(minutes=2))
+    def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
+        return stage.host(dag_support.environment_from(params), host_name)
+
+    @task(trigger_rule="all_done")
+    def report(
+        listeners: Any, access: Any, cluster: Any, registry: Any, hosts: Any, params: dict[str, Any]
+    ) -> str:
+        results = dag_support.results_from(listeners, access, cluster, registry, hosts)
+        return stage.finish(
+            get_current_context(),
+            DAG_ID,
+            TITLE,
+            dag_support.environment_from(params),
+            results,
+            params["trend_runs"],
+        )
+
+    hosts = validate_policy()
+    checked = [probe_listeners(), check_access(), check_cluster(), check_registry()]
+    hosts >> checked
+    report(*checked, inspect_host.expand(host_name=hosts))
+
+
+event_broker_compliance()

@@ -1,0 +1,286 @@
+"""The compliance run's steps: each collects its facts from outside, judges them, and writes one audit
+record per finding. The DAG wires them; nothing here changes the cluster or a host.
+
+Clients use the settings of the final security phase (``secured``): the run verifies the state a
+rollout ends in, so a cluster that is not there fails its checks instead of being probed more gently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from event_broker_rollout import clients
+from event_broker_rollout.audit import audit
+from event_broker_rollout.catalog import Catalog, Policies, desired_topics, load_checked_catalog
+from event_broker_rollout.compliance import checks, facts, publish
+from event_broker_rollout.compliance.policy import (
+    CompliancePolicy,
+    applicable_files,
+    catalog_topics,
+    load_policy,
+)
+from event_broker_rollout.compliance.report import add_sections
+from event_broker_rollout.components import PROBE_PRINCIPAL, Components
+from event_broker_rollout.environment import Environment, EnvironmentConfigError
+from event_broker_rollout.evidence import Result, report_dir, utcnow
+from event_broker_rollout.infrastructure import health
+from event_broker_rollout.preflight.network import in_parallel
+from event_broker_rollout.schemas.subjects import load_subject_schemas
+from event_broker_rollout.security import access
+from event_broker_rollout.security.credentials import CredentialsError, load_credentials
+from event_broker_rollout.security.layout import super_users
+from event_broker_rollout.security.stage import components_of
+
+PHASE = "secured"
+COMPLIANCE_PRINCIPAL = "compliance"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every step needs, loaded and validated (``EnvironmentConfigError`` names YAML paths)."""
+
+    environment: Environment
+    catalog: Catalog
+    policies: Policies
+    policy: CompliancePolicy
+    components: Components
+
+    @property
+    def protected_topics(self) -> list[str]:
+        return [t for t, c in self.catalog.topics() if c in self.policy.protected_classifications]
+
+    def ca_file(self) -> str:
+        return clients.ca_file(self.environment)
+
+    def admin(self) -> Any:
+        return health.admin_client(clients.admin_config(self.environment, PHASE))
+
+    def client_config(self, principal: str) -> dict[str, Any]:
+        password = load_credentials(self.environment)[principal]
+        return clients.kafka_config(self.environment, PHASE, principal, password)
+
+
+def load(environment: Environment) -> Setting:
+    if environment.security is None:
+        raise ValueError(
+            f"environment {environment.name} has no security section: there is no secured state to verify"
+        )
+    catalog, policies = load_checked_catalog(environment.catalog, environment.policies)
+    return Setting(
+        environment=environment,
+        catalog=catalog,
+        policies=policies,
+        policy=load_policy(catalog, policies),
+        components=components_of(environment),
+    )
+
+
+def recorded(results: list[Result]) -> list[dict[str, Any]]:
+    """One audit record per finding, then JSON-safe for XCom."""
+    return [result.to_dict() for result in recorded_results(results)]
+
+
+def recorded_results(results: list[Result]) -> list[Result]:
+    """Write one audit record per finding (ids, outcome, settings observed; never a secret)."""
+    for result in results:
+        audit(
+            "compliance.check",
+            target=result.details.get("target") or result.id,
+            outcome=str(result.status),
+            host=result.host,
+            result_id=result.id,
+            clause=result.details.get("clause"),
+            severity=str(result.severity),
+            observed=result.observed,
+            expected=result.expected,
+        )
+    return results
+
+
+def validate(environment: Environment) -> list[str]:
+    """Fails before anything is probed if the environment, catalog, components or policy are broken."""
+    load(environment)
+    return [host.name for host in environment.hosts]
+
+
+def transmission(environment: Environment) -> list[dict[str, Any]]:
+    """Listeners as the brokers report them, every Kafka port and the registry probed with TLS handshakes
+    pinned to each version and a plaintext request."""
+    setting = load(environment)
+    policy = setting.policy
+    settings = facts.broker_settings(setting.admin(), environment)
+    targets = [*facts.listener_targets(environment, settings), facts.registry_target(environment)]
+    ca = setting.ca_file()
+    probed = in_parallel(
+        [f"{t.host}:{t.port}" for t in targets],
+        lambda key: facts.probe_endpoint(next(t for t in targets if f"{t.host}:{t.port}" == key), ca),
+    )
+    endpoints = list(probed.values())
+    return recorded(
+        [
+            *checks.only_tls_listeners(policy, settings),
+            *checks.plaintext_refused(policy, endpoints),
+            *checks.protocol_versions(policy, endpoints),
+            *checks.certificates(policy, endpoints),
+        ]
+    )
+
+
+def access_control(environment: Environment) -> list[dict[str, Any]]:
+    """Authentication refusals, SCRAM users, the authorizer, ACLs against the declared grants, the
+    no-grants principal on a PHI topic, and the secrets kept on the Airflow side."""
+    setting = load(environment)
+    policy, security = setting.policy, environment.security
+    assert security is not None
+    admin = setting.admin()
+    admin_config = setting.client_config(security.admin_user)
+    probe_topic = setting.protected_topics[0]
+    slow = in_parallel(
+        ["auth", "probe"],
+        lambda which: (
+            facts.authentication(admin_config)
+            if which == "auth"
+            else facts.no_grants_probe(setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, probe_topic)
+        ),
+    )
+    auth, probe = slow["auth"], slow["probe"]
+    assert isinstance(auth, facts.Authentication) and isinstance(probe, facts.NoGrantsProbe)
+    approved = {security.admin_user, *setting.components.principals()}
+    return recorded(
+        [
+            *checks.auth_required(policy, auth),
+            *checks.scram_users_approved(policy, facts.scram_users(admin), approved),
+            *checks.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
+            *checks.acl_checks(
+                policy,
+                facts.acls(admin),
+                access.desired_grants(setting.components),
+                approved,
+                setting.protected_topics,
+            ),
+            *checks.no_grants_refused(policy, probe),
+            *checks.airflow_secrets(policy, facts.airflow_secret_files(environment), facts.current_user()),
+        ]
+    )
+
+
+def cluster(environment: Environment) -> list[dict[str, Any]]:
+    """Live health, topic auto-creation, topics against the catalog, durability and retention of each
+    class, and the audit trail (read as the compliance principal)."""
+    setting = load(environment)
+    policy = setting.policy
+    admin = setting.admin()
+    observed = facts.topics(admin)
+    specs = desired_topics(
+        setting.catalog,
+        setting.policies,
+        replication_factor=environment.kafka.default_replication_factor,
+        min_insync_replicas=environment.kafka.min_insync_replicas,
+    )
+    audit_topic = catalog_topics(policy, setting.catalog).audit
+    audit_spec = next(spec for spec in specs if spec.topic == audit_topic)
+    trail = facts.audit_trail(setting.client_config(COMPLIANCE_PRINCIPAL), audit_topic, audit_spec.partitions)
+    node_names = {environment.node_id(h): h.name for h in environment.brokers}
+    return recorded(
+        [
+            *checks.health_checks(policy, facts.cluster_health(admin, environment), node_names),
+            *checks.auto_create_off(policy, facts.broker_settings(admin, environment)),
+            *checks.undeclared_topics(policy, observed, [spec.topic for spec in specs]),
+            *checks.topics_as_catalog(policy, observed, specs),
+            *checks.durability(policy, observed, setting.protected_topics),
+            *checks.retention(policy, observed, dict(setting.catalog.topics())),
+            *checks.audit_topic_exists(policy, observed, audit_topic),
+            *checks.audit_recent(policy, trail, utcnow()),
+        ]
+    )
+
+
+def registry(environment: Environment) -> list[dict[str, Any]]:
+    setting = load(environment)
+    observed = facts.registry(environment, setting.ca_file(), load_subject_schemas(setting.catalog))
+    return recorded(checks.registry_checks(setting.policy, observed, environment.schema_registry.flavor))
+
+
+def host(environment: Environment, host_name: str) -> dict[str, Any]:
+    """One host over SSH: its key, keystore and config files, and its authorizer settings."""
+    setting = load(environment)
+    policy = setting.policy
+    target = environment.host(host_name)
+    files = applicable_files(policy, target.roles, environment.schema_registry.flavor)
+    observed = facts.host_facts(target, files)
+    results = [
+        *checks.secret_files(policy, observed, files, environment.kafka.service_user),
+        *checks.no_passwords_in_config(policy, observed, files),
+    ]
+    if {"broker", "controller"} & set(target.roles):
+        results += [
+            *checks.deny_by_default(policy, observed),
+            *checks.super_users(policy, observed, super_users(environment)),
+        ]
+    return {"host": host_name, "results": recorded(results)}
+
+
+def publish_results(setting: Setting, run: dict[str, Any], results: list[Result]) -> Result:
+    """Every finding to the compliance results topic as the compliance principal; the delivery is itself
+    a finding."""
+    topic = catalog_topics(setting.policy, setting.catalog).results
+    findings = checks.Findings(setting.policy)
+    try:
+        config = setting.client_config(COMPLIANCE_PRINCIPAL)
+    except (CredentialsError, KeyError) as error:
+        return findings.unverified("compliance.results.published", f"no credentials: {error}", target=topic)
+    delivery = publish.produce(config, topic, publish.records(results, run))
+    return findings.result(
+        "compliance.results.published",
+        delivery.confirmed and delivery.delivered == len(results),
+        target=topic,
+        observed={"delivered": delivery.delivered, "errors": list(delivery.errors)[:5]},
+        expected={"delivered": len(results), "acks": "all"},
+        message=f"{delivery.delivered} of {len(results)} findings confirmed on {topic}",
+    )
+
+
+def summary(results: list[Result], policy: CompliancePolicy) -> dict[str, Any]:
+    by_check: dict[str, set[str]] = {}
+    for result in results:
+        by_check.setdefault(result.id, set()).add(str(result.status))
+    clauses: dict[str, dict[str, int]] = {}
+    for check_id, entry in policy.checks.items():
+        tally = clauses.setdefault(policy.hipaa_clauses[entry.clause], {"checks": 0, "failed": 0})
+        tally["checks"] += 1
+        tally["failed"] += "fail" in by_check.get(check_id, set())
+    return {
+        "checks": len(policy.checks),
+        "failed_checks": sorted(c for c, s in by_check.items() if "fail" in s),
+        "warned_checks": sorted(c for c, s in by_check.items() if "warn" in s and "fail" not in s),
+        "findings": len(results),
+        "by_hipaa_clause": clauses,
+    }
+
+
+def finish(
+    context: Any, dag_id: str, title: str, environment: Environment, results: list[Result], runs: int
+) -> str:
+    """The report task: publish the findings, write the report with its per-check table and trend, and
+    fail the run when a blocking check failed."""
+    from event_broker_rollout import dag_support
+
+    try:
+        setting = load(environment)
+    except (EnvironmentConfigError, ValueError) as error:
+        # validate_policy failed for this reason (the report lists that task): nothing to publish or chart.
+        return dag_support.publish_report(context, dag_id, title, results, {"not_verified": str(error)})
+    run = {
+        "dag_id": dag_id,
+        "run_id": context["run_id"],
+        "environment": environment.name,
+        "checked_at": utcnow().isoformat(),
+    }
+    results = [*results, *recorded_results([publish_results(setting, run, results)])]
+    report_json = report_dir(dag_id, context["run_id"]) / "report.json"
+    try:
+        return dag_support.publish_report(context, dag_id, title, results, summary(results, setting.policy))
+    finally:
+        if report_json.exists():  # written even when the run fails; absent only if writing itself failed
+            add_sections(report_json, setting.policy, runs)
