@@ -44,6 +44,7 @@ def changed(change: Change, message: str) -> Result:
         kind=change.kind,
         before=change.before,
         after=change.after,
+        result_id=f"infra.{change.kind}[{change.target}]",
     )
     return Result(
         id=f"infra.{change.kind}[{change.target}]",

@@ -210,7 +210,15 @@ def start_services(
         host = environment.host(name)
         with session(environment, host) as remote:
             output = hostops.service(remote, "start", service_name, plans[name]["systemd"])
-        audit("infrastructure.service", target=service_name, outcome="started", host=name)
+        audit(
+            "infrastructure.service",
+            target=service_name,
+            outcome="started",
+            host=name,
+            result_id=f"infra.start[{service_name}]",
+            before="stopped",
+            after="running",
+        )
         return Result(
             id=f"infra.start[{service_name}]",
             status=Status.CHANGED,
@@ -227,7 +235,13 @@ def restart_service(
     host = environment.host(host_name)
     with session(environment, host) as remote:
         output = hostops.service(remote, "restart", service_name, plans[host_name]["systemd"])
-    audit("infrastructure.service", target=service_name, outcome="restarted", host=host_name)
+    audit(
+        "infrastructure.service",
+        target=service_name,
+        outcome="restarted",
+        host=host_name,
+        result_id=f"infra.restart[{service_name}]",
+    )
     return Result(
         id=f"infra.restart[{service_name}]",
         status=Status.CHANGED,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import clients
+from event_broker_rollout.audit import audit_results
 from event_broker_rollout.catalog import load_checked_catalog
 from event_broker_rollout.components import PROBE_PRINCIPAL, Component
 from event_broker_rollout.environment import Environment
@@ -60,6 +61,7 @@ def verify_contracts(environment: Environment, run_id: str) -> list[dict[str, An
         if any(r.status is Status.FAIL and r.observed in INCONCLUSIVE for r in checked):
             checked = verify(90.0)
         results += checked
+    audit_results("integration.contract", results)
     return [r.to_dict() for r in results]
 
 
@@ -77,7 +79,6 @@ def end_to_end(
         run_id=run_id,
         docs_dir=docs_dir,
     )
-    return {
-        "results": [r.to_dict() for r in [*samples.results(), *outcome.results()]],
-        "summary": outcome.summary(),
-    }
+    results = [*samples.results(), *outcome.results()]
+    audit_results("integration.end_to_end", results)
+    return {"results": [r.to_dict() for r in results], "summary": outcome.summary()}

@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from event_broker_rollout.audit import audit
+from event_broker_rollout.audit import audit_result
 from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.environment import Environment, sizing_profile
 from event_broker_rollout.evidence import Result
@@ -23,14 +23,7 @@ SSH_CONNECT_TIMEOUT = 5
 
 def _dicts(results: list[Result]) -> list[dict[str, Any]]:
     for result in results:
-        audit(
-            "preflight.check",
-            target=result.id,
-            host=result.host,
-            outcome=str(result.status),
-            observed=result.observed,
-            expected=result.expected,
-        )
+        audit_result("preflight.check", result)
     return [result.to_dict() for result in results]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from event_broker_rollout import clients
+from event_broker_rollout.audit import audit_results
 from event_broker_rollout.catalog import load_checked_catalog
 from event_broker_rollout.environment import Environment
 from event_broker_rollout.evidence import Result, Status
@@ -39,6 +40,7 @@ def reconcile_environment(environment: Environment, dry_run: bool) -> list[dict[
         replication_factor=environment.kafka.default_replication_factor,
         min_insync_replicas=environment.kafka.min_insync_replicas,
     )
+    audit_results("schemas.reconcile", outcome.results)
     return [r.to_dict() for r in outcome.results]
 
 

@@ -119,7 +119,12 @@ def reconcile_acls(admin: AdminClient, desired: set[Grant], dry_run: bool = Fals
             future.result()
         wait_until_visible(admin, desired)
     for grant in missing:
-        audit("security.acl", target=grant.label(), outcome="planned" if dry_run else "created")
+        audit(
+            "security.acl",
+            target=grant.label(),
+            outcome="planned" if dry_run else "created",
+            result_id=f"acl.create[{grant.label()}]",
+        )
         results.append(
             Result(
                 id=f"acl.create[{grant.label()}]",
@@ -144,7 +149,12 @@ def reconcile_acls(admin: AdminClient, desired: set[Grant], dry_run: bool = Fals
             future.result()
     for binding in undeclared:
         label = f"{binding.principal} {binding.permission_type.name} {binding.operation.name} {binding.restype.name}:{binding.resource_pattern_type.name}:{binding.name}"
-        audit("security.acl", target=label, outcome="planned-removal" if dry_run else "removed")
+        audit(
+            "security.acl",
+            target=label,
+            outcome="planned-removal" if dry_run else "removed",
+            result_id=f"acl.remove[{label}]",
+        )
         results.append(
             Result(
                 id=f"acl.remove[{label}]",
@@ -205,7 +215,12 @@ def ensure_scram_users(
         for future in admin.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT).values():
             future.result()
     for user in missing:
-        audit("security.scram_user", target=user, outcome="planned" if dry_run else "created")
+        audit(
+            "security.scram_user",
+            target=user,
+            outcome="planned" if dry_run else "created",
+            result_id=f"scram.user[{user}]",
+        )
         results.append(
             Result(
                 id=f"scram.user[{user}]",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import clients, paths
-from event_broker_rollout.audit import audit
+from event_broker_rollout.audit import audit, audit_results
 from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.components import (
     CANARY_PRINCIPAL,
@@ -100,7 +100,15 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
                     message=f"host records {current}",
                 )
             remote.write_file(infrastructure.SECURITY_PHASE_FILE, target + "\n")
-        audit("security.phase", target=target, outcome="committed", host=name, before=current)
+        audit(
+            "security.phase",
+            target=target,
+            outcome="committed",
+            host=name,
+            before=current,
+            after=target,
+            result_id=f"security.phase[{target}]",
+        )
         return Result(
             id=f"security.phase[{target}]", status=Status.CHANGED, host=name, message=f"{current} -> {target}"
         )
@@ -159,7 +167,14 @@ def ensure_quotas(environment: Environment, wanted: dict[str, dict[str, int]]) -
             )
             continue
         _configs_tool(environment, access.quota_command(user, quotas))
-        audit("security.quota", target=user, outcome="changed", before=current.get(user), after=quotas)
+        audit(
+            "security.quota",
+            target=user,
+            outcome="changed",
+            before=current.get(user),
+            after=quotas,
+            result_id=f"quota[{user}]",
+        )
         results.append(
             Result(
                 id=f"quota[{user}]",
@@ -190,6 +205,12 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
             config={"min.insync.replicas": str(environment.kafka.min_insync_replicas)},
         )
         client.create_topics([topic])[CANARY_TOPIC].result(30)
+        audit(
+            "security.canary",
+            target=CANARY_TOPIC,
+            outcome="created",
+            result_id=f"canary.topic[{CANARY_TOPIC}]",
+        )
         results.append(
             Result(
                 id=f"canary.topic[{CANARY_TOPIC}]",
@@ -221,7 +242,14 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
         cwd=paths.PROJECT_ROOT,
     )
     (run_dir / "canary.pid").write_text(str(process.pid))
-    audit("security.canary", target=CANARY_TOPIC, outcome="started", pid=process.pid, group=group)
+    audit(
+        "security.canary",
+        target=CANARY_TOPIC,
+        outcome="started",
+        pid=process.pid,
+        group=group,
+        result_id="canary.started",
+    )
     results.append(
         Result(
             id="canary.started",
@@ -371,4 +399,5 @@ def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
             else "registry authentication is configured by the operator",
         )
     )
+    audit_results("security.verify", results)
     return [r.to_dict() for r in results]
