@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.infrastructure import stage
 from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE, REGISTRY_SERVICE
 from event_broker_rollout.operators import RollingRestartOperator
@@ -105,6 +106,10 @@ def event_broker_infrastructure() -> None:
         return results
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), DAG_ID)
+
+    @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
         context = get_current_context()
         ti = context["ti"]
@@ -173,7 +178,7 @@ def event_broker_infrastructure() -> None:
         >> registry
         >> registry_gate
     )
-    [plans, registry_gate] >> report()
+    [plans, registry_gate] >> export_audit_trail() >> report()
 
 
 event_broker_infrastructure()

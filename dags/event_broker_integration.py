@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.evidence import report_dir
 from event_broker_rollout.integration import stage
 
@@ -72,6 +73,10 @@ def event_broker_integration() -> None:
         )
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), DAG_ID)
+
+    @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
         ti = get_current_context()["ti"]
         flow = ti.xcom_pull(task_ids="end_to_end") or {}
@@ -83,7 +88,7 @@ def event_broker_integration() -> None:
             get_current_context(), DAG_ID, title, results, flow.get("summary", {})
         )
 
-    verify_contracts() >> end_to_end() >> report()
+    verify_contracts() >> end_to_end() >> export_audit_trail() >> report()
 
 
 event_broker_integration()

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.preflight import stage
 
 DAG_ID = "event_broker_preflight"
@@ -57,6 +58,10 @@ def event_broker_preflight() -> None:
         return stage.check_governance(environment, params["knowledge_acknowledged"])
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), DAG_ID)
+
+    @task(trigger_rule="all_done")
     def report(
         host_results: Any, network_results: Any, governance_results: Any, params: dict[str, Any]
     ) -> str:
@@ -77,7 +82,9 @@ def event_broker_preflight() -> None:
     network = inspect_network(inspections)
     governance = check_governance()
     hosts >> governance
-    report(inspections, network, governance)
+    trail = export_audit_trail()
+    [inspections, network, governance] >> trail
+    trail >> report(inspections, network, governance)
 
 
 event_broker_preflight()

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.schemas import stage
 
 DAG_ID = "event_broker_schemas"
@@ -40,6 +41,10 @@ def event_broker_schemas() -> None:
         return stage.reconcile_environment(dag_support.environment_from(params), dry_run=params["dry_run"])
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), DAG_ID)
+
+    @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
         ti = get_current_context()["ti"]
         results = dag_support.results_from(
@@ -50,7 +55,7 @@ def event_broker_schemas() -> None:
             get_current_context(), DAG_ID, "Schemas: healthcare event catalog", results, summary
         )
 
-    validate_catalog() >> reconcile() >> report()
+    validate_catalog() >> reconcile() >> export_audit_trail() >> report()
 
 
 event_broker_schemas()

@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.evidence import report_dir
 from event_broker_rollout.operators import RollingRestartOperator
 from event_broker_rollout.security import stage
@@ -98,6 +99,10 @@ def event_broker_security() -> None:
         return stage.verify_from_outside(dag_support.environment_from(params))
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), DAG_ID)
+
+    @task(trigger_rule="all_done")
     def report(params: dict[str, Any]) -> str:
         context = get_current_context()
         ti = context["ti"]
@@ -159,7 +164,7 @@ def event_broker_security() -> None:
             committed >> stopped >> verified
             previous = verified
     report_tasks += ["scram_users", "start_canary", "acls_and_quotas", "stop_canary", "verify_from_outside"]
-    previous >> report()
+    previous >> export_audit_trail() >> report()
 
 
 event_broker_security()

@@ -1,0 +1,590 @@
+"""The audit trail: records read from real Airflow 3.3 task logs (files and REST API), chained, verified.
+
+The fixtures come from a run of a small DAG on `airflow standalone` (see fixtures/airflow_logs/README.md):
+two mapped tasks that record a file change, a task that failed once and was retried, a check, and an
+approval answered through the REST API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import urllib.parse
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+
+from event_broker_rollout import audit as audit_module
+from event_broker_rollout import audit_trail
+from event_broker_rollout.audit import (
+    AUDIT_EVENT,
+    RECORD_KEY,
+    audit,
+    audit_record,
+    audit_result,
+    digest,
+)
+from event_broker_rollout.audit_trail import Entry, RunRef, build_trail, verify_trail, write_trail
+from event_broker_rollout.environment import load_environment
+from event_broker_rollout.evidence import Result, Status, report_dir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LOGS = FIXTURES / "airflow_logs"
+API_RESPONSES = FIXTURES / "airflow_api" / "audit_probe_run.json"
+RUN = RunRef("audit_probe", "manual__2026-11-27T15:20:44.901633+00:00")
+FIXED_TIME = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+SECRET_WORDS = ("password", "secret", "token", "private_key")
+STAGE_DAGS = ("preflight", "infrastructure", "security", "schemas", "integration")
+
+
+def all_keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [k for key, item in value.items() for k in (key, *all_keys(item))]
+    if isinstance(value, list):
+        return [k for item in value for k in all_keys(item)]
+    return []
+
+
+def trail_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.fixture
+def fixture_api(monkeypatch):
+    """The REST API as the real Airflow answered it (recorded responses, served by URL)."""
+    responses = json.loads(API_RESPONSES.read_text())
+    requested: list[str] = []
+
+    def answer(method: str, url: str, *, token: str | None = None, body: Any = None) -> Any:
+        parts = urllib.parse.urlsplit(url)
+        key = parts.path + (f"?{parts.query}" if parts.query else "")
+        requested.append(key)
+        assert token == "jwt"
+        return responses[key]
+
+    monkeypatch.setattr(audit_trail, "_http_json", answer)
+    api = audit_trail.AirflowApi("http://127.0.0.1:28080", "jwt")
+    api.requested = requested  # type: ignore[attr-defined]
+    return api
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append({"event": event, **fields})
+
+
+@pytest.fixture
+def logged(monkeypatch) -> list[dict[str, Any]]:
+    """What ``audit`` hands to its structlog logger (Airflow renders it as one JSON log line)."""
+    recorder = RecordingLogger()
+    monkeypatch.setattr(audit_module, "_log", recorder)
+    return recorder.lines
+
+
+@pytest.fixture
+def trail_file(tmp_path) -> Path:
+    trail = build_trail(
+        [RUN], audit_trail.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
+    )
+    return write_trail(trail, tmp_path / "audit-trail.jsonl")
+
+
+# --- records in the task log ---------------------------------------------------------------------------
+
+
+def test_audit_logs_the_record_nested_under_one_key(logged):
+    # Airflow's supervisor re-logs each line with its fields as keyword arguments; a top-level `target`
+    # collides with its own parameter and killed the task (seen on airflow standalone 3.3.2).
+    audit("infrastructure.change", target="/etc/kafka/server.properties", outcome="changed", host="lab1")
+    assert len(logged) == 1
+    assert logged[0]["event"] == AUDIT_EVENT
+    assert set(logged[0]) == {"event", RECORD_KEY}
+    record = logged[0][RECORD_KEY]
+    assert (record["action"], record["target"], record["outcome"], record["host"]) == (
+        "infrastructure.change",
+        "/etc/kafka/server.properties",
+        "changed",
+        "lab1",
+    )
+
+
+def test_audit_record_drops_secret_fields_at_any_depth_and_key_material():
+    record = audit_record(
+        "security.scram_user",
+        target="billing",
+        outcome="created",
+        password="hunter2-hunter2-hunter2",
+        config={"sasl.password": "x", "ssl.key.location": "/etc/kafka/tls/key.pem", "api_token": "t"},
+        private_key="-----BEGIN PRIVATE KEY-----",
+        note="-----BEGIN RSA PRIVATE KEY-----\nMIIE...",
+        client_secret="s",
+    )
+    assert not [key for key in all_keys(record) if any(word in key.lower() for word in SECRET_WORDS)]
+    assert "hunter2" not in json.dumps(record)
+    assert "MIIE" not in json.dumps(record)
+    assert record["details"]["config"] == {"ssl.key.location": "/etc/kafka/tls/key.pem"}
+    assert set(record["redacted"]) == {
+        "details.password",
+        "details.config.sasl.password",
+        "details.config.api_token",
+        "details.private_key",
+        "details.note",
+        "details.client_secret",
+    }
+
+
+def test_audit_result_records_a_change_as_before_after_and_large_values_as_digests(logged):
+    audit_result(
+        "security.quota",
+        Result(
+            id="quota[billing]",
+            status=Status.CHANGED,
+            message="quota set",
+            observed=None,
+            expected={"producer_byte_rate": 1048576},
+        ),
+    )
+    ports = list(range(200))
+    audit_result(
+        "preflight.check",
+        Result(id="ports.free", status=Status.PASS, message="free", host="lab2", observed=ports, expected=[]),
+    )
+    change, checked = (entry[RECORD_KEY] for entry in logged)
+    assert change["result_id"] == "quota[billing]"
+    assert (change["before"], change["after"]) == (None, {"producer_byte_rate": 1048576})
+    assert checked["host"] == "lab2"
+    assert checked["outcome"] == "pass"
+    assert checked["details"] == {"observed": digest(ports), "expected": []}
+
+
+# --- reading the real logs -----------------------------------------------------------------------------
+
+
+def test_reads_the_audit_records_of_every_task_attempt_from_the_log_files():
+    entries = audit_trail.read_log_files(LOGS, RUN)
+    attempts = sorted((e.task_id, e.map_index, e.try_number) for e in entries)
+    assert attempts == [
+        ("change", 0, 1),
+        ("change", 1, 1),
+        ("check", -1, 1),
+        ("flaky", -1, 1),
+        ("flaky", -1, 2),
+    ]
+    changes = sorted((e for e in entries if e.task_id == "change"), key=lambda e: e.map_index)
+    assert [e.data["host"] for e in changes] == ["lab1", "lab2"]
+    assert all(e.data["before"] == "a" * 64 and e.data["after"] == "b" * 64 for e in changes)
+    assert all(e.data["result_id"] == "infra.file[/etc/kafka/server.properties]" for e in changes)
+    # The record's own run context agrees with where the log file was found.
+    for entry in entries:
+        assert (entry.data["task_id"], entry.data["map_index"], entry.data["try_number"]) == (
+            entry.task_id,
+            entry.map_index,
+            entry.try_number,
+        )
+        assert entry.at.endswith("Z")
+
+
+def test_the_rest_api_yields_the_same_records_and_who_triggered_and_approved(fixture_api):
+    from_files = [e.body() for e in sorted(audit_trail.read_log_files(LOGS, RUN), key=Entry.sort_key)]
+    from_api = [e.body() for e in sorted(audit_trail.read_api_logs(fixture_api, RUN), key=Entry.sort_key)]
+    assert from_api == from_files
+    # Mapped tasks are read with their map index, retried ones try by try.
+    assert any(
+        "/taskInstances/change/logs/1?full_content=true&map_index=1" in r for r in fixture_api.requested
+    )
+    assert any("/taskInstances/flaky/logs/2?" in r for r in fixture_api.requested)
+
+    people = audit_trail.read_api_people(fixture_api, RUN)
+    by_kind = {entry.kind: entry for entry in people}
+    assert by_kind["trigger"].data["user"] == "admin"
+    assert by_kind["trigger"].data["triggered_by"] == "rest_api"
+    approval = by_kind["approval"]
+    assert approval.task_id == "approve"
+    assert approval.data["chosen_options"] == ["Approve"]
+    assert approval.data["responded_by"] == {"id": "admin", "name": "admin"}
+    assert approval.data["responded_at"] == "2026-11-27T15:20:59.211351Z"
+    # Only what people did: the scheduler's own state changes (owner "airflow") stay out.
+    actions = [e.data for e in people if e.kind == "user_action"]
+    assert actions == [{"event": "update_hitl_detail", "user": "admin", "event_log_id": 23}]
+
+
+def test_export_from_the_api_orders_trigger_approval_and_records_by_time(fixture_api, tmp_path):
+    exported = audit_trail.export_trail([RUN], api=fixture_api, out=tmp_path / "trail.jsonl")
+    records = trail_lines(exported.path)[1:]
+    assert [r["kind"] for r in records] == [
+        "trigger",
+        "user_action",
+        "approval",
+        "audit",
+        "audit",
+        "audit",
+        "audit",
+        "audit",
+    ]
+    assert [r["at"] for r in records] == sorted(r["at"] for r in records)
+    assert verify_trail(exported.path).intact
+
+
+# --- order and chain -----------------------------------------------------------------------------------
+
+
+def test_order_is_timestamp_then_task_map_index_try_and_log_position():
+    def entry(task_id: str, map_index: int, try_number: int, log_index: int, at: str) -> Entry:
+        return Entry(
+            "audit",
+            at,
+            RUN,
+            {"n": f"{task_id}{map_index}{try_number}{log_index}"},
+            task_id,
+            map_index,
+            try_number,
+            log_index,
+        )
+
+    same = "2026-11-27T15:00:00.000000Z"
+    expected = [
+        entry("a", -1, 1, 1, "2026-11-27T14:59:59.999999Z"),
+        entry("a", 0, 1, 1, same),
+        entry("a", 1, 1, 1, same),
+        entry("b", -1, 1, 1, same),
+        entry("b", -1, 2, 1, same),
+        entry("b", -1, 2, 2, same),
+    ]
+    shuffled = expected[:]
+    random.Random(7).shuffle(shuffled)
+    trail = build_trail([RUN], shuffled, source="test", exported_at=FIXED_TIME)
+    assert [r["data"] for r in trail.records] == [e.data for e in expected]
+    again = build_trail([RUN], list(reversed(shuffled)), source="test", exported_at=FIXED_TIME)
+    assert again.lines() == trail.lines()
+
+
+def test_chain_round_trip(trail_file):
+    lines = trail_lines(trail_file)
+    header, records = lines[0], lines[1:]
+    result = verify_trail(trail_file)
+    assert result.intact, result.summary()
+    assert result.records == len(records) == header["records"] == 5
+    assert result.head == header["head"] == records[-1]["hash"]
+    assert records[0]["prev"] == header["chain_start"]
+    assert all(later["prev"] == earlier["hash"] for earlier, later in itertools.pairwise(records))
+    assert result.summary() == f"trail intact: 5 records, head {header['head']}"
+
+
+def test_an_edited_record_is_named(trail_file):
+    lines = trail_lines(trail_file)
+    lines[3]["data"]["outcome"] = "ok"  # record 3
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert not result.intact
+    assert result.break_at == 3
+    assert result.summary().startswith("trail broken at record 3 (line 4): edited")
+
+
+def test_a_rewritten_record_with_a_fresh_hash_breaks_the_link_to_the_next(trail_file):
+    lines = trail_lines(trail_file)
+    lines[2]["data"]["host"] = "lab9"
+    lines[2]["hash"] = audit_trail.record_hash(lines[2])
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 3)
+    assert "does not chain from record 2" in (result.problem or "")
+
+
+def test_a_removed_record_is_named(trail_file):
+    lines = trail_lines(trail_file)
+    del lines[2]  # record 2
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 2)
+    assert result.problem == "removed: record(s) 2 missing; this place holds record 3"
+
+
+def test_a_removed_last_record_is_named(trail_file):
+    lines = trail_lines(trail_file)
+    write_lines(trail_file, lines[:-1])
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 5)
+    assert result.problem is not None and result.problem.startswith("removed: the trail ends after 4 records")
+
+
+def test_swapped_records_are_named(trail_file):
+    lines = trail_lines(trail_file)
+    lines[2], lines[3] = lines[3], lines[2]  # records 2 and 3
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 2)
+    assert result.problem == "reordered: record 2 appears later; this place holds record 3"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("exported_at", "2020-01-01T00:00:00.000000Z"),
+        ("records", 4),
+        ("runs", [{"dag_id": "x", "run_id": "y"}]),
+    ],
+)
+def test_an_edited_header_is_named(trail_file, field, value):
+    lines = trail_lines(trail_file)
+    lines[0][field] = value
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 0)
+    assert result.summary().startswith("trail broken at the header (line 1): bad header: edited")
+
+
+def test_a_header_rewritten_for_other_runs_does_not_match_its_chain(trail_file):
+    lines = trail_lines(trail_file)
+    lines[0]["runs"] = [{"dag_id": "event_broker_security", "run_id": "manual__other"}]
+    lines[0]["header_hash"] = audit_trail.header_hash(lines[0])
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 0)
+    assert "chain_start does not belong to the runs" in (result.problem or "")
+
+
+# --- secrets never reach a trail ------------------------------------------------------------------------
+
+
+def test_the_exporter_strips_secret_fields_from_foreign_log_lines(tmp_path):
+    attempt_dir = tmp_path / "dag_id=d" / "run_id=r" / "task_id=t"
+    attempt_dir.mkdir(parents=True)
+    record = {
+        "action": "security.scram_user",
+        "target": "billing",
+        "outcome": "created",
+        "password": "leaked-password-value",
+        "details": {"sasl.password": "leaked", "ssl.key.password": "k", "auth_token": "t", "ok": 1},
+        "material": "-----BEGIN EC PRIVATE KEY-----\nMHcC",
+        "at": "2026-11-27T15:00:00+00:00",
+    }
+    line = {
+        "timestamp": "2026-11-27T15:00:00.000001Z",
+        "level": "info",
+        "event": AUDIT_EVENT,
+        RECORD_KEY: record,
+    }
+    (attempt_dir / "attempt=1.log").write_text("not json\n" + json.dumps(line) + "\n")
+    exported = audit_trail.export_trail([RunRef("d", "r")], logs=tmp_path, out=tmp_path / "trail.jsonl")
+    text = exported.path.read_text()
+    assert "leaked" not in text and "MHcC" not in text
+    records = trail_lines(exported.path)[1:]
+    assert len(records) == 1
+    assert not [k for k in all_keys(records) if any(word in k.lower() for word in SECRET_WORDS)]
+    assert records[0]["data"]["details"] == {"ok": 1}
+    assert "password" in records[0]["data"]["redacted"]
+    assert verify_trail(exported.path).intact
+
+
+def test_the_real_fixture_trail_carries_no_secret():
+    # The probe task passed sasl_password=...; the record names what was dropped, never the value.
+    entries = audit_trail.read_log_files(LOGS, RUN)
+    flaky = [e for e in entries if e.task_id == "flaky"]
+    assert all(e.data["redacted"] == ["details.sasl_password"] for e in flaky)
+    trail = build_trail([RUN], entries, source="log files", exported_at=FIXED_TIME)
+    assert "must-not-appear" not in "\n".join(trail.lines())
+    assert not [k for k in all_keys(list(trail.records)) if any(word in k.lower() for word in SECRET_WORDS)]
+
+
+# --- the export task ------------------------------------------------------------------------------------
+
+
+def task_context(run_id: str) -> dict[str, Any]:
+    dag_run = SimpleNamespace(
+        triggering_user_name="alice",
+        run_type=SimpleNamespace(value="manual"),
+        run_after=datetime(2026, 11, 27, 15, 20, 44, 901633, tzinfo=UTC),
+    )
+    return {"run_id": run_id, "dag_run": dag_run, "params": {"environment": "lab"}}
+
+
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    monkeypatch.setenv("EBR_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setattr(audit_trail, "publication_blocker", lambda environment: "not published: test")
+
+
+def test_export_task_trail_writes_the_run_trail_beside_the_reports(monkeypatch, no_cluster, tmp_path, logged):
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(LOGS))
+    approval = {
+        "task_id": "approve",
+        "chosen_options": ["Approve"],
+        "params_input": {"comment": "free text stays out"},
+        "responded_by_user": {"id": "bob", "name": "Bob"},
+        "responded_at": datetime(2026, 11, 27, 15, 20, 59, 211351, tzinfo=UTC),
+    }
+    outcome = audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id, approvals=[approval])
+    path = Path(outcome["trail"])
+    assert path == report_dir(RUN.dag_id, RUN.run_id) / "audit-trail.jsonl"
+    assert path.is_relative_to(tmp_path / "reports")
+    assert outcome["records"] == 7
+    assert (outcome["published"], outcome["publication"]) == (False, "not published: test")
+    records = trail_lines(path)[1:]
+    assert records[0]["kind"] == "trigger" and records[0]["data"]["user"] == "alice"
+    assert records[0]["data"]["run_type"] == "manual"
+    assert records[1]["kind"] == "approval" and records[1]["data"]["responded_by"] == {
+        "id": "bob",
+        "name": "Bob",
+    }
+    assert "free text" not in path.read_text()
+    assert verify_trail(path).summary() == f"trail intact: 7 records, head {outcome['head']}"
+    # The export is audited itself, so a rollout's trail carries each stage trail's head.
+    exported = [e[RECORD_KEY] for e in logged if e.get("event") == AUDIT_EVENT]
+    assert [(r["action"], r["after"]) for r in exported] == [("audit.trail_export", outcome["head"])]
+
+
+def test_export_task_trail_without_log_files_writes_an_empty_trail_saying_so(
+    monkeypatch, no_cluster, tmp_path
+):
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path / "no-logs"))
+    outcome = audit_trail.export_task_trail(task_context("manual__in_process"), "event_broker_schemas")
+    assert outcome["records"] == 0
+    header = trail_lines(Path(outcome["trail"]))[0]
+    assert header["records"] == 0
+    assert "dag.test()" in header["notes"][0]
+    assert verify_trail(Path(outcome["trail"])).intact
+
+
+def test_publication_needs_a_secured_cluster(monkeypatch):
+    from event_broker_rollout.infrastructure import stage as infrastructure
+
+    lab = load_environment("lab")
+    monkeypatch.setattr(infrastructure, "recorded_phase", lambda environment: "listeners")
+    assert (
+        audit_trail.publication_blocker(lab)
+        == "not published: the cluster is not secured yet (its hosts record listeners)"
+    )
+
+    def unreachable(environment):
+        raise OSError("lab2: timed out")
+
+    monkeypatch.setattr(infrastructure, "recorded_phase", unreachable)
+    assert "security phase is unknown (lab2: timed out)" in (audit_trail.publication_blocker(lab) or "")
+    monkeypatch.setattr(infrastructure, "recorded_phase", lambda environment: "secured")
+    assert audit_trail.publication_blocker(lab) is None
+
+
+class FakeProducer:
+    instances: ClassVar[list[FakeProducer]] = []
+    fail_delivery = False
+    topic_error: Any = None
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.sent: list[tuple[str, bytes, bytes, Any]] = []
+        self.pending: list[Any] = []
+        FakeProducer.instances.append(self)
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=FakeProducer.topic_error)})
+
+    def produce(self, topic: str, *, key: bytes, value: bytes, headers: Any, on_delivery: Any) -> None:
+        self.sent.append((topic, key, value, headers))
+        self.pending.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        for callback in self.pending:
+            callback("broker down" if FakeProducer.fail_delivery else None, None)
+        self.pending = []
+        return 0
+
+
+@pytest.fixture
+def fake_kafka(monkeypatch):
+    import confluent_kafka
+
+    from event_broker_rollout.security import credentials
+
+    FakeProducer.instances, FakeProducer.fail_delivery, FakeProducer.topic_error = [], False, None
+    monkeypatch.setattr(confluent_kafka, "Producer", FakeProducer)
+    monkeypatch.setattr(credentials, "load_credentials", lambda environment: {"rollout-audit": "p" * 24})
+    return FakeProducer
+
+
+def test_publish_sends_every_line_as_the_audit_principal_with_acks_all(fake_kafka):
+    trail = build_trail(
+        [RUN], audit_trail.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
+    )
+    topic, delivered = audit_trail.publish_trail(trail, load_environment("lab"))
+    producer = fake_kafka.instances[0]
+    assert (topic, delivered) == ("ops.rollout.audit.v1", 6)
+    assert producer.config["acks"] == "all" and producer.config["enable.idempotence"] is True
+    assert producer.config["sasl.username"] == "rollout-audit"
+    assert producer.config["security.protocol"] == "SASL_SSL"
+    assert [value.decode() for _topic, _key, value, _headers in producer.sent] == trail.lines()
+    assert {key for _topic, key, _value, _headers in producer.sent} == {f"{RUN}".encode()}
+
+
+def test_publish_fails_when_a_message_is_not_acknowledged(fake_kafka):
+    fake_kafka.fail_delivery = True
+    trail = build_trail([RUN], [], source="test", exported_at=FIXED_TIME)
+    with pytest.raises(audit_trail.PublishError, match=r"1 of 1 trail messages not delivered.*broker down"):
+        audit_trail.publish_trail(trail, load_environment("lab"))
+
+
+def test_publish_reports_a_missing_audit_topic(fake_kafka):
+    fake_kafka.topic_error = "UNKNOWN_TOPIC_OR_PART"
+    trail = build_trail([RUN], [], source="test", exported_at=FIXED_TIME)
+    with pytest.raises(audit_trail.AuditTopicMissing, match=re.escape("ops.rollout.audit.v1")):
+        audit_trail.publish_trail(trail, load_environment("lab"))
+    assert fake_kafka.instances[0].sent == []
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def test_command_exports_and_verifies(tmp_path, capsys):
+    out = tmp_path / "trail.jsonl"
+    args = ["export", "--dag-id", RUN.dag_id, "--run-id", RUN.run_id, "--logs", str(LOGS), "--out", str(out)]
+    assert audit_trail.main(args) == 0
+    assert audit_trail.main(["verify", str(out)]) == 0
+    head = trail_lines(out)[0]["head"]
+    assert capsys.readouterr().out.splitlines()[-1] == f"trail intact: 5 records, head {head}"
+    lines = trail_lines(out)
+    del lines[4]
+    write_lines(out, lines)
+    assert audit_trail.main(["verify", str(out)]) == 1
+    assert (
+        capsys.readouterr().out.strip()
+        == "trail broken at record 4 (line 5): removed: record(s) 4 missing; this place holds record 5"
+    )
+
+
+def test_command_takes_several_runs_in_pairs(tmp_path):
+    with pytest.raises(SystemExit, match="pairs"):
+        audit_trail.main(
+            ["export", "--dag-id", "a", "--dag-id", "b", "--run-id", "r", "--logs", str(tmp_path)]
+        )
+
+
+# --- the stage DAGs -------------------------------------------------------------------------------------
+
+
+def test_every_stage_dag_exports_its_trail_right_before_the_report():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags_dir = Path(__file__).resolve().parents[2] / "dags"
+    bag = DagBag(dag_folder=str(dags_dir))
+    for stage in STAGE_DAGS:
+        dag = bag.dags[f"event_broker_{stage}"]
+        export = dag.get_task("export_audit_trail")
+        assert export.trigger_rule == "all_done", stage
+        assert export.downstream_task_ids == {"report"}, stage
+        assert [task.task_id for task in dag.leaves] == ["report"], stage
+        others = set(dag.task_ids) - {"export_audit_trail", "report"}
+        assert others <= export.get_flat_relative_ids(upstream=True), stage
