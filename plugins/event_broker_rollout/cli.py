@@ -1,7 +1,9 @@
-"""``python -m event_broker_rollout.cli stage --stage preflight --env lab [--conf JSON]``.
+"""The project's commands (``make stage``, ``make rollout``, ``make airflow-up`` call these).
 
-Runs a stage DAG through Airflow in-process (``dag.test()``) against the project's own Airflow home
-(SQLite), exits 0 only if the run succeeded, and prints the report path. ``make stage`` calls this.
+``stage``: runs one stage DAG in-process (``dag.test()``) against a private Airflow home (SQLite), exits 0
+only if the run succeeded, and prints the report path. ``rollout``: the controller DAG triggers other DAG
+runs, which only a scheduler executes, so it runs on the project's Airflow (standalone) through the REST
+API, with progress in the terminal.
 """
 
 from __future__ import annotations
@@ -92,6 +94,33 @@ def stage_command(args: argparse.Namespace) -> int:
     return 0 if state == "success" else 1
 
 
+def rollout_command(args: argparse.Namespace) -> int:
+    from event_broker_rollout.rollout_driver import run_rollout
+
+    conf: dict[str, Any] = json.loads(args.conf) if args.conf else {}
+    conf.setdefault("environment", args.env)
+    state, _run_id = run_rollout(conf, keep_airflow=args.keep_airflow, timeout=args.timeout)
+    return 0 if state == "success" else 1
+
+
+def airflow_command(args: argparse.Namespace) -> int:
+    from event_broker_rollout import airflow_server
+
+    server = airflow_server.settings()
+    if args.action == "up":
+        started = airflow_server.start(server)
+        print(f"Airflow {'started' if started else 'already running'}: {server.url}")
+        print(
+            f"login: {airflow_server.USER} / {airflow_server.password(server)}   (stop it: make airflow-down)"
+        )
+    elif args.action == "down":
+        print("Airflow stopped" if airflow_server.stop(server) else "Airflow was not running")
+    else:
+        pid = airflow_server.running_pid(server)
+        print(f"Airflow {'running (pid ' + str(pid) + ')' if pid else 'not running'}: {server.url}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="event_broker_rollout.cli")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--conf", default="", help="JSON run conf (overrides the trigger-form defaults)")
     stage.add_argument("--connections", default="", help="Airflow connections file (default: the lab's)")
     stage.set_defaults(handler=stage_command)
+    run = commands.add_parser(
+        "rollout", help="trigger event_broker_rollout on the project's Airflow and follow it"
+    )
+    run.add_argument("--env", default="lab")
+    run.add_argument("--conf", default="", help="JSON run conf (stages, dry_run, change_ticket, ...)")
+    run.add_argument("--keep-airflow", action="store_true", help="leave Airflow running afterwards")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rollout")
+    run.set_defaults(handler=rollout_command)
+    server = commands.add_parser("airflow", help="the project's Airflow (standalone): up, down, status")
+    server.add_argument("action", choices=("up", "down", "status"))
+    server.set_defaults(handler=airflow_command)
     args = parser.parse_args(argv)
     handler = args.handler
     result: int = handler(args)

@@ -438,19 +438,56 @@ def parse_environment(raw: Any, source: str, profiles: Mapping[str, SizingProfil
     return environment
 
 
-def load_environment(name_or_path: str) -> Environment:
-    source = environment_file(name_or_path)
+def _read_yaml(source: Path) -> Any:
     if not source.is_file():
         known = ", ".join(available_environments())
         raise EnvironmentConfigError(
             str(source), [ConfigProblem(path="", message=f"no such environment file (known: {known})")]
         )
     try:
-        raw = yaml.safe_load(source.read_text())
+        return yaml.safe_load(source.read_text())
     except yaml.YAMLError as error:
         raise EnvironmentConfigError(
             str(source), [ConfigProblem(path="", message=f"not YAML: {error}")]
         ) from None
+
+
+def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) is replaced whole."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_extends(raw: Any, source: Path, chain: tuple[Path, ...]) -> Any:
+    """``extends: <environment>`` starts from another environment file and overrides some of it
+    (e.g. the lab under change control), so variants cannot drift from their base."""
+    if not isinstance(raw, Mapping) or "extends" not in raw:
+        return raw
+    base_name = raw["extends"]
+    base_source = environment_file(str(base_name)) if isinstance(base_name, str) else None
+    if base_source is None or base_source in chain or base_source == source:
+        raise EnvironmentConfigError(
+            str(source),
+            [
+                ConfigProblem(
+                    path="extends", message=f"must name another environment, without cycles: {base_name!r}"
+                )
+            ],
+        )
+    base = _resolve_extends(_read_yaml(base_source), base_source, (*chain, source))
+    if not isinstance(base, Mapping):
+        raise EnvironmentConfigError(str(base_source), [ConfigProblem(path="", message="expected a mapping")])
+    return _merged(base, {key: value for key, value in raw.items() if key != "extends"})
+
+
+def load_environment(name_or_path: str) -> Environment:
+    source = environment_file(name_or_path)
+    raw = _resolve_extends(_read_yaml(source), source, ())
     return parse_environment(raw, str(source), load_sizing_profiles())
 
 

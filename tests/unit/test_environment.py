@@ -19,7 +19,7 @@ def lab_raw():
     return yaml.safe_load(envmod.environment_file("lab").read_text())
 
 
-@pytest.mark.parametrize("name", ["lab", "dev", "prod"])
+@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "dev", "prod"])
 def test_shipped_environments_are_valid(name):
     environment = envmod.load_environment(name)
     assert environment.name == name
@@ -103,10 +103,37 @@ def test_host_outside_the_declared_subnet(lab_raw, profiles):
 
 
 def test_unknown_environment_names_the_known_ones():
-    with pytest.raises(EnvironmentConfigError, match="known: dev, lab, prod"):
+    with pytest.raises(EnvironmentConfigError, match="known: dev, lab, lab-change-controlled, prod"):
         envmod.load_environment("nope")
 
 
 def test_yaml_path_rendering():
     assert envmod.yaml_path(("hosts", 1, "roles", 0)) == "hosts[1].roles[0]"
     assert envmod.yaml_path(("kafka", "listeners", "client_port")) == "kafka.listeners.client_port"
+
+
+def test_a_variant_extends_its_base_and_overrides_only_what_it_says():
+    base, variant = envmod.load_environment("lab"), envmod.load_environment("lab-change-controlled")
+    assert variant.requires_approval and not base.requires_approval
+    assert variant.hosts == base.hosts
+    assert variant.security == base.security
+    assert variant.kafka == base.kafka
+
+
+def test_mappings_merge_and_lists_are_replaced():
+    merged = envmod._merged(
+        {"kafka": {"mode": "kraft", "min_insync_replicas": 2}, "hosts": [1, 2, 3]},
+        {"kafka": {"min_insync_replicas": 3}, "hosts": [4]},
+    )
+    assert merged == {"kafka": {"mode": "kraft", "min_insync_replicas": 3}, "hosts": [4]}
+
+
+def test_extends_cycles_and_unknown_bases_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(envmod.paths, "ENVIRONMENTS_DIR", tmp_path)
+    (tmp_path / "a.yaml").write_text("extends: b\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a\nname: b\n")
+    (tmp_path / "c.yaml").write_text("extends: nowhere\nname: c\n")
+    with pytest.raises(EnvironmentConfigError, match="extends: must name another environment"):
+        envmod.load_environment("a")
+    with pytest.raises(EnvironmentConfigError, match="no such environment file"):
+        envmod.load_environment("c")

@@ -7,6 +7,7 @@ slips into a log line is shown as ***. Passwords are never returned in evidence,
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from event_broker_rollout.environment import Environment
@@ -17,10 +18,12 @@ class CredentialsError(RuntimeError):
 
 
 def _mask(passwords: dict[str, str]) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside Airflow (unit tests): nothing to register with
+    # Only a process running Airflow code has a masker to register with. Helper processes (the
+    # migration canary) must not import Airflow: a worker's environment holds no usable DB settings.
+    if "airflow.sdk" not in sys.modules:
         return
+    from airflow.sdk.log import mask_secret
+
     for password in passwords.values():
         mask_secret(password)
 

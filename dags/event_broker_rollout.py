@@ -1,0 +1,118 @@
+"""The rollout: the guide's five stages in order, each a run of its own DAG, from one trigger form.
+
+1. **Validate the request** — the environment file and the form; an environment under change control
+   without a change ticket stops here, before any host is touched.
+2. **Preflight** — the hosts against the guide's prerequisites.
+3. **Plan and approval** (environments under change control) — the infrastructure stage's dry run, shown
+   to an approver; a rejection stops the rollout and is recorded with who and when.
+4. **Infrastructure, security, schemas, integration** — each stage DAG runs with the same environment and
+   the controller waits for it without holding a worker slot; the first failed stage stops the rollout.
+5. **Report** — the rollout's report: a timeline of the stages, each stage's results and changes, the
+   approval, links to every stage's own report.
+
+Every stage is safe to re-run: choose a subset of stages to resume (e.g. from `security`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, chain, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from event_broker_rollout import dag_support, rollout
+from event_broker_rollout.audit import audit
+from event_broker_rollout.rollout_operators import (
+    APPROVAL_TASK_ID,
+    PLAN_TASK_ID,
+    REQUEST_TASK_ID,
+    RolloutApprovalOperator,
+    StageRunOperator,
+)
+from event_broker_rollout.rollout_report import build_rollout_report
+
+DAG_ID = "event_broker_rollout"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    default_args=dag_support.DEFAULT_ARGS,
+    dagrun_timeout=timedelta(days=2),  # an approver may take a working day to answer
+    doc_md=__doc__,
+    tags=["event-broker", "rollout"],
+    params={
+        "environment": dag_support.environment_param(),
+        "stages": Param(
+            list(rollout.STAGES),
+            type="array",
+            items={"type": "string", "enum": list(rollout.STAGES)},
+            title="Stages",
+            description="The stages to run, always in the guide's order. Choose a subset to resume a "
+            "rollout (e.g. security, schemas, integration): every stage is safe to run again.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Plan only: preflight, then the infrastructure and schemas stages show what they "
+            "would change. Security and integration have no dry run and are skipped.",
+        ),
+        "change_ticket": Param(
+            "",
+            type="string",
+            title="Change ticket",
+            description="The change ticket that authorises this rollout (e.g. CHG-1234). Required for "
+            "environments under change control (production): without one the rollout stops before "
+            "touching anything.",
+        ),
+        "knowledge_acknowledged": dag_support.knowledge_param(),
+    },
+)
+def event_broker_rollout() -> None:
+    @task(task_id=REQUEST_TASK_ID)
+    def validate_request(params: dict[str, Any]) -> dict[str, Any]:
+        """Nothing is touched before the environment file and the form are valid."""
+        ti = get_current_context()["ti"]
+        try:
+            request = rollout.build_request(dag_support.environment_from(params), params)
+        except (rollout.RolloutRequestError, ValueError) as error:
+            ti.xcom_push(key="refused", value=str(error))
+            audit("rollout.request", target=str(params["environment"]), outcome="refused", reason=str(error))
+            raise AirflowFailException(f"rollout refused before touching any host: {error}") from None
+        audit(
+            "rollout.request",
+            target=request.environment,
+            outcome="accepted",
+            stages=list(request.stages),
+            dry_run=request.dry_run,
+            change_ticket=request.change_ticket,
+            approval_required=request.approval_required,
+        )
+        return request.to_dict()
+
+    @task(trigger_rule="all_done")
+    def report() -> str:
+        context = get_current_context()
+        path, verdict = build_rollout_report(context, DAG_ID)
+        print(f"rollout report: {path}")
+        if verdict:
+            raise AirflowFailException(verdict)
+        return str(path)
+
+    request = validate_request()
+    preflight = StageRunOperator(task_id="stage_preflight", stage="preflight")
+    plan = StageRunOperator(
+        task_id=PLAN_TASK_ID, stage=rollout.PLAN_STAGE, plan_only=True, trigger_rule="none_failed"
+    )
+    approval = RolloutApprovalOperator(task_id=APPROVAL_TASK_ID, trigger_rule="none_failed")
+    changing = [
+        StageRunOperator(task_id=f"stage_{stage}", stage=stage, trigger_rule="none_failed")
+        for stage in rollout.CHANGING_STAGES
+    ]
+    chain(request, preflight, plan, approval, *changing, report())
+
+
+event_broker_rollout()

@@ -1,0 +1,119 @@
+"""A small client for Airflow's REST API (``/api/v2`` with a JWT from ``/auth/token``).
+
+What an operator does from the UI — trigger a rollout, watch it, answer an approval — done from a
+terminal or a test, through the same API the UI uses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    pass
+
+
+class AirflowApi:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._token: str | None = None
+
+    def _authenticate(self) -> None:
+        response = self._session.post(
+            f"{self.base_url}/auth/token", json=self._credentials, timeout=self._timeout
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(f"login refused: HTTP {response.status_code}")
+        self._token = response.json()["access_token"]
+        self._session.headers["Authorization"] = f"Bearer {self._token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token is None:
+            self._authenticate()
+        url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
+        response = self._session.request(method, url, timeout=self._timeout, **kwargs)
+        if response.status_code == 401:  # the token expired: log in again once
+            self._authenticate()
+            response = self._session.request(method, url, timeout=self._timeout, **kwargs)
+        if response.status_code >= 400:
+            raise AirflowApiError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    # -- what the driver and the tests need -------------------------------------------------------
+
+    def wait_until_ready(
+        self,
+        timeout: float,
+        process: subprocess.Popen[bytes] | None = None,
+        dag_id: str = "event_broker_rollout",
+    ) -> None:
+        """Until the API answers, scheduler/triggerer/dag-processor report healthy and the DAG is parsed."""
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise AirflowApiError(f"airflow standalone exited with {process.returncode}")
+            try:
+                health = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json()
+                unhealthy = [
+                    name
+                    for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                    if (health.get(name) or {}).get("status") != "healthy"
+                ]
+                if not unhealthy:
+                    self.request("GET", f"dags/{dag_id}")
+                    return
+                last = f"not healthy yet: {', '.join(unhealthy)}"
+            except (requests.RequestException, ValueError, AirflowApiError) as error:
+                last = str(error)[:200]
+            time.sleep(2)
+        raise AirflowApiError(f"Airflow not ready after {timeout:.0f} s: {last}")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "importErrors")["import_errors"])
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any], note: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf)}
+        if note:
+            body["note"] = note
+        return str(self.request("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self.request("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500")
+        return list(data["task_instances"])
+
+    def hitl_details(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self.request("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails")
+        return list(data.get("hitl_details", []))
+
+    def answer_approval(
+        self, dag_id: str, run_id: str, task_id: str, option: str, map_index: int = -1
+    ) -> Any:
+        path = (
+            f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        )
+        return self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll: float = 3.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.dag_run(dag_id, run_id)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f} s")
+            time.sleep(poll)

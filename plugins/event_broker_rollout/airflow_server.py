@@ -1,0 +1,176 @@
+"""The project's own Airflow: `airflow standalone` (scheduler, dag-processor, triggerer, api-server,
+LocalExecutor, embedded SQLite) configured for this project's DAGs, plugins and the lab's connections.
+
+It runs in its own process group (stopping the parent does not stop its children), listens on loopback
+only, and keeps its state in ``.airflow-server/`` — apart from the in-process ``dag.test()`` home
+(``.airflow/``) so the two never contend for one SQLite file. The login is generated once and kept
+in a 0600 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from event_broker_rollout import paths
+from event_broker_rollout.lab_connections import connections_file
+
+USER = "admin"
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    home: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "standalone.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "standalone.log"
+
+    @property
+    def task_logs(self) -> Path:
+        return self.home / "logs"
+
+
+def settings() -> ServerSettings:
+    home = Path(os.environ.get("EBR_AIRFLOW_SERVER_HOME", paths.PROJECT_ROOT / ".airflow-server"))
+    return ServerSettings(home=home, port=int(os.environ.get("EBR_AIRFLOW_PORT", DEFAULT_PORT)))
+
+
+def password(server: ServerSettings) -> str:
+    """The admin password, generated on first use (SimpleAuthManager reads it from this file)."""
+    if not server.passwords_file.is_file():
+        server.home.mkdir(parents=True, exist_ok=True)
+        server.passwords_file.write_text(json.dumps({USER: secrets.token_urlsafe(12)}))
+        server.passwords_file.chmod(0o600)
+    return str(json.loads(server.passwords_file.read_text())[USER])
+
+
+def server_environment(server: ServerSettings) -> dict[str, str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AIRFLOW__") and key != "AIRFLOW_HOME"  # nothing leaks in from dag.test homes
+    }
+    environment.update(
+        {
+            "AIRFLOW_HOME": str(server.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(paths.PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{server.home}/airflow.db",
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__API__PORT": str(server.port),
+            "AIRFLOW__API__BASE_URL": server.url,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(server.passwords_file),
+            # Connections come from the lab's file (written by `make lab-up`), read by every component.
+            "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+            "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+                {"connections_file_path": str(connections_file())}
+            ),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "PYTHONUNBUFFERED": "1",
+            # standalone starts its components as `airflow ...` from PATH: this venv's.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "EBR_PROJECT_ROOT": str(paths.PROJECT_ROOT),
+        }
+    )
+    return environment
+
+
+def running_pid(server: ServerSettings) -> int | None:
+    if not server.pid_file.is_file():
+        return None
+    pid = int(server.pid_file.read_text().strip() or 0)
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError):
+        return None
+    return pid
+
+
+def start(server: ServerSettings, timeout: float = 300.0) -> bool:
+    """Start Airflow unless it runs already; returns True if this call started it. Waits until healthy."""
+    from event_broker_rollout.airflow_api import AirflowApi
+
+    if running_pid(server) is not None:
+        AirflowApi(server.url, USER, password(server)).wait_until_ready(timeout)
+        return False
+    server.home.mkdir(parents=True, exist_ok=True)
+    password(server)
+    airflow = Path(sys.executable).with_name("airflow")
+    with server.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [str(airflow), "standalone"],
+            env=server_environment(server),
+            cwd=paths.PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole
+        )
+    server.pid_file.write_text(str(process.pid))
+    api = AirflowApi(server.url, USER, password(server))
+    try:
+        api.wait_until_ready(timeout, process=process)
+    except Exception:
+        stop(server)
+        raise
+    return True
+
+
+def stop(server: ServerSettings, timeout: float = 60.0) -> bool:
+    """Stop the whole process group; returns True if something was running."""
+    pid = running_pid(server)
+    if pid is None:
+        server.pid_file.unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pid)
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            continue
+        break
+    server.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when this process started the server, so no zombie keeps its group alive."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,124 @@
+"""The controller's operators: run one stage DAG and wait for it; ask an approver.
+
+Both are the standard provider's operators with the rollout's decisions in front (rollout.py): a stage
+that was not chosen, has no dry-run mode, or lacks an approval is skipped with the reason in its log.
+Waiting on a stage run is deferred (DagStateTrigger), so no worker slot is held while a stage runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from event_broker_rollout import rollout
+from event_broker_rollout.audit import audit
+from event_broker_rollout.evidence import utcnow
+from event_broker_rollout.rollout_report import load_stage_report
+
+REQUEST_TASK_ID = "validate_request"
+APPROVAL_TASK_ID = "approval"
+PLAN_TASK_ID = "dry_run_plan"
+
+
+def rollout_request(context: Context) -> rollout.RolloutRequest:
+    return rollout.RolloutRequest.from_dict(context["ti"].xcom_pull(task_ids=REQUEST_TASK_ID))
+
+
+def child_run_id(controller_run_id: str, plan_only: bool) -> str:
+    """Stage runs are named after the rollout, so the UI, reports and audit trail tie them together."""
+    return f"{'plan' if plan_only else 'rollout'}__{controller_run_id}"
+
+
+class StageRunOperator(TriggerDagRunOperator):
+    """Trigger one stage DAG with the rollout's conf and wait (deferred) until it succeeds or fails."""
+
+    def __init__(self, *, stage: str, plan_only: bool = False, **kwargs: Any) -> None:
+        super().__init__(
+            trigger_dag_id=rollout.stage_dag_id(stage),
+            wait_for_completion=True,
+            deferrable=True,
+            poke_interval=5,
+            # A cleared task re-runs its stage (that is how an operator retries a failed stage).
+            reset_dag_run=True,
+            fail_when_dag_is_paused=True,
+            **kwargs,
+        )
+        self.stage = stage
+        self.plan_only = plan_only
+
+    def execute(self, context: Context) -> Any:
+        request = rollout_request(context)
+        if self.plan_only:
+            decision = rollout.plan_decision(request)
+        else:
+            approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
+            decision = rollout.decide_stage(request, self.stage, approval)
+        if not decision.run:
+            audit("rollout.stage.skip", target=self.trigger_dag_id, outcome="skipped", reason=decision.reason)
+            raise AirflowSkipException(decision.reason)
+        self.conf = dict(decision.conf)
+        self.trigger_run_id = child_run_id(context["run_id"], self.plan_only)
+        self.note = f"{'Plan for' if self.plan_only else 'Part of'} rollout {context['run_id']}" + (
+            f", change {request.change_ticket}" if request.change_ticket else ""
+        )
+        audit(
+            "rollout.stage.trigger",
+            target=self.trigger_dag_id,
+            outcome="triggered",
+            stage_run_id=self.trigger_run_id,
+            dry_run=bool(self.conf.get("dry_run", False)),
+        )
+        return super().execute(context)
+
+
+class RolloutApprovalOperator(ApprovalOperator):
+    """The change gate: an approver reads the dry-run plan and approves or rejects the rollout.
+
+    A rejection skips the stages that change hosts (they check the answer themselves too), and the
+    rollout report records who decided and when.
+    """
+
+    def __init__(self, *, response_timeout: timedelta = timedelta(hours=24), **kwargs: Any) -> None:
+        super().__init__(
+            subject="Approve the event broker rollout",
+            body="(filled in with the plan when the task runs)",
+            response_timeout=response_timeout,
+            **kwargs,
+        )
+
+    def execute(self, context: Context) -> Any:
+        request = rollout_request(context)
+        if not request.approval_required:
+            raise AirflowSkipException(
+                "no approval needed (dry run, or the environment is not under change control)"
+            )
+        run_id = context["run_id"]
+        plan_run = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID, key="trigger_run_id")
+        preflight_run = context["ti"].xcom_pull(task_ids="stage_preflight", key="trigger_run_id")
+        self.subject = f"Approve rollout of {request.environment} under change {request.change_ticket}"
+        self.body = rollout.approval_body(
+            request,
+            load_stage_report("preflight", preflight_run),
+            load_stage_report(rollout.PLAN_STAGE, plan_run),
+        )
+        context["ti"].xcom_push(key="asked_at", value=utcnow().isoformat())
+        audit(
+            "rollout.approval.request", target=run_id, outcome="awaiting", change_ticket=request.change_ticket
+        )
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        answer = super().execute_complete(context, event)
+        audit(
+            "rollout.approval.answer",
+            target=context["run_id"],
+            outcome="approved" if rollout.approved(answer) else "rejected",
+            responded_by=rollout.approval_user(answer),
+            responded_at=str(answer.get("responded_at")),
+        )
+        return answer
