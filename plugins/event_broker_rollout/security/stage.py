@@ -260,6 +260,16 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
     return [r.to_dict() for r in results]
 
 
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it (dag.test runs)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
     """Stop the canary and judge the migration: every acknowledged record read back, none twice."""
     pid_file, state = run_dir / "canary.pid", canary_state(run_dir)
@@ -277,6 +287,8 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
             stats = json.loads(state.read_text())
             if stats.get("final"):
                 break
+        if not _alive(pid):  # it died without its final counts: no point waiting (its log says why)
+            break
         time.sleep(1)
     if not stats.get("final"):
         return [
