@@ -150,7 +150,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
         *checks.super_users(policy, host, ["User:lab1", "User:admin"]),
         *checks.acl_checks(policy, Acls(entries), declared, approved, protected),
         *checks.no_grants_refused(
-            policy, NoGrantsProbe("ebr-probe", PHI_TOPIC, "TOPIC_AUTHORIZATION_FAILED")
+            policy, [NoGrantsProbe("ebr-probe", topic, "TOPIC_AUTHORIZATION_FAILED") for topic in protected]
         ),
         *checks.durability(policy, as_catalog(specs), protected),
         *checks.health_checks(
@@ -364,16 +364,18 @@ def test_a_deny_for_everyone_is_no_grant_but_still_undeclared(policy, components
     assert results["compliance.acl.as-declared"].status is Status.FAIL
 
 
-def test_the_no_grants_principal(policy):
-    def outcome(probe):
-        return checks.no_grants_refused(policy, probe)[0]
-
-    assert outcome(NoGrantsProbe("ebr-probe", PHI_TOPIC, "TOPIC_AUTHORIZATION_FAILED")).status is Status.PASS
-    assert outcome(NoGrantsProbe("ebr-probe", PHI_TOPIC, None, ("DESCRIBE",))).status is Status.PASS
-    granted = outcome(NoGrantsProbe("ebr-probe", PHI_TOPIC, None, ("DESCRIBE", "READ")))
-    assert granted.status is Status.FAIL and "authorizes READ" in granted.message
-    silent = outcome(NoGrantsProbe("ebr-probe", PHI_TOPIC, "_TIMED_OUT"))
-    assert silent.status is Status.FAIL and silent.message.startswith("not verified")
+def test_the_no_grants_principal_on_every_phi_topic(policy):
+    probes = [
+        NoGrantsProbe("ebr-probe", PHI_TOPIC, "TOPIC_AUTHORIZATION_FAILED"),
+        NoGrantsProbe("ebr-probe", "healthcare.encounter.events.v1", None, ("DESCRIBE",)),
+        NoGrantsProbe("ebr-probe", "healthcare.consent.changed.v1", None, ("DESCRIBE", "READ")),
+        NoGrantsProbe("ebr-probe", "healthcare.consent.changed.v1.dlq", "_TIMED_OUT"),
+    ]
+    results = checks.no_grants_refused(policy, probes)
+    assert [r.status for r in results] == [Status.PASS, Status.PASS, Status.FAIL, Status.FAIL]
+    assert results[2].details["target"] == "ebr-probe on healthcare.consent.changed.v1"
+    assert "authorizes READ" in results[2].message
+    assert results[3].message.startswith("not verified")
 
 
 # --- integrity ---------------------------------------------------------------------------------

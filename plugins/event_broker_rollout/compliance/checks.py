@@ -480,25 +480,30 @@ def acl_checks(
     ]
 
 
-def no_grants_refused(policy: CompliancePolicy, probe: NoGrantsProbe) -> list[Result]:
+def no_grants_refused(policy: CompliancePolicy, probes: Sequence[NoGrantsProbe]) -> list[Result]:
     findings = Findings(policy)
     check_id = "compliance.authz.no-grants-refused"
-    target = f"{probe.principal} on {probe.topic}"
-    if probe.error not in (None, "TOPIC_AUTHORIZATION_FAILED"):
-        return [findings.unverified(check_id, f"the probe met {probe.error}, not an answer", target=target)]
-    granted = [op for op in probe.operations if op in GRANTING_OPERATIONS]
-    observed = probe.error or f"authorized operations: {', '.join(probe.operations) or 'none'}"
-    return [
-        findings.result(
-            check_id,
-            not granted,
-            target=target,
-            observed=observed,
-            expected="TOPIC_AUTHORIZATION_FAILED (no READ or WRITE)",
-            message=f"{probe.principal} (no grants) on PHI topic {probe.topic}: "
-            + (f"the broker authorizes {', '.join(granted)}" if granted else "refused"),
+    results = []
+    for probe in probes:
+        target = f"{probe.principal} on {probe.topic}"
+        if probe.error not in (None, "TOPIC_AUTHORIZATION_FAILED"):
+            results.append(
+                findings.unverified(check_id, f"the probe met {probe.error}, not an answer", target=target)
+            )
+            continue
+        granted = [op for op in probe.operations if op in GRANTING_OPERATIONS]
+        results.append(
+            findings.result(
+                check_id,
+                not granted,
+                target=target,
+                observed=probe.error or f"authorized operations: {', '.join(probe.operations) or 'none'}",
+                expected="TOPIC_AUTHORIZATION_FAILED (no READ or WRITE)",
+                message=f"{probe.principal} (no grants) on PHI topic {probe.topic}: "
+                + (f"the broker authorizes {', '.join(granted)}" if granted else "refused"),
+            )
         )
-    ]
+    return results
 
 
 # --- integrity: durability, health, topics -------------------------------------------------------

@@ -17,7 +17,7 @@ import stat
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ class BrokerSettings:
 
 def broker_settings(admin: AdminClient, environment: Environment) -> list[BrokerSettings]:
     """Each broker's own view of its listeners, authorizer and topic auto-creation (one request per
-    broker: the protocol takes one broker resource per call)."""
+    broker: the client takes one broker resource per request)."""
 
     def describe(name: str) -> BrokerSettings:
         node = environment.node_id(environment.host(name))
@@ -146,16 +146,15 @@ class Endpoint:
     port: int
     name: str  # listener name, or REGISTRY / FORMER_CLIENT
     protocol: str  # as configured: SSL, SASL_SSL, PLAINTEXT, HTTPS, ...
-    client_certificate_required: bool = (
-        False  # mTLS: a certificate-less client is refused after the version is agreed
-    )
+    # mTLS: a client without a certificate is refused after the version is agreed.
+    client_certificate_required: bool = False
     plaintext_answer: bool | None = None  # Kafka answered a plaintext request; None: nothing listens
     handshakes: tuple[Handshake, ...] = ()
     kafka: bool = True  # a Kafka port (probed with a plaintext Kafka request too)
 
     @property
     def tls(self) -> bool:
-        return self.protocol in (*TLS_PROTOCOLS, "HTTPS")
+        return is_tls(self.protocol)
 
     @property
     def target(self) -> str:
@@ -217,9 +216,8 @@ def registry_target(environment: Environment) -> EndpointTarget:
     )
 
 
-def _days_left(certificate: Mapping[str, Any]) -> int:
-    expires = dt.datetime.strptime(certificate["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
-    return (expires - dt.datetime.now(dt.UTC)).days
+def is_tls(protocol: str) -> bool:
+    return protocol in (*TLS_PROTOCOLS, "HTTPS")
 
 
 def handshake(address: str, port: int, name: str, version: ssl.TLSVersion, ca_file: str) -> Handshake:
@@ -232,18 +230,17 @@ def handshake(address: str, port: int, name: str, version: ssl.TLSVersion, ca_fi
         True,
         protocol=outcome["protocol"],
         cipher=outcome["cipher"],
-        days_left=_days_left(outcome["certificate"]) if outcome.get("certificate") else None,
+        days_left=verify._days_left(outcome["certificate"]) if outcome.get("certificate") else None,
     )
 
 
 def probe_endpoint(target: EndpointTarget, ca_file: str) -> Endpoint:
     plaintext = verify.plaintext_answers(target.address, target.port) if target.kafka else None
-    tls = target.protocol in (*TLS_PROTOCOLS, "HTTPS")
     handshakes = (
         tuple(
             handshake(target.address, target.port, name, version, ca_file) for name, version in TLS_VERSIONS
         )
-        if tls
+        if is_tls(target.protocol)
         else ()
     )
     return Endpoint(
@@ -374,19 +371,25 @@ class NoGrantsProbe:
     operations: tuple[str, ...] = ()  # what the broker authorizes the principal to do on the topic
 
 
-def no_grants_probe(config: Mapping[str, Any], principal: str, topic: str) -> NoGrantsProbe:
-    """Ask the broker, as the principal, what it may do on the topic (its authorizer answers for that
-    principal). Nothing is written or read: a wrongly granted write would otherwise land a non-event
-    record in a PHI topic, and a consumer's group refusal would hide a topic grant."""
+def no_grants_probes(config: Mapping[str, Any], principal: str, topics: Sequence[str]) -> list[NoGrantsProbe]:
+    """Ask the broker, as the principal, what it may do on each topic (its authorizer answers for that
+    principal; one request for all of them). Nothing is written or read: a wrongly granted write would
+    otherwise land a non-event record in a PHI topic, and a consumer's group refusal would hide a topic
+    grant."""
     admin = AdminClient(dict(config))
-    try:
-        description = admin.describe_topics(
-            TopicCollection([topic]), include_authorized_operations=True, request_timeout=TIMEOUT
-        )[topic].result()
-    except KafkaException as error:
-        return NoGrantsProbe(principal, topic, kafka_error_text(error))
-    operations = tuple(sorted(op.name for op in description.authorized_operations or []))
-    return NoGrantsProbe(principal, topic, None, operations)
+    answers = admin.describe_topics(
+        TopicCollection(list(topics)), include_authorized_operations=True, request_timeout=TIMEOUT
+    )
+    probes = []
+    for topic in topics:
+        try:
+            description = answers[topic].result()
+        except KafkaException as error:
+            probes.append(NoGrantsProbe(principal, topic, kafka_error_text(error)))
+            continue
+        operations = tuple(sorted(op.name for op in description.authorized_operations or []))
+        probes.append(NoGrantsProbe(principal, topic, None, operations))
+    return probes
 
 
 # --- cluster health ------------------------------------------------------------------------------

@@ -129,27 +129,19 @@ def transmission(environment: Environment) -> list[dict[str, Any]]:
 
 def access_control(environment: Environment) -> list[dict[str, Any]]:
     """Authentication refusals, SCRAM users, the authorizer, ACLs against the declared grants, the
-    no-grants principal on a PHI topic, and the secrets kept on the Airflow side."""
+    no-grants principal on every PHI topic, and the secrets kept on the Airflow side."""
     setting = load(environment)
     policy, security = setting.policy, environment.security
     assert security is not None
     admin = setting.admin()
     admin_config = setting.client_config(security.admin_user)
-    probe_topic = setting.protected_topics[0]
-    slow = in_parallel(
-        ["auth", "probe"],
-        lambda which: (
-            facts.authentication(admin_config)
-            if which == "auth"
-            else facts.no_grants_probe(setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, probe_topic)
-        ),
+    probes = facts.no_grants_probes(
+        setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, setting.protected_topics
     )
-    auth, probe = slow["auth"], slow["probe"]
-    assert isinstance(auth, facts.Authentication) and isinstance(probe, facts.NoGrantsProbe)
     approved = {security.admin_user, *setting.components.principals()}
     return recorded(
         [
-            *checks.auth_required(policy, auth),
+            *checks.auth_required(policy, facts.authentication(admin_config)),
             *checks.scram_users_approved(policy, facts.scram_users(admin), approved),
             *checks.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
             *checks.acl_checks(
@@ -159,7 +151,7 @@ def access_control(environment: Environment) -> list[dict[str, Any]]:
                 approved,
                 setting.protected_topics,
             ),
-            *checks.no_grants_refused(policy, probe),
+            *checks.no_grants_refused(policy, probes),
             *checks.airflow_secrets(policy, facts.airflow_secret_files(environment), facts.current_user()),
         ]
     )
