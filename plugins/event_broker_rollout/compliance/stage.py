@@ -110,13 +110,12 @@ def transmission(environment: Environment) -> list[dict[str, Any]]:
     setting = load(environment)
     policy = setting.policy
     settings = facts.broker_settings(setting.admin(), environment)
-    targets = [*facts.listener_targets(environment, settings), facts.registry_target(environment)]
+    targets = {
+        f"{t.host}:{t.port}": t
+        for t in [*facts.listener_targets(environment, settings), facts.registry_target(environment)]
+    }
     ca = setting.ca_file()
-    probed = in_parallel(
-        [f"{t.host}:{t.port}" for t in targets],
-        lambda key: facts.probe_endpoint(next(t for t in targets if f"{t.host}:{t.port}" == key), ca),
-    )
-    endpoints = list(probed.values())
+    endpoints = list(in_parallel(list(targets), lambda key: facts.probe_endpoint(targets[key], ca)).values())
     return recorded(
         [
             *checks.only_tls_listeners(policy, settings),
