@@ -13,7 +13,8 @@ CONF ?=
 export LAB_STATE ?= /var/lib/event-broker-lab
 
 .PHONY: help setup packages venv artifacts lock lab-up lab-down lab-status lab-cut lab-heal \
-        stage demo test test-unit test-integration lint typecheck clean
+        stage demo rollout compliance airflow-up airflow-down audit-export audit-verify \
+        test test-unit test-integration lint typecheck clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,15 +58,29 @@ lab-heal: ## bring HOST back
 stage: venv ## run one stage DAG in-process: STAGE=<preflight|infrastructure|security|schemas|integration> ENV=lab [CONF='{...}']
 	@$(PY) -m event_broker_rollout.cli stage --stage $(STAGE) --env $(ENV) --conf '$(CONF)'
 
-ROLLOUT_STAGES := preflight infrastructure security schemas integration
+demo: setup lab-up ## the main job: Airflow standalone, the whole rollout of the lab from its REST API, progress, report
+	@$(PY) -m event_broker_rollout.cli rollout --env lab --keep-airflow
+	@echo "The lab and Airflow keep running for you to explore. Stop both: make airflow-down lab-down"
 
-demo: setup lab-up ## the main job: the whole rollout onto the local lab, stage by stage, then the reports
-	@set -o pipefail; for stage in $(ROLLOUT_STAGES); do \
-	  if [ ! -f dags/event_broker_$$stage.py ]; then echo "== $$stage: not built yet"; continue; fi; \
-	  echo "== $$stage"; \
-	  $(PY) -m event_broker_rollout.cli stage --stage $$stage --env lab --conf '{}' 2>&1 | tail -n 2 || exit 1; \
-	done
-	@echo "Reports: $(CURDIR)/reports/<dag_id>/latest/report.html   Stop the lab: make lab-down"
+rollout: venv ## the whole rollout on the project's Airflow (started if needed): ENV=lab [CONF='{"stages": [...], "change_ticket": "..."}']
+	@$(PY) -m event_broker_rollout.cli rollout --env $(ENV) --conf '$(CONF)'
+
+compliance: venv ## the compliance re-verification, in-process: ENV=lab
+	@$(PY) -m event_broker_rollout.cli stage --stage compliance --env $(ENV) --conf '$(CONF)'
+
+airflow-up: venv ## start the project's Airflow (standalone, SQLite, loopback:8080) and print its login
+	@$(PY) -m event_broker_rollout.cli airflow up
+
+airflow-down: ## stop the project's Airflow (its whole process group)
+	@test -x $(PY) && $(PY) -m event_broker_rollout.cli airflow down || true
+
+audit-export: venv ## export a run's audit trail: DAG=<dag_id> RUN=<run_id> [LOGS=dir | API=url API_USER=u API_PASSWORD_FILE=f] [PUBLISH=lab]
+	@$(PY) -m event_broker_rollout.audit_trail export --dag-id '$(DAG)' --run-id '$(RUN)' \
+	  $(if $(API),--api $(API) --user $(API_USER) --password-file $(API_PASSWORD_FILE),--logs $(or $(LOGS),.airflow-server/logs)) \
+	  $(if $(PUBLISH),--publish $(PUBLISH))
+
+audit-verify: venv ## check an exported trail and name its first break: TRAIL=reports/<dag_id>/<run_id>/audit-trail.jsonl
+	@$(PY) -m event_broker_rollout.audit_trail verify '$(TRAIL)'
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check plugins dags tests
@@ -90,5 +105,5 @@ TEST_ORDER := tests/unit tests/integration/test_lab.py tests/integration $(E2E_O
 test: setup lint ## every test: lint, unit, integration, end-to-end
 	$(call pytest,$(TEST_ORDER) -q)
 
-clean: lab-down ## remove generated state (keeps the download cache)
-	rm -rf .airflow reports
+clean: airflow-down lab-down ## remove generated state (keeps the download cache)
+	rm -rf .airflow .airflow-server reports

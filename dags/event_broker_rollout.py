@@ -7,7 +7,8 @@
    to an approver; a rejection stops the rollout and is recorded with who and when.
 4. **Infrastructure, security, schemas, integration** — each stage DAG runs with the same environment and
    the controller waits for it without holding a worker slot; the first failed stage stops the rollout.
-5. **Report** — the rollout's report: a timeline of the stages, each stage's results and changes, the
+5. **Audit trail and report** — the hash-chained trail of every stage's task logs (who triggered, who
+   approved, every change), then the rollout's report: a timeline of the stages, each stage's results and changes, the
    approval, links to every stage's own report.
 
 Every stage is safe to re-run: choose a subset of stages to resume (e.g. from `security`).
@@ -23,12 +24,15 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout import dag_support, rollout
 from event_broker_rollout.audit import audit
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.rollout_operators import (
     APPROVAL_TASK_ID,
     PLAN_TASK_ID,
     REQUEST_TASK_ID,
     RolloutApprovalOperator,
     StageRunOperator,
+    approval_answers,
+    triggered_stage_runs,
 )
 from event_broker_rollout.rollout_report import build_rollout_report
 
@@ -94,6 +98,14 @@ def event_broker_rollout() -> None:
         return request.to_dict()
 
     @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        """The rollout's trail: its own records and every stage run's, with who triggered and approved."""
+        context = get_current_context()
+        return export_task_trail(
+            context, DAG_ID, extra_runs=triggered_stage_runs(context), approvals=approval_answers(context)
+        )
+
+    @task(trigger_rule="all_done")
     def report() -> str:
         context = get_current_context()
         path, verdict = build_rollout_report(context, DAG_ID)
@@ -112,7 +124,7 @@ def event_broker_rollout() -> None:
         StageRunOperator(task_id=f"stage_{stage}", stage=stage, trigger_rule="none_failed")
         for stage in rollout.CHANGING_STAGES
     ]
-    chain(request, preflight, plan, approval, *changing, report())
+    chain(request, preflight, plan, approval, *changing, export_audit_trail(), report())
 
 
 event_broker_rollout()

@@ -68,6 +68,15 @@ def password(server: ServerSettings) -> str:
     return str(json.loads(server.passwords_file.read_text())[USER])
 
 
+def _generated_secret(path: Path, nbytes: int) -> str:
+    """A secret made once and kept 0600 beside the server's state (stable across restarts)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(nbytes))
+    return path.read_text().strip()
+
+
 def server_environment(server: ServerSettings) -> dict[str, str]:
     environment = {
         key: value
@@ -87,6 +96,8 @@ def server_environment(server: ServerSettings) -> dict[str, str]:
             "AIRFLOW__API__PORT": str(server.port),
             "AIRFLOW__API__BASE_URL": server.url,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            # One JWT signing secret for every component, long enough for HS512.
+            "AIRFLOW__API_AUTH__JWT_SECRET": _generated_secret(server.home / "jwt_secret", 64),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(server.passwords_file),
             # Connections come from the lab's file (written by `make lab-up`), read by every component.
             "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",

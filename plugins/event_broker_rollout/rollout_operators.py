@@ -122,3 +122,25 @@ class RolloutApprovalOperator(ApprovalOperator):
             responded_at=str(answer.get("responded_at")),
         )
         return answer
+
+
+STAGE_TASKS = (
+    ("stage_preflight", "preflight"),
+    (PLAN_TASK_ID, rollout.PLAN_STAGE),
+    *((f"stage_{stage}", stage) for stage in rollout.CHANGING_STAGES),
+)
+
+
+def triggered_stage_runs(context: Context) -> list[tuple[str, str]]:
+    """(dag_id, run_id) of every stage run this rollout triggered, in rollout order."""
+    runs = []
+    for task_id, stage in STAGE_TASKS:
+        run_id = context["ti"].xcom_pull(task_ids=task_id, key="trigger_run_id")
+        if run_id:
+            runs.append((rollout.stage_dag_id(stage), str(run_id)))
+    return runs
+
+
+def approval_answers(context: Context) -> list[dict[str, Any]]:
+    answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
+    return [{**answer, "task_id": APPROVAL_TASK_ID}] if answer else []

@@ -334,6 +334,13 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
         approval_task_state=states.get(APPROVAL_TASK_ID),
         approval_asked=asked,
     )
+    trail = ti.xcom_pull(task_ids="export_audit_trail") or {}
+    report.summary = {
+        **report.summary,
+        "audit_trail": {key: trail.get(key) for key in ("trail", "records", "head", "published")}
+        if trail
+        else None,
+    }
     stage_tasks = {outcome.task_id for outcome in outcomes}
     extra = [r for r in task_outcomes(context) if r.id.removeprefix("task.") not in stage_tasks]
     report.results = [*report.results, *extra]
