@@ -55,7 +55,7 @@ def event_broker_preflight() -> None:
     @task
     def check_governance(params: dict[str, Any]) -> list[dict[str, Any]]:
         environment = dag_support.environment_from(params)
-        return stage.check_governance(environment, params["knowledge_acknowledged"])
+        return stage.check_governance(environment, params["knowledge_acknowledged"] or [])
 
     @task(trigger_rule="all_done")
     def export_audit_trail() -> dict[str, Any]:
@@ -70,7 +70,7 @@ def event_broker_preflight() -> None:
             "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
             "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
             "hosts": len(environment.hosts),
-            "knowledge_acknowledged": params["knowledge_acknowledged"],
+            "knowledge_acknowledged": params["knowledge_acknowledged"] or [],
         }
         results = dag_support.results_from(host_results, network_results, governance_results)
         return dag_support.publish_report(

@@ -53,6 +53,7 @@ DAG_ID = "event_broker_rollout"
             list(rollout.STAGES),
             type="array",
             items={"type": "string", "enum": list(rollout.STAGES)},
+            examples=list(rollout.STAGES),
             title="Stages",
             description="The stages to run, always in the guide's order. Choose a subset to resume a "
             "rollout (e.g. security, schemas, integration): every stage is safe to run again.",
@@ -65,8 +66,8 @@ DAG_ID = "event_broker_rollout"
             "would change. Security and integration have no dry run and are skipped.",
         ),
         "change_ticket": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Change ticket",
             description="The change ticket that authorises this rollout (e.g. CHG-1234). Required for "
             "environments under change control (production): without one the rollout stops before "

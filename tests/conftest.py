@@ -18,6 +18,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -176,3 +177,18 @@ def kcat_arguments(config: dict) -> list[str]:
         if key != "bootstrap.servers":
             arguments += ["-X", f"{key}={value}"]
     return arguments
+
+
+@pytest.fixture(scope="session")
+def airflow_api(integration_ready) -> Iterator[Any]:
+    """The project's Airflow (standalone) on the rolled-out lab, as `make demo` runs it; stopped at the end."""
+    from event_broker_rollout import airflow_server
+    from event_broker_rollout.rollout_driver import api_for
+
+    server = airflow_server.settings()
+    started = airflow_server.start(server)
+    try:
+        yield api_for(server)
+    finally:
+        if started:
+            airflow_server.stop(server)

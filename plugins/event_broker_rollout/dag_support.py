@@ -72,10 +72,13 @@ def deployment_mode_param() -> Any:
 def knowledge_param() -> Any:
     from airflow.sdk import Param
 
+    # A nullable array with examples: the trigger form shows a multi-select that may stay empty.
     return Param(
-        [],
-        type="array",
+        None,
+        type=["null", "array"],
         items={"type": "string", "enum": list(KNOWLEDGE_PREREQUISITES)},
+        examples=list(KNOWLEDGE_PREREQUISITES),
+        values_display=dict(KNOWLEDGE_PREREQUISITES),
         title="Knowledge prerequisites acknowledged",
         description="The guide's knowledge prerequisites the operating team confirms it has: "
         + "; ".join(KNOWLEDGE_PREREQUISITES.values()),

@@ -1,0 +1,94 @@
+"""An operator's path through the Airflow UI, in a real browser (Debian's Chromium, headless, driven by
+Playwright): log in, open the rollout DAG, fill the trigger form for the lab, trigger, watch it succeed.
+Screenshots of every step are kept in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import pytest
+
+from event_broker_rollout import airflow_server
+from tests.conftest import REPO, needs_root
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+CONTROLLER = "event_broker_rollout"
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_an_operator_triggers_the_rollout_from_the_ui_and_watches_it_succeed(airflow_api, page):
+    server = airflow_server.settings()
+    runs_before = {
+        run["dag_run_id"] for run in airflow_api.request("GET", f"dags/{CONTROLLER}/dagRuns")["dag_runs"]
+    }
+
+    page.goto(f"{server.url}/")
+    page.locator("input[name=username]").fill(airflow_server.USER)
+    page.locator("input[name=password]").fill(airflow_server.password(server))
+    shot(page, "01-login")
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    page.goto(f"{server.url}/dags/{CONTROLLER}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    # The lab is the default environment; resume-style subset of stages, and a ticket for the record.
+    stages = dialog.locator("#element_stages")
+    for stage in ("infrastructure", "security", "integration"):
+        stages.get_by_label(f"Remove {stage}").click()
+    dialog.locator("#element_change_ticket").fill("CHG-UI-1")
+    shot(page, "02-trigger-form")
+    submit = dialog.get_by_test_id("trigger-dag-submit")
+    assert submit.is_enabled(), "the form must be valid as filled"
+    submit.click()
+
+    deadline = time.monotonic() + 60
+    new_runs: set[str] = set()
+    while not new_runs and time.monotonic() < deadline:
+        runs = airflow_api.request("GET", f"dags/{CONTROLLER}/dagRuns")["dag_runs"]
+        new_runs = {run["dag_run_id"] for run in runs} - runs_before
+        time.sleep(1)
+    [run_id] = new_runs
+    conf = airflow_api.dag_run(CONTROLLER, run_id)["conf"]
+    assert conf["environment"] == "lab" and conf["stages"] == ["preflight", "schemas"]
+    assert conf["change_ticket"] == "CHG-UI-1"
+
+    run_page = f"{server.url}/dags/{CONTROLLER}/runs/{run_id}"
+    page.goto(run_page)
+    shot(page, "03-run-started")
+    deadline = time.monotonic() + 600
+    state = None
+    while time.monotonic() < deadline:
+        state = airflow_api.dag_run(CONTROLLER, run_id)["state"]
+        if state in ("success", "failed"):
+            break
+        time.sleep(5)
+    page.goto(run_page)
+    # What the operator sees: the run's state badge on its page.
+    page.get_by_text(re.compile(r"^success$", re.IGNORECASE)).first.wait_for()
+    shot(page, "04-run-succeeded")
+    assert state == "success"

@@ -1,0 +1,235 @@
+"""The rollout as operators run it: the controller DAG on the project's Airflow (standalone, scheduler,
+triggerer), triggered through the REST API, onto the rolled-out lab.
+
+Change control is exercised on `lab-change-controlled` (the lab under a change ticket and an approval).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from event_broker_rollout.airflow_api import AirflowApiError
+from event_broker_rollout.audit_trail import verify_trail
+from event_broker_rollout.evidence import report_dir
+from tests.conftest import REPO, needs_root, secure_client_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
+
+CONTROLLER = "event_broker_rollout"
+GATED = "lab-change-controlled"
+DRIFT_TOPIC = "healthcare.consent.changed.v1"
+
+
+def rollout_report(run_id: str) -> dict:
+    return json.loads((report_dir(CONTROLLER, run_id) / "report.json").read_text())
+
+
+def results_by_id(report: dict) -> dict[str, dict]:
+    return {result["id"]: result for result in report["results"]}
+
+
+def task_states(api, run_id: str) -> dict[str, str | None]:
+    return {ti["task_id"]: ti.get("state") for ti in api.task_instances(CONTROLLER, run_id)}
+
+
+def wait_for_task_state(api, run_id: str, task_id: str, state: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = task_states(api, run_id)
+        if states.get(task_id) == state:
+            return
+        assert api.dag_run(CONTROLLER, run_id)["state"] not in ("success", "failed"), states
+        time.sleep(3)
+    raise AssertionError(f"{task_id} never reached {state}: {task_states(api, run_id)}")
+
+
+def stage_run_exists(api, stage: str, run_id: str) -> bool:
+    try:
+        api.dag_run(f"event_broker_{stage}", run_id)
+    except AirflowApiError as error:
+        assert "404" in str(error), error
+        return False
+    return True
+
+
+def test_change_control_without_a_ticket_fails_before_touching_any_host(airflow_api):
+    run_id = airflow_api.trigger(CONTROLLER, {"environment": GATED})
+    run = airflow_api.wait_for_run(CONTROLLER, run_id, timeout=180)
+
+    assert run["state"] == "failed"
+    states = task_states(airflow_api, run_id)
+    assert states["validate_request"] == "failed"
+    assert {states[f"stage_{s}"] for s in ("preflight", "infrastructure", "security")} == {"upstream_failed"}
+    for stage in ("preflight", "infrastructure"):
+        assert not stage_run_exists(airflow_api, stage, f"rollout__{run_id}")
+    refusal = results_by_id(rollout_report(run_id))["rollout.request"]
+    assert refusal["status"] == "fail"
+    assert "change_ticket" in refusal["message"] and "before touching any host" in refusal["message"]
+
+
+def test_with_a_ticket_the_rollout_waits_for_approval_and_a_rejection_stops_it(airflow_api):
+    run_id = airflow_api.trigger(
+        CONTROLLER,
+        {"environment": GATED, "change_ticket": "CHG-1001", "stages": ["preflight", "infrastructure"]},
+    )
+    wait_for_task_state(airflow_api, run_id, "approval", "awaiting_input")
+
+    states = task_states(airflow_api, run_id)
+    assert states["stage_preflight"] == "success" and states["dry_run_plan"] == "success"
+    assert states["stage_infrastructure"] is None, "no stage that changes hosts may start before the answer"
+    plan_run = airflow_api.dag_run("event_broker_infrastructure", f"plan__{run_id}")
+    assert plan_run["conf"]["dry_run"] is True
+    [request] = airflow_api.hitl_details(CONTROLLER, run_id)
+    assert "CHG-1001" in request["subject"]
+    assert "Plan (" in request["body"] and "Preflight:" in request["body"]
+
+    airflow_api.answer_approval(CONTROLLER, run_id, "approval", "Reject")
+    run = airflow_api.wait_for_run(CONTROLLER, run_id, timeout=180)
+
+    assert run["state"] == "failed"
+    assert task_states(airflow_api, run_id)["stage_infrastructure"] == "skipped"
+    assert not stage_run_exists(airflow_api, "infrastructure", f"rollout__{run_id}")
+    report = rollout_report(run_id)
+    rejection = results_by_id(report)["rollout.approval"]
+    assert rejection["status"] == "fail"
+    assert rejection["observed"]["by"] == "admin" and rejection["observed"]["at"]
+    assert "rejected by admin" in rejection["message"]
+    html = (report_dir(CONTROLLER, run_id) / "report.html").read_text()
+    assert "rejected by admin" in html
+
+
+def test_an_approved_rollout_runs_its_stages_and_records_who_approved(airflow_api):
+    run_id = airflow_api.trigger(
+        CONTROLLER, {"environment": GATED, "change_ticket": "CHG-1002", "stages": ["schemas"]}
+    )
+    wait_for_task_state(airflow_api, run_id, "approval", "awaiting_input")
+    assert task_states(airflow_api, run_id)["stage_schemas"] is None
+
+    airflow_api.answer_approval(CONTROLLER, run_id, "approval", "Approve")
+    run = airflow_api.wait_for_run(CONTROLLER, run_id, timeout=300)
+
+    assert run["state"] == "success", task_states(airflow_api, run_id)
+    results = results_by_id(rollout_report(run_id))
+    assert results["rollout.approval"]["status"] == "pass"
+    assert results["rollout.approval"]["observed"]["by"] == "admin"
+    assert results["rollout.stage[schemas]"]["status"] == "pass"
+    assert results["rollout.stage[preflight]"]["status"] == "skipped"
+    trail = report_dir(CONTROLLER, run_id) / "audit-trail.jsonl"
+    records = [json.loads(line) for line in trail.read_text().splitlines()[1:]]
+    approvals = [r for r in records if r["kind"] == "approval"]
+    assert approvals and "admin" in json.dumps(approvals[0]["data"])
+
+
+def drift_a_topic_config() -> None:
+    """What someone does behind the project's back: a PHI topic's retention changed by hand."""
+    admin = AdminClient(secure_client_config("admin"))
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        DRIFT_TOPIC,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(30)
+
+
+def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_trail(airflow_api, tmp_path):
+    drift_a_topic_config()
+    proc = subprocess.run(
+        [sys.executable, "-m", "event_broker_rollout.cli", "rollout", "--env", "lab"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    run_id = next(
+        line.split(" run ", 1)[1].split(":", 1)[0]
+        for line in proc.stdout.splitlines()
+        if line.startswith(f"{CONTROLLER} run ")
+    )
+    assert "security" in proc.stdout and "tasks done" in proc.stdout  # progress, stage by stage
+    print(proc.stdout)  # the per-stage times land in the test log (figures for the README)
+
+    report = rollout_report(run_id)
+    results = results_by_id(report)
+    for stage in ("preflight", "infrastructure", "security", "schemas", "integration"):
+        assert results[f"rollout.stage[{stage}]"]["status"] == "pass", results[f"rollout.stage[{stage}]"]
+    changes = {
+        stage: results[f"rollout.stage[{stage}]"]["observed"]["changes"]
+        for stage in ("infrastructure", "security", "schemas")
+    }
+    assert changes == {"infrastructure": 0, "security": 0, "schemas": 1}, "only the drift is corrected"
+    html = (report_dir(CONTROLLER, run_id) / "report.html").read_text()
+    assert 'class="timeline"' in html and html.count('class="bar ') == 5
+
+    trail_path = report_dir(CONTROLLER, run_id) / "audit-trail.jsonl"
+    assert verify_trail(trail_path).intact
+    lines = trail_path.read_text().splitlines()
+    header, records = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+    assert {run["dag_id"] for run in header["runs"]} == {
+        CONTROLLER,
+        *(f"event_broker_{s}" for s in ("preflight", "infrastructure", "security", "schemas", "integration")),
+    }
+    triggers = [r for r in records if r["kind"] == "trigger" and r["dag_id"] == CONTROLLER]
+    assert triggers and triggers[0]["data"]["user"] == "admin"
+    audited = {(r["dag_id"], r["data"].get("result_id")) for r in records if r["kind"] == "audit"}
+    for stage in ("preflight", "infrastructure", "security", "schemas", "integration"):
+        stage_run = results[f"rollout.stage[{stage}]"]["details"]["run_id"]
+        stage_report = json.loads(
+            (report_dir(f"event_broker_{stage}", stage_run) / "report.json").read_text()
+        )
+        for changed in (r for r in stage_report["results"] if r["status"] == "changed"):
+            assert (f"event_broker_{stage}", changed["id"]) in audited, (
+                f"{stage}: {changed['id']} not in the trail"
+            )
+    assert any(dag == "event_broker_schemas" and DRIFT_TOPIC in str(rid) for dag, rid in audited)
+
+    edited, removed = tmp_path / "edited.jsonl", tmp_path / "removed.jsonl"
+    shutil.copy(trail_path, edited)
+    tampered = lines[:]
+    record = json.loads(tampered[3])
+    record["data"]["outcome"] = "ok" if record["data"].get("outcome") != "ok" else "changed"
+    tampered[3] = json.dumps(record)
+    edited.write_text("\n".join(tampered) + "\n")
+    removed.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    for broken, seq in ((edited, 3), (removed, 5)):
+        verification = verify_trail(broken)
+        assert not verification.intact
+        assert verification.break_at == seq, verification
+    cli = subprocess.run(
+        [sys.executable, "-m", "event_broker_rollout.audit_trail", "verify", str(edited)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 1 and "3" in cli.stdout + cli.stderr
+
+    # Run again: nothing left to do anywhere.
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "event_broker_rollout.cli",
+            "rollout",
+            "--env",
+            "lab",
+            "--conf",
+            json.dumps({"stages": ["infrastructure", "security", "schemas"]}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=REPO,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stdout[-5000:]
+    assert "total changes: 0" in rerun.stdout
