@@ -23,6 +23,7 @@ from event_broker_rollout.rollout_report import load_stage_report
 REQUEST_TASK_ID = "validate_request"
 APPROVAL_TASK_ID = "approval"
 PLAN_TASK_ID = "dry_run_plan"
+ANSWER_KEY = "answer"  # the approval's XCom: chosen_options, responded_by_user, responded_at
 
 
 def rollout_request(context: Context) -> rollout.RolloutRequest:
@@ -56,7 +57,7 @@ class StageRunOperator(TriggerDagRunOperator):
         if self.plan_only:
             decision = rollout.plan_decision(request)
         else:
-            approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
+            approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID, key=ANSWER_KEY)
             decision = rollout.decide_stage(request, self.stage, approval)
         if not decision.run:
             audit("rollout.stage.skip", target=self.trigger_dag_id, outcome="skipped", reason=decision.reason)
@@ -114,6 +115,15 @@ class RolloutApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         answer = super().execute_complete(context, event)
+        # A task resumed from awaiting_input does not store its return value: keep the answer ourselves.
+        context["ti"].xcom_push(
+            key=ANSWER_KEY,
+            value={
+                "chosen_options": list(answer["chosen_options"]),
+                "responded_by_user": dict(answer["responded_by_user"] or {}),
+                "responded_at": str(answer["responded_at"]),
+            },
+        )
         audit(
             "rollout.approval.answer",
             target=context["run_id"],
@@ -142,5 +152,5 @@ def triggered_stage_runs(context: Context) -> list[tuple[str, str]]:
 
 
 def approval_answers(context: Context) -> list[dict[str, Any]]:
-    answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
+    answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID, key=ANSWER_KEY)
     return [{**answer, "task_id": APPROVAL_TASK_ID}] if answer else []

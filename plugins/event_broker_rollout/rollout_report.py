@@ -270,6 +270,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
     from event_broker_rollout.dag_support import task_outcomes
     from event_broker_rollout.evidence import utcnow
     from event_broker_rollout.rollout_operators import (
+        ANSWER_KEY,
         APPROVAL_TASK_ID,
         PLAN_TASK_ID,
         REQUEST_TASK_ID,
@@ -320,7 +321,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
                 plan_only=plan_only,
             )
         )
-    approval = ti.xcom_pull(task_ids=APPROVAL_TASK_ID)
+    approval = ti.xcom_pull(task_ids=APPROVAL_TASK_ID, key=ANSWER_KEY)
     asked = _parse_time(ti.xcom_pull(task_ids=APPROVAL_TASK_ID, key="asked_at"))
     report = build_report(
         dag_id=dag_id,

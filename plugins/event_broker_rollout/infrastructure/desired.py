@@ -230,7 +230,7 @@ def desired_state(
                 f"{KAFKA_CONFIG_DIR}/server.properties",
                 render(
                     "kafka/server.properties.j2",
-                    environment=environment.name,
+                    cluster_id=environment.kafka.cluster_id,
                     host=host.name,
                     roles=kafka,
                     node_id=environment.node_id(host),
@@ -344,7 +344,7 @@ def _registry(
             f"{REGISTRY_CONFIG_DIR}/application.properties",
             render(
                 "schema-registry/application.properties.j2",
-                environment=environment.name,
+                cluster_id=environment.kafka.cluster_id,
                 host=host.name,
                 address=str(host.address),
                 port=registry.port,
@@ -364,7 +364,7 @@ def _registry(
             f"{REGISTRY_CONFIG_DIR}/schema-registry.properties",
             render(
                 "schema-registry/schema-registry.properties.j2",
-                environment=environment.name,
+                cluster_id=environment.kafka.cluster_id,
                 host=host.name,
                 address=str(host.address),
                 port=registry.port,
