@@ -1,0 +1,842 @@
+"""The project's benchmarks on the lab: `make bench`.
+
+Writes ``bench/results/<timestamp>.json`` (every figure with its samples, median and repeats) and
+``bench/results/<timestamp>.md`` (a summary with a chart; the chart is an SVG file beside it, since the
+pinned environment has no matplotlib). Each figure is measured on its own, so one that fails is recorded
+with its error and the others still are.
+
+    .venv/bin/python bench/run.py                       # every figure but the first run (needs root)
+    .venv/bin/python bench/run.py --first-run           # also purge the lab and time a first rollout
+    .venv/bin/python bench/run.py --only parse,validation --repeats 5
+    .venv/bin/python bench/run.py --carry bench/results/<earlier>.json   # keep figures not re-measured
+
+Figures (keys for ``--only``): rollout, infra_overhead, preflight_scaling, gate_detection, gate_slots,
+validation, latency, compliance, parse. ``latency`` and ``gate_slots`` read the rollout this run timed
+(or, without one, the newest on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+LAB_STATE = Path(os.environ.get("LAB_STATE", "/var/lib/event-broker-lab"))
+LAB_SH = REPO / "lab" / "lab.sh"
+PYTHON = sys.executable
+STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
+KAFKA_HOSTS = ("10.77.0.11", "10.77.0.12", "10.77.0.13")
+REGISTRY_HOST = "10.77.0.11"
+SERVICE = "/opt/event-broker/bin/ebr-service"
+FIGURES = (
+    "rollout",
+    "infra_overhead",
+    "preflight_scaling",
+    "gate_detection",
+    "gate_slots",
+    "validation",
+    "latency",
+    "compliance",
+    "parse",
+)
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    unit: str
+    value: float | None = None
+    samples: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def repeats(self) -> int:
+        return len(self.samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "repeats": self.repeats}
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} bench: {message}", flush=True)
+
+
+def run(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, check: bool = True
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run a command from the repository root; returns (wall seconds, process)."""
+    started = time.perf_counter()
+    process = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if check and process.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:6])} exited {process.returncode}: {(process.stdout + process.stderr)[-1500:]}"
+        )
+    return seconds, process
+
+
+def lab_ssh(address: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A command on a lab host, host key checked against the lab's known_hosts (as the tests do)."""
+    if not address.startswith("10.77.0."):  # only ever lab addresses
+        raise ValueError(f"not a lab address: {address}")
+    return subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(LAB_STATE / "ssh" / "id_ed25519"),
+            "-o",
+            f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"root@{address}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def stage_report(process: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
+    for line in process.stdout.splitlines():
+        if line.startswith("report: ") and line.endswith(".json"):
+            return dict(json.loads(Path(line.removeprefix("report: ")).read_text()))
+    return None
+
+
+def report_seconds(report: dict[str, Any] | None) -> float | None:
+    if not report or not report.get("started_at") or not report.get("finished_at"):
+        return None
+    started = datetime.fromisoformat(report["started_at"])
+    finished = datetime.fromisoformat(report["finished_at"])
+    return round((finished - started).total_seconds(), 2)
+
+
+def run_stage(stage: str, environment: str = "lab", conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stage DAG in-process, as `make stage` runs it; returns wall seconds, verdict and report."""
+    arguments = ["--conf", json.dumps({"environment": environment, **conf})] if conf else []
+    command = [PYTHON, "-m", "event_broker_rollout.cli", "stage", "--stage", stage, "--env", environment]
+    seconds, process = run(command + arguments, timeout=1800, check=False)
+    report = stage_report(process)
+    return {
+        "wall_seconds": round(seconds, 2),
+        "report_seconds": report_seconds(report),
+        "succeeded": process.returncode == 0,
+        "status": (report or {}).get("status"),
+        "run_id": (report or {}).get("run_id"),
+        "tail": "" if process.returncode == 0 else (process.stdout + process.stderr)[-800:],
+    }
+
+
+# ---------------------------------------------------------------- the rollout
+
+
+def rollout_once() -> dict[str, Any]:
+    """`python -m event_broker_rollout.cli rollout --env lab` (starts Airflow if needed); the report's figures."""
+    seconds, process = run(
+        [PYTHON, "-m", "event_broker_rollout.cli", "rollout", "--env", "lab"], timeout=3600, check=False
+    )
+    match = re.search(r"Triggered event_broker_rollout run (\S+) with", process.stdout)
+    if match is None:
+        raise RuntimeError(f"the rollout was not triggered: {(process.stdout + process.stderr)[-1500:]}")
+    run_id = match.group(1)
+    report_file = REPO / "reports" / "event_broker_rollout" / run_id / "report.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    summary = report.get("summary") or {}
+    return {
+        "run_id": run_id,
+        "succeeded": process.returncode == 0,
+        "status": report.get("status"),
+        "wall_seconds": round(seconds, 1),
+        "report_seconds": report_seconds(report),
+        "stage_seconds": summary.get("stage_seconds", {}),
+        "changes": summary.get("changes"),
+        "tail": "" if process.returncode == 0 else process.stdout[-1500:],
+    }
+
+
+def fresh_lab() -> None:
+    """What a new machine starts from: no installed software, no CA, no generated secrets, no connections."""
+    run(["bash", str(LAB_SH), "down", "--purge"], timeout=300)
+    for leftover in ("ca", "secrets"):
+        shutil.rmtree(LAB_STATE / leftover, ignore_errors=True)
+    (LAB_STATE / "airflow-connections.json").unlink(missing_ok=True)
+    lab_up(3)
+
+
+def lab_up(hosts: int) -> None:
+    """`make lab-up LAB_HOSTS=<hosts>`: the hosts, then the Airflow connections for them."""
+    run(["bash", str(LAB_SH), "up", str(hosts)], timeout=300)
+    run([PYTHON, "-m", "event_broker_rollout.lab_connections", "lab"], timeout=120)
+
+
+def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Figure:
+    figure = Figure("rollout", "Full rollout wall time per stage", "s")
+    if first_run:
+        say("first run: purging the lab (software, CA, secrets, connections) and bringing it up fresh")
+        fresh_lab()
+        say("first run: rolling out")
+        first = rollout_once()
+        figure.details["first_run"] = first
+        context["first_run_infrastructure_seconds"] = first["stage_seconds"].get("infrastructure")
+        context.setdefault("rollout_run_ids", []).append(first["run_id"])
+        if not first["succeeded"]:
+            raise RuntimeError(f"the first rollout failed: {first['tail']}")
+    reruns = []
+    for attempt in range(repeats):
+        say(f"no-change re-run {attempt + 1}/{repeats}")
+        rerun = rollout_once()
+        reruns.append(rerun)
+        context.setdefault("rollout_run_ids", []).append(rerun["run_id"])
+        if not rerun["succeeded"]:
+            raise RuntimeError(f"the re-run failed: {rerun['tail']}")
+    figure.details["reruns"] = reruns
+    figure.details["rerun_stage_median_seconds"] = {
+        stage: median([r["stage_seconds"][stage] for r in reruns if stage in r["stage_seconds"]])
+        for stage in STAGES
+    }
+    figure.details["rerun_changes"] = [r["changes"] for r in reruns]
+    figure.samples = [float(r["report_seconds"] or r["wall_seconds"]) for r in reruns]
+    figure.value = median(figure.samples)
+    return figure
+
+
+# ---------------------------------------------------------------- infrastructure overhead
+
+
+def recorded_phase() -> str:
+    text = lab_ssh(KAFKA_HOSTS[0], "cat /etc/event-broker/security-phase 2>/dev/null").stdout.strip()
+    return text or "plaintext"
+
+
+def lab_probes() -> dict[str, Callable[[], dict[str, Any]]]:
+    """The gates' own health functions, with the client settings the lab needs in its current phase."""
+    from event_broker_rollout import clients
+    from event_broker_rollout.environment import load_environment
+    from event_broker_rollout.infrastructure import health
+
+    environment = load_environment("lab")
+    phase = recorded_phase()
+    admin = environment.security.admin_user if environment.security else "admin"
+    credentials_file = LAB_STATE / "secrets" / "credentials.json"
+    password = json.loads(credentials_file.read_text()).get(admin) if credentials_file.is_file() else None
+    config = clients.kafka_config(environment, phase, admin, password)
+    expected = [environment.node_id(h) for h in environment.brokers]
+    base = clients.registry_base_url(environment, phase)
+    ca = clients.ca_file(environment) if base.startswith("https") else None
+    return {
+        "brokers": lambda: health.brokers_status(health.admin_client(config), expected),
+        "partitions": lambda: health.partitions_status(
+            health.admin_client(config), environment.kafka.min_insync_replicas
+        ),
+        "registry": lambda: health.registry_status(f"{base}/apis/ccompat/v7", f"{base}/health/ready", ca),
+    }
+
+
+def wait_healthy(timeout: float = 300) -> dict[str, float]:
+    """Seconds until each of brokers, partitions and registry is first healthy (polled every 0.5 s)."""
+    probes = lab_probes()
+    started = time.perf_counter()
+    reached: dict[str, float] = {}
+    while len(reached) < len(probes):
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"not healthy after {timeout}s: {sorted(set(probes) - set(reached))}")
+        for name, probe in probes.items():
+            if name not in reached and probe().get("healthy"):
+                reached[name] = round(time.perf_counter() - started, 2)
+        time.sleep(0.5)
+    return reached
+
+
+def services(action: str) -> None:
+    """ebr-service on every host at once: kafka everywhere, the registry on its host."""
+    commands = {address: f"{SERVICE} {action} kafka" for address in KAFKA_HOSTS}
+    commands[REGISTRY_HOST] += f" && {SERVICE} {action} schema-registry"
+    with ThreadPoolExecutor(len(commands)) as pool:
+        outcomes = list(pool.map(lambda item: (item[0], lab_ssh(item[0], item[1], 300)), commands.items()))
+    failed = [f"{address}: {p.stderr.strip()[-300:]}" for address, p in outcomes if p.returncode != 0]
+    if failed:
+        raise RuntimeError(f"ebr-service {action} failed on {failed}")
+
+
+def bench_infra_overhead(repeats: int, context: dict[str, Any]) -> Figure:
+    """The infrastructure stage starting stopped services vs the same services started directly.
+
+    Both start from the same state (the installed, configured cluster with every Kafka and registry
+    process stopped) and end at the same one (brokers registered, partitions healthy, registry up).
+    """
+    figure = Figure("infra_overhead", "Infrastructure stage time / the same processes started directly", "x")
+    direct, staged, staged_runs = [], [], []
+    for attempt in range(repeats):
+        say(f"infrastructure overhead {attempt + 1}/{repeats}: stop, start directly, wait healthy")
+        services("stop")
+        started = time.perf_counter()
+        services("start")
+        reached = wait_healthy()
+        direct.append(round(time.perf_counter() - started, 2))
+        figure.details.setdefault("direct_milestones", []).append(reached)
+        say(f"infrastructure overhead {attempt + 1}/{repeats}: stop, run the infrastructure stage")
+        services("stop")
+        outcome = run_stage("infrastructure")
+        staged_runs.append(outcome)
+        if not outcome["succeeded"]:
+            raise RuntimeError(f"the infrastructure stage failed: {outcome['tail']}")
+        staged.append(float(outcome["report_seconds"] or outcome["wall_seconds"]))
+    figure.samples = [round(s / d, 2) for s, d in zip(staged, direct, strict=True)]
+    figure.value = median(figure.samples)
+    figure.details.update(
+        {
+            "direct_start_seconds": direct,
+            "direct_start_median_seconds": median(direct),
+            "stage_seconds": staged,
+            "stage_median_seconds": median(staged),
+            "stage_runs": staged_runs,
+        }
+    )
+    first_infrastructure = context.get("first_run_infrastructure_seconds")
+    if first_infrastructure and median(direct):
+        # the first run also installs, renders and formats: an upper bound on the overhead
+        figure.details["first_run_stage_seconds"] = first_infrastructure
+        figure.details["first_run_ratio"] = round(first_infrastructure / float(median(direct) or 1), 2)
+    return figure
+
+
+# ---------------------------------------------------------------- preflight 9 hosts / 1 host
+
+
+def scaled_environment(folder: Path, hosts: int) -> Path:
+    """The lab environment over lab1..lab<hosts> (``extends: lab``); lab4.. are brokers only."""
+    entries = []
+    for index in range(1, hosts + 1):
+        roles = ["controller", "broker"] if index <= 3 else ["broker"]
+        if index == 1:
+            roles.append("schema_registry")
+        entries.append(
+            {
+                "name": f"lab{index}",
+                "address": f"10.77.0.{10 + index}",
+                "ssh_conn_id": f"ssh_lab{index}",
+                "roles": roles,
+            }
+        )
+    document: dict[str, Any] = {"extends": "lab", "name": f"lab-{hosts}-hosts", "hosts": entries}
+    if hosts < 3:  # one broker cannot hold three replicas
+        document["kafka"] = {"default_replication_factor": 1, "min_insync_replicas": 1}
+    path = folder / f"lab-{hosts}-hosts.yaml"
+    path.write_text(json.dumps(document, indent=2))  # JSON is YAML
+    return path
+
+
+def bench_preflight_scaling(repeats: int) -> Figure:
+    figure = Figure("preflight_scaling", "Preflight of 9 hosts / 1 host", "x")
+    with tempfile.TemporaryDirectory(prefix="ebr-bench-") as folder:
+        one, nine = scaled_environment(Path(folder), 1), scaled_environment(Path(folder), 9)
+        say("preflight scaling: bringing up lab1..lab9")
+        lab_up(9)
+        try:
+            runs: dict[str, list[dict[str, Any]]] = {"1": [], "9": []}
+            for attempt in range(repeats):
+                for hosts, environment in (("1", one), ("9", nine)):
+                    say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} host(s)")
+                    runs[hosts].append(run_stage("preflight", str(environment)))
+        finally:
+            say("preflight scaling: back to the 3-host lab (down, up 3, infrastructure starts the services)")
+            run(["bash", str(LAB_SH), "down"], timeout=300)
+            lab_up(3)
+            restore = run_stage("infrastructure")
+            figure.details["restore_infrastructure"] = restore
+            if not restore["succeeded"]:
+                raise RuntimeError(f"restoring the 3-host lab failed: {restore['tail']}")
+    one_host = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["1"]]
+    nine_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["9"]]
+    figure.samples = [round(n / o, 2) for n, o in zip(nine_hosts, one_host, strict=True)]
+    figure.value = median(figure.samples)
+    figure.details.update(
+        {
+            "one_host_seconds": one_host,
+            "nine_hosts_seconds": nine_hosts,
+            "one_host_median_seconds": median(one_host),
+            "nine_hosts_median_seconds": median(nine_hosts),
+            "verdicts": {hosts: [r["status"] for r in outcomes] for hosts, outcomes in runs.items()},
+        }
+    )
+    return figure
+
+
+# ---------------------------------------------------------------- gates
+
+
+@contextlib.contextmanager
+def kafka_connection_in_environment() -> Iterator[None]:
+    """The trigger reads the admin connection through Airflow; give it the lab's as an env connection."""
+    connections = json.loads((LAB_STATE / "airflow-connections.json").read_text())
+    name = "AIRFLOW_CONN_KAFKA_LAB"
+    previous = os.environ.get(name)
+    os.environ[name] = json.dumps(connections["kafka_lab"])
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def bench_gate_detection(repeats: int) -> Figure:
+    """The gates' trigger, run as the triggerer runs it, on the healthy lab: time to its healthy event."""
+    from event_broker_rollout.triggers import CHECKS, ClusterHealthTrigger
+
+    figure = Figure("gate_detection", "Gate: time to notice a healthy cluster (settle 0)", "s")
+    phase = recorded_phase()
+
+    async def first_event(trigger: ClusterHealthTrigger) -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise RuntimeError("the trigger ended without an event")
+
+    per_check: dict[str, list[float]] = {check: [] for check in CHECKS}
+    with kafka_connection_in_environment():
+        for _ in range(repeats):
+            for check in CHECKS:
+                trigger = ClusterHealthTrigger(
+                    check=check, environment_name="lab", phase=phase, timeout_seconds=60, settle_seconds=0
+                )
+                started = time.perf_counter()
+                event = asyncio.run(first_event(trigger))
+                if event["status"] != "healthy":
+                    raise RuntimeError(f"gate {check} did not see a healthy cluster: {event['observed']}")
+                per_check[check].append(round(time.perf_counter() - started, 3))
+    # a stage's gate is the three checks one after another
+    figure.samples = [round(sum(values), 3) for values in zip(*per_check.values(), strict=True)]
+    figure.value = median(figure.samples)
+    figure.details = {
+        "phase": phase,
+        "per_check_median_seconds": {check: median(values) for check, values in per_check.items()},
+        "per_check_seconds": per_check,
+        "note": "a stage's gate passes after this plus its settle window (gate_settle_seconds)",
+    }
+    return figure
+
+
+def _log_segments(log: Path) -> list[tuple[datetime, datetime]]:
+    """Spans a task process ran (held a worker slot) in one attempt's log: each starts at a Pre Execute."""
+    segments: list[list[datetime]] = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            stamp = datetime.fromisoformat(record["timestamp"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if record.get("event") == "::group::Pre Execute" or not segments:
+            segments.append([stamp, stamp])
+        else:
+            segments[-1][1] = stamp
+    return [(start, end) for start, end in segments]
+
+
+def bench_gate_slots(context: dict[str, Any]) -> Figure:
+    """Worker-slot seconds of a rollout's deferring tasks vs the same waits in poke mode, from the task logs.
+
+    A deferred task's log holds one span per time its process ran (before deferring, after resuming);
+    between them it waited in the triggerer, holding no slot. A poke-mode sensor holds its slot from its
+    first line to its last, so that span is what the same wait costs in poke mode.
+    """
+    figure = Figure("gate_slots", "Worker-slot seconds held by waiting tasks: poke / deferrable", "x")
+    run_id = (context.get("rollout_run_ids") or [None])[-1] or newest_rollout_run_id()
+    from event_broker_rollout import airflow_server
+
+    logs = airflow_server.settings().task_logs
+    folders = [logs / "dag_id=event_broker_rollout" / f"run_id={run_id}"] + [
+        logs / f"dag_id=event_broker_{stage}" / f"run_id=rollout__{run_id}" for stage in STAGES
+    ]
+    tasks: list[dict[str, Any]] = []
+    for folder in folders:
+        for log in sorted(folder.glob("task_id=*/**/attempt=*.log")):
+            if ".trigger." in log.name:  # the triggerer's own log of the deferred wait
+                continue
+            text = log.read_text()
+            if "Pausing task as DEFERRED" not in text:
+                continue
+            segments = _log_segments(log)
+            held = sum((end - start).total_seconds() for start, end in segments)
+            span = (segments[-1][1] - segments[0][0]).total_seconds()
+            tasks.append(
+                {
+                    "dag": folder.parent.name.removeprefix("dag_id="),
+                    "task": log.relative_to(folder).parts[0].removeprefix("task_id="),
+                    "deferrable_slot_seconds": round(held, 2),
+                    "poke_slot_seconds": round(span, 2),
+                }
+            )
+    if not tasks:
+        raise RuntimeError(f"no deferred task logs for rollout {run_id} under {logs}")
+    deferrable = sum(t["deferrable_slot_seconds"] for t in tasks)
+    poke = sum(t["poke_slot_seconds"] for t in tasks)
+    gates = [t for t in tasks if t["task"].startswith("gate_")]
+    figure.samples = [round(poke / deferrable, 2)]
+    figure.value = figure.samples[0]
+    figure.details = {
+        "rollout_run_id": run_id,
+        "deferrable_slot_seconds": round(deferrable, 1),
+        "poke_slot_seconds": round(poke, 1),
+        "gate_tasks_deferrable_slot_seconds": round(sum(t["deferrable_slot_seconds"] for t in gates), 1),
+        "gate_tasks_poke_slot_seconds": round(sum(t["poke_slot_seconds"] for t in gates), 1),
+        "tasks": tasks,
+    }
+    return figure
+
+
+def newest_rollout_run_id() -> str:
+    """The newest rollout on disk that passed over every stage (a partial or failed one waits less)."""
+    reports = [
+        json.loads(path.read_text())
+        for path in (REPO / "reports" / "event_broker_rollout").glob("*/report.json")
+        if not path.parent.is_symlink()
+    ]
+    complete = [
+        r
+        for r in reports
+        if r.get("status") == "passed"
+        and set((r.get("summary") or {}).get("stage_seconds", {})) >= set(STAGES)
+    ]
+    if not complete:
+        raise RuntimeError("no passed rollout of every stage on disk: run the rollout figure first")
+    return str(max(complete, key=lambda r: r["started_at"])["run_id"])
+
+
+# ---------------------------------------------------------------- the rest
+
+
+def bench_validation(repeats: int) -> Figure:
+    figure = Figure("validation", "Great Expectations validation throughput, 100,000 events", "events/s")
+    for attempt in range(repeats):
+        say(f"validation throughput {attempt + 1}/{repeats}")
+        _, process = run([PYTHON, str(REPO / "bench" / "validation_throughput.py")], timeout=1200)
+        measured = json.loads(process.stdout.strip().splitlines()[-1])
+        figure.samples.append(float(measured["events_per_second"]))
+        figure.details.setdefault("seconds", []).append(measured["seconds"])
+    figure.value = median(figure.samples)
+    figure.details["events"] = 100_000
+    return figure
+
+
+def bench_latency(context: dict[str, Any]) -> Figure:
+    """End-to-end latency of the integration stage's synthetic events, from each timed rollout's report."""
+    figure = Figure("latency", "End-to-end event latency p50 (p99 in details)", "ms")
+    reports = REPO / "reports" / "event_broker_integration"
+    run_ids = context.get("rollout_run_ids") or []
+    candidates = [reports / f"rollout__{run_id}" / "report.json" for run_id in run_ids]
+    candidates = [path for path in candidates if path.is_file()] or [reports / "latest" / "report.json"]
+    p50, p99, sources = [], [], []
+    for path in candidates:
+        report = json.loads(path.read_text())
+        latency = report["summary"]["latency_ms"]
+        p50.append(float(latency["p50_ms"]))
+        p99.append(float(latency["p99_ms"]))
+        sources.append({"run_id": report["run_id"], **latency})
+    figure.samples = p50
+    figure.value = median(p50)
+    figure.details = {"p99_ms": p99, "p99_median_ms": median(p99), "runs": sources}
+    return figure
+
+
+def bench_compliance(repeats: int) -> Figure:
+    figure = Figure("compliance", "Compliance run time", "s")
+    for attempt in range(repeats):
+        say(f"compliance {attempt + 1}/{repeats}")
+        outcome = run_stage("compliance")
+        figure.details.setdefault("runs", []).append(outcome)
+        figure.samples.append(float(outcome["report_seconds"] or outcome["wall_seconds"]))
+    figure.value = median(figure.samples)
+    figure.details["wall_seconds"] = [r["wall_seconds"] for r in figure.details["runs"]]
+    figure.details["verdicts"] = [r["status"] for r in figure.details["runs"]]
+    return figure
+
+
+PARSE_PROGRAM = """
+import json, os, sys, time
+started = time.perf_counter()
+import airflow
+imported = time.perf_counter()
+if sys.argv[1] == "parse":
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    dags = len(bag.dags)
+else:
+    dags = 0
+print(json.dumps({"import": imported - started, "after_import": time.perf_counter() - imported, "dags": dags}))
+"""
+
+
+def bench_parse(repeats: int) -> Figure:
+    """Parsing dags/ in a fresh process, compared with what a bare ``import airflow`` costs."""
+    figure = Figure("parse", "DAG parse time / bare `import airflow`", "x")
+    imports, parses, dags = [], [], 0
+    with tempfile.TemporaryDirectory(prefix="ebr-bench-airflow-") as home:
+        env = {
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        }
+        run([PYTHON, "-c", "import airflow"], timeout=300, env=env)  # warm the page cache once
+        for _ in range(repeats):
+            _, bare = run([PYTHON, "-c", PARSE_PROGRAM, "import"], timeout=300, env=env)
+            imports.append(json.loads(bare.stdout.strip().splitlines()[-1])["import"])
+            _, parsed = run([PYTHON, "-c", PARSE_PROGRAM, "parse"], timeout=600, env=env)
+            measured = json.loads(parsed.stdout.strip().splitlines()[-1])
+            parses.append(measured["after_import"])
+            dags = measured["dags"]
+    figure.samples = [round(p / i, 2) for p, i in zip(parses, imports, strict=True)]
+    figure.value = median(figure.samples)
+    figure.details = {
+        "import_airflow_seconds": [round(s, 3) for s in imports],
+        "parse_seconds": [round(s, 3) for s in parses],
+        "import_airflow_median_seconds": median(imports),
+        "parse_median_seconds": median(parses),
+        "dags": dags,
+    }
+    return figure
+
+
+# ---------------------------------------------------------------- output
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def stage_chart(figures: dict[str, dict[str, Any]]) -> str | None:
+    """Grouped bars: seconds per stage, first run vs no-change re-run (an SVG, no plotting library)."""
+    rollout = figures.get("rollout")
+    if not rollout or rollout.get("error"):
+        return None
+    details = rollout["details"]
+    series = [("no-change re-run (median)", "#4c78a8", details.get("rerun_stage_median_seconds") or {})]
+    if details.get("first_run"):
+        series.insert(0, ("first run", "#f58518", details["first_run"].get("stage_seconds") or {}))
+    top = max([v for _, _, values in series for v in values.values() if v] or [1.0])
+    width, height, left, bottom, band = 640, 300, 60, 40, 110
+    bar = (band - 20) / len(series)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="14" font-size="13">Rollout seconds per stage on the lab</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#333"/>',
+    ]
+    for index, stage in enumerate(STAGES):
+        x0 = left + index * band + 10
+        for number, (_, colour, values) in enumerate(series):
+            value = values.get(stage)
+            if value is None:
+                continue
+            bar_height = (height - bottom - 30) * float(value) / top
+            x = x0 + number * bar
+            y = height - bottom - bar_height
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 4:.1f}" height="{bar_height:.1f}" fill="{colour}"/>'
+            )
+            parts.append(f'<text x="{x:.1f}" y="{y - 3:.1f}">{float(value):.0f}</text>')
+        parts.append(f'<text x="{x0}" y="{height - bottom + 15}">{stage}</text>')
+    for number, (label, colour, _) in enumerate(series):
+        y = height + 5 + number * 15
+        parts.append(f'<rect x="{left}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{left + 15}" y="{y}">{label}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def markdown(result: dict[str, Any], chart_name: str | None) -> str:
+    host = result["machine"]
+    lines = [
+        f"# Benchmarks {result['timestamp']}",
+        "",
+        f"Machine: {host['nproc']} CPUs ({host['cpu']}), {host['memory_gib']} GiB memory, "
+        f"kernel {host['kernel']}, Python {host['python']}. Command: `{result['command']}`",
+        "",
+        "| figure | median | unit | repeats | details |",
+        "|---|---|---|---|---|",
+    ]
+    for key in FIGURES:
+        figure = result["figures"].get(key)
+        if figure is None:
+            continue
+        if figure.get("error"):
+            lines.append(f"| {figure['title']} | error | | | {figure['error'][:200]} |")
+            continue
+        carried = f" (carried from {figure['carried_from']})" if figure.get("carried_from") else ""
+        lines.append(
+            f"| {figure['title']} | {figure['value']} | {figure['unit']} | {figure['repeats']} | "
+            f"{summary_of(figure)}{carried} |"
+        )
+    if chart_name:
+        lines += ["", f"![Rollout seconds per stage]({chart_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_of(figure: dict[str, Any]) -> str:
+    details = figure["details"]
+    key = figure["key"]
+    if key == "rollout":
+        first = details.get("first_run") or {}
+        text = f"re-run per stage {details.get('rerun_stage_median_seconds')}, changes {details.get('rerun_changes')}"
+        if first:
+            text += f"; first run {first.get('report_seconds')} s: {first.get('stage_seconds')}"
+        return text
+    if key == "infra_overhead":
+        text = f"stage {details['stage_median_seconds']} s vs direct start {details['direct_start_median_seconds']} s"
+        if details.get("first_run_ratio"):
+            text += (
+                f"; first-run stage {details['first_run_stage_seconds']} s = {details['first_run_ratio']}x"
+            )
+        return text
+    if key == "preflight_scaling":
+        return (
+            f"1 host {details['one_host_median_seconds']} s, 9 hosts {details['nine_hosts_median_seconds']} s"
+        )
+    if key == "gate_detection":
+        return f"per check {details['per_check_median_seconds']} (phase {details['phase']})"
+    if key == "gate_slots":
+        return (
+            f"deferrable {details['deferrable_slot_seconds']} slot-s vs poke {details['poke_slot_seconds']} slot-s "
+            f"(gates alone {details['gate_tasks_deferrable_slot_seconds']} vs "
+            f"{details['gate_tasks_poke_slot_seconds']})"
+        )
+    if key == "validation":
+        return f"{details['events']} events in {details['seconds']} s"
+    if key == "latency":
+        return f"p99 median {details['p99_median_ms']} ms over {len(details['runs'])} run(s)"
+    if key == "compliance":
+        return f"verdicts {details['verdicts']}, process wall {details['wall_seconds']} s"
+    if key == "parse":
+        return (
+            f"parse {details['parse_median_seconds']} s ({details['dags']} DAGs) over import "
+            f"{details['import_airflow_median_seconds']} s"
+        )
+    return ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {FIGURES}")
+    parser.add_argument("--first-run", action="store_true", help="purge the lab and time a first rollout")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap figures")
+    parser.add_argument("--lab-repeats", type=int, default=3, help="repeats of preflight/compliance/overhead")
+    parser.add_argument("--rollout-repeats", type=int, default=1, help="no-change rollout re-runs")
+    parser.add_argument(
+        "--carry", type=Path, help="an earlier results JSON: keep its figures not re-measured"
+    )
+    args = parser.parse_args()
+    selected = [key.strip() for key in args.only.split(",") if key.strip()]
+    unknown = sorted(set(selected) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figures {unknown}; known: {FIGURES}")
+    needs_root = {"rollout", "infra_overhead", "preflight_scaling"} & set(selected)
+    if needs_root and os.geteuid() != 0:
+        parser.error(f"{sorted(needs_root)} need root (the lab)")
+
+    context: dict[str, Any] = {}
+    measures: dict[str, Callable[[], Figure]] = {
+        "rollout": lambda: bench_rollout(args.first_run, args.rollout_repeats, context),
+        "infra_overhead": lambda: bench_infra_overhead(args.lab_repeats, context),
+        "preflight_scaling": lambda: bench_preflight_scaling(args.lab_repeats),
+        "gate_detection": lambda: bench_gate_detection(args.repeats),
+        "gate_slots": lambda: bench_gate_slots(context),
+        "validation": lambda: bench_validation(min(args.repeats, 3)),
+        "latency": lambda: bench_latency(context),
+        "compliance": lambda: bench_compliance(args.lab_repeats),
+        "parse": lambda: bench_parse(args.repeats),
+    }
+    timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    figures: dict[str, dict[str, Any]] = {}
+    for key in FIGURES:  # in this order: the rollout first, as later figures read its runs
+        if key not in selected:
+            continue
+        say(f"measuring {key}")
+        started = time.perf_counter()
+        try:
+            figure = measures[key]()
+        except Exception as error:  # one figure's failure is recorded; the rest are still measured
+            figure = Figure(key, key, "", error=f"{type(error).__name__}: {error}")
+        figures[key] = {**figure.to_dict(), "measured_in_seconds": round(time.perf_counter() - started, 1)}
+        say(f"{key}: {figures[key]['value']} {figures[key]['unit']} {figures[key]['error'] or ''}")
+    if args.carry:
+        earlier = json.loads(args.carry.read_text())
+        for key, figure in earlier["figures"].items():
+            if key not in figures:
+                figures[key] = {**figure, "carried_from": figure.get("carried_from") or earlier["timestamp"]}
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "timestamp": timestamp,
+        "machine": machine(),
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "figures": figures,
+    }
+    chart = stage_chart(figures)
+    chart_name = f"{timestamp}-stages.svg" if chart else None
+    if chart and chart_name:
+        (RESULTS / chart_name).write_text(chart)
+    (RESULTS / f"{timestamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{timestamp}.md").write_text(markdown(result, chart_name))
+    print(f"results: {RESULTS / f'{timestamp}.json'}\nsummary: {RESULTS / f'{timestamp}.md'}")
+    return 1 if any(f.get("error") for f in figures.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
