@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout import dag_support
+from event_broker_rollout.audit_trail import export_task_trail
 from event_broker_rollout.compliance import stage
 
 DAG_ID = "event_broker_compliance"
@@ -86,10 +87,18 @@ def event_broker_compliance() -> None:
             params["trend_runs"],
         )
 
+    @task(trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        """Each run's findings as a hash-chained trail, also published to the audit topic."""
+        return export_task_trail(get_current_context(), DAG_ID)
+
     hosts = validate_policy()
     checked = [probe_listeners(), check_access(), check_cluster(), check_registry()]
+    inspected = inspect_host.expand(host_name=hosts)
     hosts >> checked
-    report(*checked, inspect_host.expand(host_name=hosts))
+    trail = export_audit_trail()
+    [*checked, inspected] >> trail
+    trail >> report(*checked, inspected)
 
 
 event_broker_compliance()

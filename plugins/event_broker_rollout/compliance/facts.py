@@ -230,7 +230,7 @@ def handshake(address: str, port: int, name: str, version: ssl.TLSVersion, ca_fi
         True,
         protocol=outcome["protocol"],
         cipher=outcome["cipher"],
-        days_left=verify._days_left(outcome["certificate"]) if outcome.get("certificate") else None,
+        days_left=verify.days_left(outcome["certificate"]) if outcome.get("certificate") else None,
     )
 
 

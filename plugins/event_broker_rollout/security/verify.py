@@ -83,7 +83,7 @@ def tls_handshake(address: str, port: int, version: ssl.TLSVersion, ca_file: str
         return {"accepted": False, "offered": True, "error": str(error)}
 
 
-def _days_left(certificate: dict[str, Any]) -> int:
+def days_left(certificate: dict[str, Any]) -> int:
     expires = dt.datetime.strptime(certificate["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
     return (expires - dt.datetime.now(dt.UTC)).days
 
@@ -163,7 +163,7 @@ def listener_checks(
             )
         )
     if certificate is not None:
-        days = _days_left(certificate)
+        days = days_left(certificate)
         status = Status.PASS if days > warn_days else (Status.WARN if days > fail_days else Status.FAIL)
         results.append(
             Result(
