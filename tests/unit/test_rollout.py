@@ -1,0 +1,195 @@
+"""The rollout's decisions and its report, over plain data (no Airflow, no lab)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from event_broker_rollout import rollout, rollout_report
+from event_broker_rollout.environment import load_environment
+from event_broker_rollout.evidence import Status
+from event_broker_rollout.rollout import RolloutRequest, RolloutRequestError, build_request, decide_stage
+
+APPROVE = {
+    "chosen_options": ["Approve"],
+    "responded_by_user": {"id": "ana", "name": "Ana"},
+    "responded_at": "t1",
+}
+REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "bo", "name": "Bo"}, "responded_at": "t2"}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return load_environment("lab")
+
+
+@pytest.fixture(scope="module")
+def gated():
+    return load_environment("lab-change-controlled")
+
+
+def test_stages_run_in_the_guides_order_whatever_the_form_says(lab):
+    request = build_request(lab, {"stages": ["schemas", "preflight", "security"]})
+    assert request.stages == ("preflight", "security", "schemas")
+    assert not request.approval_required
+
+
+def test_every_form_problem_is_reported_at_once(gated):
+    with pytest.raises(RolloutRequestError) as refused:
+        build_request(gated, {"stages": ["preflight", "deploy"], "change_ticket": "no spaces allowed"})
+    message = str(refused.value)
+    assert "unknown stage(s) ['deploy']" in message
+    assert "is not a ticket number" in message
+
+
+def test_change_control_needs_a_ticket_unless_nothing_changes(gated):
+    with pytest.raises(RolloutRequestError, match="change_ticket: environment 'lab-change-controlled'"):
+        build_request(gated, {})
+    assert build_request(gated, {"dry_run": True}).approval_required is False
+    assert build_request(gated, {"stages": ["preflight"]}).approval_required is False
+    assert build_request(gated, {"change_ticket": "CHG-1"}).approval_required is True
+
+
+def test_each_stage_gets_only_the_params_its_form_has(lab):
+    request = build_request(lab, {"dry_run": True, "knowledge_acknowledged": ["linux_administration"]})
+    assert request.stage_conf["preflight"] == {
+        "environment": "lab",
+        "knowledge_acknowledged": ["linux_administration"],
+    }
+    assert request.stage_conf["infrastructure"] == {"environment": "lab", "dry_run": True}
+    assert request.stage_conf["security"] == {"environment": "lab"}
+
+
+def test_a_request_survives_xcom(gated):
+    request = build_request(gated, {"change_ticket": "CHG-7", "stages": ["infrastructure"]})
+    assert RolloutRequest.from_dict(request.to_dict()) == request
+
+
+def test_stage_decisions(gated, lab):
+    request = build_request(gated, {"change_ticket": "CHG-7", "stages": ["preflight", "infrastructure"]})
+    assert decide_stage(request, "preflight", None).run  # preflight changes nothing: no approval needed
+    assert not decide_stage(request, "security", APPROVE).run  # not chosen
+    waiting = decide_stage(request, "infrastructure", None)
+    assert not waiting.run and "none was given" in waiting.reason
+    rejected = decide_stage(request, "infrastructure", REJECT)
+    assert not rejected.run and "rejected by Bo at t2" in rejected.reason
+    approved = decide_stage(request, "infrastructure", APPROVE)
+    assert approved.run and approved.conf == {"environment": "lab-change-controlled", "dry_run": False}
+
+    dry = build_request(lab, {"dry_run": True})
+    assert decide_stage(dry, "schemas", None).run
+    assert "no dry-run mode" in decide_stage(dry, "security", None).reason
+
+
+def test_the_plan_runs_only_for_an_approver(gated, lab):
+    assert not rollout.plan_decision(build_request(lab, {})).run
+    assert not rollout.plan_decision(
+        build_request(gated, {"change_ticket": "C-1", "stages": ["schemas"]})
+    ).run
+    plan = rollout.plan_decision(build_request(gated, {"change_ticket": "C-1"}))
+    assert plan.run and plan.conf["dry_run"] is True
+
+
+def test_the_approval_body_shows_ticket_preflight_and_host_plan(gated):
+    request = build_request(gated, {"change_ticket": "CHG-42"})
+    preflight = {"status": "passed", "counts": {"pass": 80, "warn": 3, "fail": 0}}
+    plan = {
+        "results": [
+            {"id": "plan.file[/etc/kafka/server.properties]", "host": "lab1", "message": "would write it"},
+            {"id": "plan.restart[kafka]", "host": "lab1", "message": "would restart kafka (rolling, gated)"},
+            {"id": "infra.file[/x]", "host": "lab1", "message": "already as desired"},
+        ]
+    }
+    body = rollout.approval_body(request, preflight, plan)
+    assert "`CHG-42`" in body and "80 passed, 3 warnings, 0 failed" in body
+    assert "**Plan (2 change(s) on hosts):**" in body
+    assert "`lab1` — would restart kafka (rolling, gated)" in body and "already as desired" not in body
+    assert "security, schemas, integration" in body
+
+
+def _report(stage: str, start: datetime, seconds: float, status: str = "passed", changes: int = 0) -> dict:
+    return {
+        "status": status,
+        "started_at": start.isoformat(),
+        "finished_at": (start + timedelta(seconds=seconds)).isoformat(),
+        "counts": {"pass": 5, "fail": 0 if status == "passed" else 1, "changed": changes},
+        "summary": {"changes": changes},
+    }
+
+
+def test_the_rollout_report_has_a_row_per_stage_the_approval_and_a_timeline(gated, tmp_path, monkeypatch):
+    monkeypatch.setenv("EBR_REPORTS_DIR", str(tmp_path))
+    t0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    request = build_request(
+        gated, {"change_ticket": "CHG-9", "stages": ["preflight", "infrastructure", "security"]}
+    )
+    outcomes = [
+        rollout_report.StageOutcome(
+            "preflight", "stage_preflight", "success", "rollout__r", _report("preflight", t0, 12)
+        ),
+        rollout_report.StageOutcome(
+            "infrastructure",
+            "dry_run_plan",
+            "success",
+            "plan__r",
+            _report("infrastructure", t0, 20),
+            plan_only=True,
+        ),
+        rollout_report.StageOutcome(
+            "infrastructure",
+            "stage_infrastructure",
+            "success",
+            "rollout__r",
+            _report("infrastructure", t0, 40, changes=7),
+        ),
+        rollout_report.StageOutcome(
+            "security", "stage_security", "failed", "rollout__r", _report("security", t0, 30, status="failed")
+        ),
+        rollout_report.StageOutcome("schemas", "stage_schemas", "upstream_failed"),
+    ]
+    report = rollout_report.build_report(
+        dag_id="event_broker_rollout",
+        run_id="r",
+        request=request,
+        triggered_by="ana",
+        started_at=t0,
+        finished_at=t0 + timedelta(minutes=5),
+        outcomes=outcomes,
+        approval=APPROVE,
+        approval_task_state="success",
+        approval_asked=t0 + timedelta(seconds=25),
+    )
+    results = {result.id: result for result in report.results}
+    assert results["rollout.stage[infrastructure]"].status is Status.PASS
+    assert results["rollout.stage[infrastructure]"].observed["changes"] == 7
+    assert results["rollout.stage[security]"].status is Status.FAIL
+    assert results["rollout.stage[schemas]"].status is Status.SKIPPED
+    assert results["rollout.approval"].status is Status.PASS
+    assert results["rollout.approval"].observed == {"by": "Ana", "at": "t1"}
+    assert report.summary["changes"] == 7 and report.summary["change_ticket"] == "CHG-9"
+    assert report.status == "failed"
+    link = results["rollout.stage[security]"].details["report"]
+    assert link == "../../event_broker_security/rollout__r/report.html"
+    timeline = report.figures[0]
+    assert timeline.count('class="bar ') == 4  # preflight, the plan, infrastructure, security
+    assert 'class="bar fail"' in timeline and 'class="bar plan"' in timeline
+
+
+def test_a_rejection_is_a_failed_approval_with_who_and_when(gated):
+    request = build_request(gated, {"change_ticket": "CHG-9"})
+    result = rollout_report.approval_result(request, REJECT, "success")
+    assert result.status is Status.FAIL and result.observed == {"by": "Bo", "at": "t2"}
+    assert "rejected by Bo at t2" in result.message
+    assert rollout_report.approval_result(request, None, "failed").status is Status.FAIL
+
+
+def test_the_timeline_scales_bars_to_their_duration():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    bars = [
+        rollout_report.TimelineBar("a", t0, t0 + timedelta(seconds=10), "pass"),
+        rollout_report.TimelineBar("b", t0 + timedelta(seconds=10), t0 + timedelta(seconds=40), "pass"),
+    ]
+    svg = rollout_report.timeline_svg(bars, width=490)  # 300 px of bars for 40 s
+    widths = [float(part.split('"')[0]) for part in svg.split('width="')[2:4]]
+    assert widths == [75.0, 225.0]
