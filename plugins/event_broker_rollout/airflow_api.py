@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+# The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
+ROLLOUT_DAGS = (
+    "event_broker_rollout",
+    *(
+        f"event_broker_{stage}"
+        for stage in ("preflight", "infrastructure", "security", "schemas", "integration")
+    ),
+)
 
 
 class AirflowApiError(RuntimeError):
@@ -56,9 +64,9 @@ class AirflowApi:
         self,
         timeout: float,
         process: subprocess.Popen[bytes] | None = None,
-        dag_id: str = "event_broker_rollout",
+        dag_ids: Sequence[str] = ROLLOUT_DAGS,
     ) -> None:
-        """Until the API answers, scheduler/triggerer/dag-processor report healthy and the DAG is parsed."""
+        """Until the API answers, scheduler/triggerer/dag-processor report healthy and the DAGs are parsed."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -72,7 +80,8 @@ class AirflowApi:
                     if (health.get(name) or {}).get("status") != "healthy"
                 ]
                 if not unhealthy:
-                    self.request("GET", f"dags/{dag_id}")
+                    for dag_id in dag_ids:
+                        self.request("GET", f"dags/{dag_id}")
                     return
                 last = f"not healthy yet: {', '.join(unhealthy)}"
             except (requests.RequestException, ValueError, AirflowApiError) as error:
