@@ -193,7 +193,11 @@ def rollout_once() -> dict[str, Any]:
 
 
 def fresh_lab() -> None:
-    """What a new machine starts from: no installed software, no CA, no generated secrets, no connections."""
+    """What a new machine starts from: no installed software, no CA, no generated secrets, no connections.
+
+    ``down --purge`` stops every lab host (lab4.. too) and deletes the per-host folders; the CA, the
+    generated passwords and the Airflow connections file live beside them in LAB_STATE and go too.
+    """
     run(["bash", str(LAB_SH), "down", "--purge"], timeout=300)
     for leftover in ("ca", "secrets"):
         shutil.rmtree(LAB_STATE / leftover, ignore_errors=True)
@@ -219,14 +223,20 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
         context.setdefault("rollout_run_ids", []).append(first["run_id"])
         if not first["succeeded"]:
             raise RuntimeError(f"the first rollout failed: {first['tail']}")
-    reruns = []
-    for attempt in range(repeats):
-        say(f"no-change re-run {attempt + 1}/{repeats}")
+    reruns: list[dict[str, Any]] = []
+    attempts = 0
+    while len(reruns) < repeats:
+        attempts += 1
+        say(f"no-change re-run {len(reruns) + 1}/{repeats}")
         rerun = rollout_once()
-        reruns.append(rerun)
         context.setdefault("rollout_run_ids", []).append(rerun["run_id"])
         if not rerun["succeeded"]:
             raise RuntimeError(f"the re-run failed: {rerun['tail']}")
+        if rerun["changes"] and attempts == 1 and not first_run:
+            # the lab was not rolled out yet (a fresh machine): that run was a first run, not a re-run
+            figure.details["warm_up"] = rerun
+            continue
+        reruns.append(rerun)
     figure.details["reruns"] = reruns
     figure.details["rerun_stage_median_seconds"] = {
         stage: median([r["stage_seconds"][stage] for r in reruns if stage in r["stage_seconds"]])
@@ -364,7 +374,8 @@ def scaled_environment(folder: Path, hosts: int) -> Path:
     return path
 
 
-def bench_preflight_scaling(repeats: int) -> Figure:
+def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
+    """Preflight over 1 and over 9 hosts; then back to the 3-host lab (a first run's purge does that)."""
     figure = Figure("preflight_scaling", "Preflight of 9 hosts / 1 host", "x")
     with tempfile.TemporaryDirectory(prefix="ebr-bench-") as folder:
         one, nine = scaled_environment(Path(folder), 1), scaled_environment(Path(folder), 9)
@@ -377,13 +388,18 @@ def bench_preflight_scaling(repeats: int) -> Figure:
                     say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} host(s)")
                     runs[hosts].append(run_stage("preflight", str(environment)))
         finally:
-            say("preflight scaling: back to the 3-host lab (down, up 3, infrastructure starts the services)")
-            run(["bash", str(LAB_SH), "down"], timeout=300)
-            lab_up(3)
-            restore = run_stage("infrastructure")
-            figure.details["restore_infrastructure"] = restore
-            if not restore["succeeded"]:
-                raise RuntimeError(f"restoring the 3-host lab failed: {restore['tail']}")
+            if purge_follows:
+                say("preflight scaling: lab1..lab9 stay until the first run's purge")
+            else:
+                say(
+                    "preflight scaling: back to the 3-host lab (down, up 3, infrastructure starts the services)"
+                )
+                run(["bash", str(LAB_SH), "down"], timeout=300)
+                lab_up(3)
+                restore = run_stage("infrastructure")
+                figure.details["restore_infrastructure"] = restore
+                if not restore["succeeded"]:
+                    raise RuntimeError(f"restoring the 3-host lab failed: {restore['tail']}")
     one_host = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["1"]]
     nine_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["9"]]
     figure.samples = [round(n / o, 2) for n, o in zip(nine_hosts, one_host, strict=True)]
@@ -794,7 +810,9 @@ def main() -> int:
     measures: dict[str, Callable[[], Figure]] = {
         "rollout": lambda: bench_rollout(args.first_run, args.rollout_repeats, context),
         "infra_overhead": lambda: bench_infra_overhead(args.lab_repeats, context),
-        "preflight_scaling": lambda: bench_preflight_scaling(args.lab_repeats),
+        "preflight_scaling": lambda: bench_preflight_scaling(
+            args.lab_repeats, purge_follows=args.first_run and "rollout" in selected
+        ),
         "gate_detection": lambda: bench_gate_detection(args.repeats),
         "gate_slots": lambda: bench_gate_slots(context),
         "validation": lambda: bench_validation(min(args.repeats, 3)),
@@ -804,7 +822,13 @@ def main() -> int:
     }
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     figures: dict[str, dict[str, Any]] = {}
-    for key in FIGURES:  # in this order: the rollout first, as later figures read its runs
+    # The rollout before the figures that read its runs; with a first run, preflight scaling before it,
+    # since the first run's purge takes lab4..lab9 away again.
+    order = list(FIGURES)
+    if args.first_run:
+        order.remove("preflight_scaling")
+        order.insert(0, "preflight_scaling")
+    for key in order:
         if key not in selected:
             continue
         say(f"measuring {key}")
