@@ -114,24 +114,23 @@ class RolloutApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        answer = super().execute_complete(context, event)
-        # A task resumed from awaiting_input does not store its return value: keep the answer ourselves.
-        context["ti"].xcom_push(
-            key=ANSWER_KEY,
-            value={
-                "chosen_options": list(answer["chosen_options"]),
-                "responded_by_user": dict(answer["responded_by_user"] or {}),
-                "responded_at": str(answer["responded_at"]),
-            },
-        )
-        audit(
-            "rollout.approval.answer",
-            target=context["run_id"],
-            outcome="approved" if rollout.approved(answer) else "rejected",
-            responded_by=rollout.approval_user(answer),
-            responded_at=str(answer.get("responded_at")),
-        )
-        return answer
+        if "error" not in event:  # a timeout has no answer to record; the base class fails the task
+            # Recorded before the base class acts: on a rejection it skips the downstream tasks by
+            # raising, so nothing after it would run (and a resumed task's return value is not kept).
+            answer = {
+                "chosen_options": list(event["chosen_options"]),
+                "responded_by_user": dict(event.get("responded_by_user") or {}),
+                "responded_at": str(event.get("responded_at")),
+            }
+            context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
+            audit(
+                "rollout.approval.answer",
+                target=context["run_id"],
+                outcome="approved" if rollout.approved(answer) else "rejected",
+                responded_by=rollout.approval_user(answer),
+                responded_at=answer["responded_at"],
+            )
+        return super().execute_complete(context, event)
 
 
 STAGE_TASKS = (
