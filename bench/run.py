@@ -149,11 +149,16 @@ def report_seconds(report: dict[str, Any] | None) -> float | None:
     return round((finished - started).total_seconds(), 2)
 
 
-def run_stage(stage: str, environment: str = "lab", conf: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_stage(
+    stage: str,
+    environment: str = "lab",
+    conf: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One stage DAG in-process, as `make stage` runs it; returns wall seconds, verdict and report."""
     arguments = ["--conf", json.dumps({"environment": environment, **conf})] if conf else []
     command = [PYTHON, "-m", "event_broker_rollout.cli", "stage", "--stage", stage, "--env", environment]
-    seconds, process = run(command + arguments, timeout=1800, check=False)
+    seconds, process = run(command + arguments, timeout=1800, env=env, check=False)
     report = stage_report(process)
     return {
         "wall_seconds": round(seconds, 2),
@@ -351,8 +356,25 @@ def bench_infra_overhead(repeats: int, context: dict[str, Any]) -> Figure:
 # ---------------------------------------------------------------- preflight 9 hosts / 1 host
 
 
-def scaled_environment(folder: Path, hosts: int) -> Path:
-    """The lab environment over lab1..lab<hosts> (``extends: lab``); lab4.. are brokers only."""
+def scaled_config(folder: Path) -> Path:
+    """A config folder for ``EBR_CONFIG_DIR``: the project's files, its environments and room for more.
+
+    The DAGs offer the environments of the config folder as a closed list, so a generated environment
+    has to live in one; the project's own config/ is not written to.
+    """
+    config = folder / "config"
+    (config / "environments").mkdir(parents=True)
+    project_config = REPO / "config"
+    for item in project_config.iterdir():
+        if item.name != "environments":
+            (config / item.name).symlink_to(item)
+    for item in (project_config / "environments").iterdir():
+        (config / "environments" / item.name).symlink_to(item)
+    return config
+
+
+def scaled_environment(config: Path, hosts: int) -> str:
+    """The lab environment over lab1..lab<hosts> (``extends: lab``, 3 or more); lab4.. are brokers only."""
     entries = []
     for index in range(1, hosts + 1):
         roles = ["controller", "broker"] if index <= 3 else ["broker"]
@@ -367,26 +389,33 @@ def scaled_environment(folder: Path, hosts: int) -> Path:
             }
         )
     document: dict[str, Any] = {"extends": "lab", "name": f"lab-{hosts}-hosts", "hosts": entries}
-    if hosts < 3:  # one broker cannot hold three replicas
-        document["kafka"] = {"default_replication_factor": 1, "min_insync_replicas": 1}
-    path = folder / f"lab-{hosts}-hosts.yaml"
-    path.write_text(json.dumps(document, indent=2))  # JSON is YAML
-    return path
+    name = f"lab-{hosts}-hosts"
+    (config / "environments" / f"{name}.yaml").write_text(json.dumps(document, indent=2))  # JSON is YAML
+    return name
 
 
 def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
-    """Preflight over 1 and over 9 hosts; then back to the 3-host lab (a first run's purge does that)."""
-    figure = Figure("preflight_scaling", "Preflight of 9 hosts / 1 host", "x")
+    """Preflight over 3 and over 9 hosts; then back to the 3-host lab (a first run's purge does that).
+
+    A 1-host environment is not valid here (every role needs a host, and min.insync.replicas must be
+    at least 1 and below a replication factor no larger than the brokers), so the 1-host time is
+    extrapolated from the 3- and 9-host times (a fixed part plus a part per host).
+    """
+    figure = Figure("preflight_scaling", "Preflight of 9 hosts / 1 host (1 host extrapolated)", "x")
     with tempfile.TemporaryDirectory(prefix="ebr-bench-") as folder:
-        one, nine = scaled_environment(Path(folder), 1), scaled_environment(Path(folder), 9)
+        config = scaled_config(Path(folder))
+        three, nine = scaled_environment(config, 3), scaled_environment(config, 9)
         say("preflight scaling: bringing up lab1..lab9")
         lab_up(9)
         try:
-            runs: dict[str, list[dict[str, Any]]] = {"1": [], "9": []}
+            runs: dict[str, list[dict[str, Any]]] = {"3": [], "9": []}
             for attempt in range(repeats):
-                for hosts, environment in (("1", one), ("9", nine)):
+                for hosts, environment in (("3", three), ("9", nine)):
                     say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} host(s)")
-                    runs[hosts].append(run_stage("preflight", str(environment)))
+                    outcome = run_stage("preflight", environment, env={"EBR_CONFIG_DIR": str(config)})
+                    if outcome["status"] is None:
+                        raise RuntimeError(f"preflight of {hosts} hosts wrote no report: {outcome['tail']}")
+                    runs[hosts].append(outcome)
         finally:
             if purge_follows:
                 say("preflight scaling: lab1..lab9 stay until the first run's purge")
@@ -400,16 +429,21 @@ def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
                 figure.details["restore_infrastructure"] = restore
                 if not restore["succeeded"]:
                     raise RuntimeError(f"restoring the 3-host lab failed: {restore['tail']}")
-    one_host = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["1"]]
+    three_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["3"]]
     nine_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["9"]]
+    per_host = [(n - t) / 6 for n, t in zip(nine_hosts, three_hosts, strict=True)]
+    one_host = [t - 2 * p for t, p in zip(three_hosts, per_host, strict=True)]
     figure.samples = [round(n / o, 2) for n, o in zip(nine_hosts, one_host, strict=True)]
     figure.value = median(figure.samples)
     figure.details.update(
         {
-            "one_host_seconds": one_host,
+            "three_hosts_seconds": three_hosts,
             "nine_hosts_seconds": nine_hosts,
-            "one_host_median_seconds": median(one_host),
+            "three_hosts_median_seconds": median(three_hosts),
             "nine_hosts_median_seconds": median(nine_hosts),
+            "nine_over_three": median([n / t for n, t in zip(nine_hosts, three_hosts, strict=True)]),
+            "per_extra_host_seconds": median(per_host),
+            "one_host_extrapolated_seconds": median(one_host),
             "verdicts": {hosts: [r["status"] for r in outcomes] for hosts, outcomes in runs.items()},
         }
     )
@@ -763,7 +797,9 @@ def summary_of(figure: dict[str, Any]) -> str:
         return text
     if key == "preflight_scaling":
         return (
-            f"1 host {details['one_host_median_seconds']} s, 9 hosts {details['nine_hosts_median_seconds']} s"
+            f"3 hosts {details['three_hosts_median_seconds']} s, 9 hosts {details['nine_hosts_median_seconds']} s "
+            f"(9/3 = {details['nine_over_three']}x, {details['per_extra_host_seconds']} s per extra host; "
+            f"1 host extrapolated {details['one_host_extrapolated_seconds']} s)"
         )
     if key == "gate_detection":
         return f"per check {details['per_check_median_seconds']} (phase {details['phase']})"
@@ -795,6 +831,11 @@ def main() -> int:
     parser.add_argument("--lab-repeats", type=int, default=3, help="repeats of preflight/compliance/overhead")
     parser.add_argument("--rollout-repeats", type=int, default=1, help="no-change rollout re-runs")
     parser.add_argument(
+        "--leave-scaled-lab",
+        action="store_true",
+        help="leave lab1..lab9 up after preflight scaling (a later --first-run purge restores the lab)",
+    )
+    parser.add_argument(
         "--carry", type=Path, help="an earlier results JSON: keep its figures not re-measured"
     )
     args = parser.parse_args()
@@ -811,7 +852,8 @@ def main() -> int:
         "rollout": lambda: bench_rollout(args.first_run, args.rollout_repeats, context),
         "infra_overhead": lambda: bench_infra_overhead(args.lab_repeats, context),
         "preflight_scaling": lambda: bench_preflight_scaling(
-            args.lab_repeats, purge_follows=args.first_run and "rollout" in selected
+            args.lab_repeats,
+            purge_follows=args.leave_scaled_lab or (args.first_run and "rollout" in selected),
         ),
         "gate_detection": lambda: bench_gate_detection(args.repeats),
         "gate_slots": lambda: bench_gate_slots(context),
