@@ -134,7 +134,6 @@ def test_changed_host_key_is_refused_never_accepted(security_ready, fault, tmp_p
     known_hosts = LAB_STATE / "ssh" / "known_hosts"
     known_before = known_hosts.read_text()
     original_pub = pub.read_text().split()[1]
-    sshd = int((host_dir / "sshd.pid").read_text())
     for path in (key, pub):
         shutil.copy2(path, tmp_path / path.name)
     try:
@@ -143,7 +142,7 @@ def test_changed_host_key_is_refused_never_accepted(security_ready, fault, tmp_p
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab1", "-f", str(key)], check=True
         )
-        os.kill(sshd, signal.SIGHUP)  # sshd re-executes itself and loads its (new) host key
+        reload_sshd(host_dir)
         wait_for_host_key(LAB1, pub.read_text().split()[1])
         changed_at = time.monotonic()
 
@@ -165,7 +164,7 @@ def test_changed_host_key_is_refused_never_accepted(security_ready, fault, tmp_p
         for path in (key, pub):
             shutil.copy2(tmp_path / path.name, path)
         key.chmod(0o600)
-        os.kill(sshd, signal.SIGHUP)
+        reload_sshd(host_dir)
         wait_for_host_key(LAB1, original_pub)
     started = time.monotonic()
     assert lab_ssh(LAB1, "true").returncode == 0
@@ -174,6 +173,12 @@ def test_changed_host_key_is_refused_never_accepted(security_ready, fault, tmp_p
     fault["recovered"] = True
     fault["recovery_seconds"] = round(time.monotonic() - started, 1)
     fault["messages"] = {"note": "no records flow in this scenario: nothing produced, nothing to lose"}
+
+
+def reload_sshd(host_dir: Path) -> None:
+    """SIGHUP: sshd re-executes itself and loads its host key again (it daemonizes anew: the pid changes)."""
+    os.kill(int((host_dir / "sshd.pid").read_text()), signal.SIGHUP)
+    time.sleep(1)  # until the new daemon has written its pid file
 
 
 def wait_for_host_key(address: str, key_base64: str, seconds: float = 30) -> None:
@@ -198,7 +203,7 @@ def test_host_cut_during_preflight(security_ready, fault, canary):
     fault["expected"] = "preflight fails naming lab2 only; after heal it passes; no canary record lost"
     stage = StageRun("preflight")
     try:
-        stage.wait_for("task_id=inspect_host", 180)
+        stage.wait_for("starting task_id=inspect_host", 180)
         lab_sh("cut", "lab2")
         cut_at = time.monotonic()
         code = stage.finish(300)
@@ -376,7 +381,7 @@ def test_broker_killed_during_the_security_migration(security_ready, fault, cana
     stop_probe = threading.Event()
     stage_canary: dict[str, Any] | None = None
     try:
-        stage.wait_for("task_id=roll_interbroker", 420)
+        stage.wait_for("starting task_id=roll_interbroker", 420)
         lab_ssh(LAB3, f"kill -9 $({SERVICE} pid kafka)")
         killed_at = time.monotonic()
         watcher = threading.Thread(
@@ -397,16 +402,21 @@ def test_broker_killed_during_the_security_migration(security_ready, fault, cana
         assert failed_results(report), "the stage failed without saying why"
         assert set(phases.values()) == {"interbroker"}, phases  # nothing recorded past what every node runs
         fault["detected"] = True
+
+        ensure_kafka_running(LAB3)
+        started = time.monotonic()
+        wait_until_healthy()
+        proc, report = stage_with_report("security", {"gate_settle_seconds": 5})
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert set(recorded_phases().values()) == {"secured"}
+        fault["recovered"] = True
+        fault["recovery_seconds"] = round(time.monotonic() - started, 1)
     finally:
         stop_probe.set()
         ensure_kafka_running(LAB3)
-    started = time.monotonic()
-    wait_until_healthy()
-    proc, report = stage_with_report("security", {"gate_settle_seconds": 5})
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert set(recorded_phases().values()) == {"secured"}
-    fault["recovered"] = True
-    fault["recovery_seconds"] = round(time.monotonic() - started, 1)
+        if set(recorded_phases().values()) != {"secured"}:  # the test broke off: finish the migration
+            wait_until_healthy()
+            run_stage("security", {"gate_settle_seconds": 5})
     finish_canary(fault, canary)
     if stage_canary and stage_canary.get("final"):
         assert stage_canary["lost"] == 0, stage_canary
