@@ -339,89 +339,6 @@ def run_brokers_gate(monkeypatch: pytest.MonkeyPatch, timeout_seconds: float) ->
     return asyncio.run(first_event())
 
 
-PHASE_FILE = "/etc/event-broker/security-phase"
-
-
-def recorded_phases() -> dict[str, str]:
-    return {address: lab_ssh(address, f"cat {PHASE_FILE}").stdout.strip() for address in (LAB1, LAB2, LAB3)}
-
-
-def stop_stage_canary(report_folder: Path) -> dict[str, Any] | None:
-    """The failed stage's own canary (a detached process it started): stopped by its pid file, then counted."""
-    pid_file, state = report_folder / "canary.pid", report_folder / "canary.json"
-    if not pid_file.is_file():
-        return None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    deadline = time.monotonic() + 150
-    stats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        stats = json.loads(state.read_text()) if state.is_file() else {}
-        if stats.get("final"):
-            break
-        time.sleep(1)
-    return stats
-
-
-def test_broker_killed_during_the_security_migration(security_ready, fault, canary):
-    fault["fault"] = (
-        "lab3's broker killed (SIGKILL) while the security stage rolls the cluster phase by phase"
-    )
-    fault["setup"] = (
-        "the hosts' recorded phase moved back from secured to interbroker (the earliest phase whose clients "
-        "still reach the secured cluster), so the stage really rolls every node twice: interbroker, secured"
-    )
-    fault["expected"] = (
-        "the migration stops at a gate, no phase is recorded past what every node runs, nothing lost"
-    )
-    for address in (LAB1, LAB2, LAB3):
-        assert lab_ssh(address, f"echo interbroker > {PHASE_FILE}").returncode == 0
-    stage = StageRun("security", {"gate_timeout_seconds": 60, "gate_settle_seconds": 5})
-    probe: dict[str, Any] = {}
-    stop_probe = threading.Event()
-    stage_canary: dict[str, Any] | None = None
-    try:
-        stage.wait_for("starting task_id=roll_interbroker", 420)
-        lab_ssh(LAB3, f"kill -9 $({SERVICE} pid kafka)")
-        killed_at = time.monotonic()
-        watcher = threading.Thread(
-            target=watch_for_unhealthy, args=(stop_probe, probe, killed_at), daemon=True
-        )
-        watcher.start()
-        code = stage.finish(900)
-        fault["stage_failed_after_seconds"] = round(time.monotonic() - killed_at, 1)
-        stop_probe.set()
-        report = stage.report()
-        phases = recorded_phases()
-        fault["phases_after_failure"] = phases
-        fault["detection_seconds"] = probe.get("seconds")
-        fault["detected_by"] = [f"{r['id']}: {r['message']}"[:300] for r in failed_results(report)][:3]
-        stage_canary = stop_stage_canary(Path(stage.report_path()).parent)
-        fault["stage_canary"] = stage_canary
-        assert code != 0, stage.output[-3000:]
-        assert failed_results(report), "the stage failed without saying why"
-        assert set(phases.values()) == {"interbroker"}, phases  # nothing recorded past what every node runs
-        fault["detected"] = True
-
-        ensure_kafka_running(LAB3)
-        started = time.monotonic()
-        wait_until_healthy()
-        proc, report = stage_with_report("security", {"gate_settle_seconds": 5})
-        assert proc.returncode == 0, proc.stdout[-3000:]
-        assert set(recorded_phases().values()) == {"secured"}
-        fault["recovered"] = True
-        fault["recovery_seconds"] = round(time.monotonic() - started, 1)
-    finally:
-        stop_probe.set()
-        ensure_kafka_running(LAB3)
-        if set(recorded_phases().values()) != {"secured"}:  # the test broke off: finish the migration
-            wait_until_healthy()
-            run_stage("security", {"gate_settle_seconds": 5})
-    finish_canary(fault, canary)
-    if stage_canary and stage_canary.get("final"):
-        assert stage_canary["lost"] == 0, stage_canary
-
-
 # ---------------------------------------------------------------- Airflow itself
 
 
@@ -531,3 +448,89 @@ def wait_for_terminal(api: Any, run_id: str, seconds: float) -> str:
             return str(state)
         time.sleep(3)
     return str(state)
+
+
+# ---------------------------------------------------------------- the security migration
+
+
+PHASE_FILE = "/etc/event-broker/security-phase"
+
+
+def recorded_phases() -> dict[str, str]:
+    return {address: lab_ssh(address, f"cat {PHASE_FILE}").stdout.strip() for address in (LAB1, LAB2, LAB3)}
+
+
+def stop_stage_canary(report_folder: Path) -> dict[str, Any] | None:
+    """The failed stage's own canary (a detached process it started): stopped by its pid file, then counted."""
+    pid_file, state = report_folder / "canary.pid", report_folder / "canary.json"
+    if not pid_file.is_file():
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 150
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = json.loads(state.read_text()) if state.is_file() else {}
+        if stats.get("final"):
+            break
+        time.sleep(1)
+    return stats
+
+
+def test_broker_killed_during_the_security_migration(security_ready, fault, canary):
+    fault["fault"] = (
+        "lab3's broker killed (SIGKILL) while the security stage rolls the cluster phase by phase"
+    )
+    fault["setup"] = (
+        "the hosts' recorded phase moved back from secured to interbroker (the earliest phase whose clients "
+        "still reach the secured cluster), so the stage really rolls every node twice: interbroker, secured"
+    )
+    fault["expected"] = (
+        "the migration stops at a gate, no phase is recorded past what every node runs, nothing lost"
+    )
+    for address in (LAB1, LAB2, LAB3):
+        assert lab_ssh(address, f"echo interbroker > {PHASE_FILE}").returncode == 0
+    stage = StageRun("security", {"gate_timeout_seconds": 60, "gate_settle_seconds": 5})
+    probe: dict[str, Any] = {}
+    stop_probe = threading.Event()
+    stage_canary: dict[str, Any] | None = None
+    try:
+        stage.wait_for("starting task_id=roll_interbroker", 420)
+        lab_ssh(LAB3, f"kill -9 $({SERVICE} pid kafka)")
+        killed_at = time.monotonic()
+        watcher = threading.Thread(
+            target=watch_for_unhealthy, args=(stop_probe, probe, killed_at), daemon=True
+        )
+        watcher.start()
+        code = stage.finish(900)
+        fault["stage_failed_after_seconds"] = round(time.monotonic() - killed_at, 1)
+        stop_probe.set()
+        report = stage.report()
+        phases = recorded_phases()
+        fault["phases_after_failure"] = phases
+        fault["detection_seconds"] = probe.get("seconds")
+        fault["detected_by"] = [f"{r['id']}: {r['message']}"[:300] for r in failed_results(report)][:3]
+        stage_canary = stop_stage_canary(Path(stage.report_path()).parent)
+        fault["stage_canary"] = stage_canary
+        assert code != 0, stage.output[-3000:]
+        assert failed_results(report), "the stage failed without saying why"
+        assert set(phases.values()) == {"interbroker"}, phases  # nothing recorded past what every node runs
+        fault["detected"] = True
+
+        ensure_kafka_running(LAB3)
+        started = time.monotonic()
+        wait_until_healthy()
+        proc, report = stage_with_report("security", {"gate_settle_seconds": 5})
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert set(recorded_phases().values()) == {"secured"}
+        fault["recovered"] = True
+        fault["recovery_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        stop_probe.set()
+        ensure_kafka_running(LAB3)
+        if set(recorded_phases().values()) != {"secured"}:  # the test broke off: finish the migration
+            wait_until_healthy()
+            run_stage("security", {"gate_settle_seconds": 5})
+    finish_canary(fault, canary)
+    if stage_canary and stage_canary.get("final"):
+        assert stage_canary["lost"] == 0, stage_canary
