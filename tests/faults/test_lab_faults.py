@@ -309,7 +309,7 @@ def test_broker_data_disk_full(security_ready, fault, canary, monkeypatch):
         assert disk, failed_results(report)
         fault["detected"] = True
     finally:
-        lab_ssh(LAB3, f"umount {DATA_DIR}")
+        lab_ssh(LAB3, f"umount -l {DATA_DIR}")  # lazy: a broker that survived may still hold a file there
         ensure_kafka_running(LAB3)
     started = time.monotonic()
     wait_until_healthy()
@@ -401,9 +401,14 @@ def test_airflow_killed_mid_rollout_and_restarted(security_ready, fault, canary)
                 starts += [(run, r["id"]) for r in changed_results(report) if r.get("host") == "lab3"]
         fault["lab3_changes_reported"] = starts
         fault["lab3_broker_started_before_kill"] = started_before_kill
-        # one start of lab3's broker in all: by the interrupted run (then none by the re-run) or by the re-run
-        rerun_starts = [s for s in starts if s[0] != run_id]
-        assert len(rerun_starts) == (0 if started_before_kill else 1), starts
+        # lab3's broker started once in all. Started before the kill: by the interrupted run, which may
+        # have reported it or not (killed before its report); no later run starts it again. Started after
+        # the kill: by the resumed run or the re-run, which report it exactly once.
+        assert len(starts) <= 1, starts
+        if started_before_kill:
+            assert all(run == run_id for run, _ in starts), starts
+        else:
+            assert len(starts) == 1, starts
         wait_until_healthy()
         fault["recovered"] = True
         fault["recovery_seconds"] = round(time.monotonic() - restart_started, 1)
