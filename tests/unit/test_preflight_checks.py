@@ -224,6 +224,14 @@ def test_server_count_and_clock():
     assert single.status is Status.SKIPPED
 
 
+def test_a_clock_spread_within_the_measurements_uncertainty_is_inconclusive_not_a_failure():
+    blurred = [checks.ClockSample("a", 0.0, 400.0), checks.ClockSample("b", 255.0, 20.0)]
+    (clock,) = checks.clock_checks(blurred, 250)
+    assert clock.status is Status.WARN and "inconclusive" in clock.message
+    beyond = [checks.ClockSample("a", 0.0, 10.0), checks.ClockSample("b", 900.0, 10.0)]
+    assert checks.clock_checks(beyond, 250)[0].status is Status.FAIL
+
+
 def test_unreachable_host_is_a_blocking_finding_naming_host_and_error():
     lab = load_environment("lab")
     result = checks.unreachable(lab.host("lab2"), "lab2 (10.77.0.12): unreachable (connection timed out)")

@@ -502,13 +502,29 @@ def clock_checks(samples: Iterable[ClockSample], max_offset_ms: float) -> list[R
         return [_skipped("net.clock.offset", None, "fewer than two reachable hosts to compare")]
     spread = max(s.offset_ms for s in samples) - min(s.offset_ms for s in samples)
     uncertainty = max(s.uncertainty_ms for s in samples) * 2
+    observed = f"{spread:.1f} ms between hosts (± {uncertainty:.1f} ms)"
+    details = {s.host: round(s.offset_ms, 1) for s in samples}
+    if spread > max_offset_ms and spread - uncertainty <= max_offset_ms:
+        # Slow round trips (a loaded Airflow worker) blur the measurement: it cannot show a violation.
+        return [
+            Result(
+                id="net.clock.offset",
+                status=Status.WARN,
+                severity=Severity.ADVISORY,
+                message="clock offset between cluster hosts: inconclusive, the measurement's uncertainty "
+                "covers the limit; check the hosts' time sync (chrony/NTP) directly",
+                observed=observed,
+                expected=f"<= {max_offset_ms:g} ms",
+                details=details,
+            )
+        ]
     return [
         check(
             "net.clock.offset",
             spread <= max_offset_ms,
-            observed=f"{spread:.1f} ms between hosts (± {uncertainty:.1f} ms)",
+            observed=observed,
             expected=f"<= {max_offset_ms:g} ms",
             message="clock offset between cluster hosts",
-            details={s.host: round(s.offset_ms, 1) for s in samples},
+            details=details,
         )
     ]
