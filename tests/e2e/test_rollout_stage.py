@@ -152,7 +152,7 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     run_id = next(
-        line.split(" run ", 1)[1].split(":", 1)[0]
+        line.removeprefix(f"{CONTROLLER} run ").rsplit(": ", 1)[0]
         for line in proc.stdout.splitlines()
         if line.startswith(f"{CONTROLLER} run ")
     )
