@@ -34,7 +34,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from event_broker_rollout.catalog import Catalog, Policies
-from event_broker_rollout.components import Component, Components, matches
+from event_broker_rollout.components import Component, matches
 from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.integration.flow import (
     ROLLOUT_GROUP_INFIX,
@@ -262,39 +262,4 @@ def verify_contract(
                 timeout=timeout,
             )
         results.append(judge(check, error, note))
-    return results
-
-
-def verify_contracts(
-    components: Components,
-    client_configs: Mapping[str, Mapping[str, Any]],
-    *,
-    catalog: Catalog,
-    policies: Policies,
-    registry_config: Mapping[str, Any],
-    run_id: str,
-    timeout: float = 30.0,
-) -> list[Result]:
-    """``verify_contract`` for every component; one without client settings is a failure, not a skip."""
-    results = []
-    for component in components.components:
-        config = client_configs.get(component.name)
-        if config is None:
-            results.append(
-                Result(
-                    id=f"contract.credentials[{component.name}]",
-                    status=Status.FAIL,
-                    message=f"no client settings for {component.name}: its contract cannot be proven",
-                )
-            )
-            continue
-        results += verify_contract(
-            component,
-            config,
-            catalog=catalog,
-            policies=policies,
-            registry_config=registry_config,
-            run_id=run_id,
-            timeout=timeout,
-        )
     return results

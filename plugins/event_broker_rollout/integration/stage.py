@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +42,30 @@ def verify_contracts(environment: Environment, run_id: str) -> list[dict[str, An
     configs = _client_configs(environment)
     registry = clients.registry_config(environment, recorded_phase(environment))
     probe = Component(name=PROBE_PRINCIPAL, principal=PROBE_PRINCIPAL)
-    results: list[Result] = []
-    for component in [*components.components, probe]:
 
-        def verify(timeout: float, component: Component = component) -> list[Result]:
-            return contracts.verify_contract(
-                component,
-                configs[component.name],
-                catalog=catalog,
-                policies=policies,
-                registry_config=registry,
-                run_id=run_id,
-                timeout=timeout,
-            )
+    def verify(component: Component, timeout: float) -> list[Result]:
+        return contracts.verify_contract(
+            component,
+            configs[component.name],
+            catalog=catalog,
+            policies=policies,
+            registry_config=registry,
+            run_id=run_id,
+            timeout=timeout,
+        )
 
-        checked = verify(30.0)
+    def verify_patiently(component: Component) -> list[Result]:
+        checked = verify(component, 30.0)
         # A probe that met neither an answer nor a refusal in time (a busy group coordinator right after
         # the security stage) proves nothing either way: ask once more, with more patience.
         if any(r.status is Status.FAIL and r.observed in INCONCLUSIVE for r in checked):
-            checked = verify(90.0)
-        results += checked
+            checked = verify(component, 90.0)
+        return checked
+
+    # Components side by side: each probes in its own consumer group, so they never rebalance one another.
+    everyone = [*components.components, probe]
+    with ThreadPoolExecutor(max_workers=len(everyone)) as pool:
+        results = [result for checked in pool.map(verify_patiently, everyone) for result in checked]
     audit_results("integration.contract", results)
     return [r.to_dict() for r in results]
 
