@@ -226,8 +226,9 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
         figure.details["first_run"] = first
         context["first_run_infrastructure_seconds"] = first["stage_seconds"].get("infrastructure")
         context.setdefault("rollout_run_ids", []).append(first["run_id"])
-        if not first["succeeded"]:
-            raise RuntimeError(f"the first rollout failed: {first['tail']}")
+        if not first["succeeded"]:  # keep what it measured (the stages that ran) with the failure
+            figure.error = f"the first rollout failed: {first['tail'][-600:]}"
+            return figure
     reruns: list[dict[str, Any]] = []
     attempts = 0
     while len(reruns) < repeats:
@@ -300,10 +301,24 @@ def wait_healthy(timeout: float = 300) -> dict[str, float]:
     return reached
 
 
+# A whole KRaft cluster stopped at once: the last broker's controlled shutdown waits for a quorum that
+# is gone, until ebr-service's 180 s stop timeout. Give each process 15 s after TERM, then KILL.
+STOP_QUICKLY = (
+    "p=$({service} pid {name}) && {{ kill -TERM $p; for i in $(seq 30); do kill -0 $p 2>/dev/null || break; "
+    "sleep 0.5; done; kill -KILL $p 2>/dev/null; true; }} || true"
+)
+
+
 def services(action: str) -> None:
-    """ebr-service on every host at once: kafka everywhere, the registry on its host."""
-    commands = {address: f"{SERVICE} {action} kafka" for address in KAFKA_HOSTS}
-    commands[REGISTRY_HOST] += f" && {SERVICE} {action} schema-registry"
+    """Start or stop the services on every host at once: kafka everywhere, the registry on its host."""
+
+    def command(name: str) -> str:
+        if action == "stop":
+            return STOP_QUICKLY.format(service=SERVICE, name=name)
+        return f"{SERVICE} {action} {name}"
+
+    commands = {address: command("kafka") for address in KAFKA_HOSTS}
+    commands[REGISTRY_HOST] += f" && {command('schema-registry')}"
     with ThreadPoolExecutor(len(commands)) as pool:
         outcomes = list(pool.map(lambda item: (item[0], lab_ssh(item[0], item[1], 300)), commands.items()))
     failed = [f"{address}: {p.stderr.strip()[-300:]}" for address, p in outcomes if p.returncode != 0]
@@ -823,6 +838,28 @@ def summary_of(figure: dict[str, Any]) -> str:
     return ""
 
 
+def write_results(timestamp: str, measured: dict[str, dict[str, Any]], carried_from: Path | None) -> None:
+    figures = dict(measured)
+    if carried_from:
+        earlier = json.loads(carried_from.read_text())
+        for key, figure in earlier["figures"].items():
+            if key not in figures:
+                figures[key] = {**figure, "carried_from": figure.get("carried_from") or earlier["timestamp"]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "timestamp": timestamp,
+        "machine": machine(),
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "figures": figures,
+    }
+    chart = stage_chart(figures)
+    chart_name = f"{timestamp}-stages.svg" if chart else None
+    if chart and chart_name:
+        (RESULTS / chart_name).write_text(chart)
+    (RESULTS / f"{timestamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{timestamp}.md").write_text(markdown(result, chart_name))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {FIGURES}")
@@ -881,25 +918,9 @@ def main() -> int:
             figure = Figure(key, key, "", error=f"{type(error).__name__}: {error}")
         figures[key] = {**figure.to_dict(), "measured_in_seconds": round(time.perf_counter() - started, 1)}
         say(f"{key}: {figures[key]['value']} {figures[key]['unit']} {figures[key]['error'] or ''}")
-    if args.carry:
-        earlier = json.loads(args.carry.read_text())
-        for key, figure in earlier["figures"].items():
-            if key not in figures:
-                figures[key] = {**figure, "carried_from": figure.get("carried_from") or earlier["timestamp"]}
+        write_results(timestamp, figures, carried_from=args.carry)  # kept even if a later figure hangs
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {
-        "timestamp": timestamp,
-        "machine": machine(),
-        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-        "figures": figures,
-    }
-    chart = stage_chart(figures)
-    chart_name = f"{timestamp}-stages.svg" if chart else None
-    if chart and chart_name:
-        (RESULTS / chart_name).write_text(chart)
-    (RESULTS / f"{timestamp}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{timestamp}.md").write_text(markdown(result, chart_name))
+    write_results(timestamp, figures, carried_from=args.carry)
     print(f"results: {RESULTS / f'{timestamp}.json'}\nsummary: {RESULTS / f'{timestamp}.md'}")
     return 1 if any(f.get("error") for f in figures.values()) else 0
 
