@@ -118,7 +118,10 @@ def server_environment(server: ServerSettings) -> dict[str, str]:
 def running_pid(server: ServerSettings) -> int | None:
     if not server.pid_file.is_file():
         return None
-    pid = int(server.pid_file.read_text().strip() or 0)
+    text = server.pid_file.read_text().strip()
+    pid = int(text) if text.isdigit() else 0
+    if pid <= 0:  # kill(0, ...) would address our own process group
+        return None
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, ValueError):
