@@ -83,7 +83,7 @@ def set_retention(admin: AdminClient, value: str) -> None:
     admin.incremental_alter_configs([resource], request_timeout=15)[resource].result()
 
 
-def test_wrong_kafka_credentials_fail_clearly_and_change_nothing(security_ready, fault, tmp_path):
+def test_wrong_kafka_credentials_fail_clearly_and_change_nothing(schemas_ready, fault, tmp_path):
     fault["fault"] = "the Kafka admin connection (kafka_lab) carries a wrong SCRAM password"
     fault["expected"] = (
         "the schemas stage fails naming the authentication; a pending topic drift stays as it was"
