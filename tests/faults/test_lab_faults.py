@@ -372,6 +372,7 @@ def test_airflow_killed_mid_rollout_and_restarted(security_ready, fault, canary)
         restart_started = time.monotonic()
         airflow_server.start(server)
         fault["airflow_restart_seconds"] = round(time.monotonic() - restart_started, 1)
+        api = api_for(server)  # a token from before the restart is refused
 
         interrupted = wait_for_terminal(api, run_id, 180)
         fault["interrupted_run_state"] = interrupted
