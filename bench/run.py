@@ -197,6 +197,40 @@ def rollout_once() -> dict[str, Any]:
     }
 
 
+def rollout_from_report(run_id: str) -> dict[str, Any]:
+    """A rollout already on disk, in the shape `rollout_once` returns (for runs timed before)."""
+    report = json.loads((REPO / "reports" / "event_broker_rollout" / run_id / "report.json").read_text())
+    summary = report.get("summary") or {}
+    return {
+        "run_id": run_id,
+        "succeeded": report.get("status") == "passed",
+        "status": report.get("status"),
+        "wall_seconds": report_seconds(report),
+        "report_seconds": report_seconds(report),
+        "stage_seconds": summary.get("stage_seconds", {}),
+        "changes": summary.get("changes"),
+        "tail": "" if report.get("status") == "passed" else "see the rollout report",
+        "from_report": True,
+    }
+
+
+def bench_rollout_from_reports(first: str | None, reruns: list[str]) -> Figure:
+    """The rollout figure from rollout reports on disk, not timed now."""
+    figure = Figure("rollout", "Full rollout wall time per stage (from rollout reports)", "s")
+    if first:
+        figure.details["first_run"] = rollout_from_report(first)
+    runs = [rollout_from_report(run_id) for run_id in reruns]
+    figure.details["reruns"] = runs
+    figure.details["rerun_stage_median_seconds"] = {
+        stage: median([r["stage_seconds"][stage] for r in runs if stage in r["stage_seconds"]])
+        for stage in STAGES
+    }
+    figure.details["rerun_changes"] = [r["changes"] for r in runs]
+    figure.samples = [float(r["report_seconds"]) for r in runs if r["report_seconds"]]
+    figure.value = median(figure.samples)
+    return figure
+
+
 def fresh_lab() -> None:
     """What a new machine starts from: no installed software, no CA, no generated secrets, no connections.
 
@@ -867,6 +901,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap figures")
     parser.add_argument("--lab-repeats", type=int, default=3, help="repeats of preflight/compliance/overhead")
     parser.add_argument("--rollout-repeats", type=int, default=1, help="no-change rollout re-runs")
+    parser.add_argument("--rerun-reports", default="", help="rollout run ids on disk: no new rollout")
+    parser.add_argument("--first-run-report", default=None, help="with --rerun-reports: the first run's id")
     parser.add_argument(
         "--leave-scaled-lab",
         action="store_true",
@@ -886,7 +922,11 @@ def main() -> int:
 
     context: dict[str, Any] = {}
     measures: dict[str, Callable[[], Figure]] = {
-        "rollout": lambda: bench_rollout(args.first_run, args.rollout_repeats, context),
+        "rollout": lambda: (
+            bench_rollout_from_reports(args.first_run_report, args.rerun_reports.split(","))
+            if args.rerun_reports
+            else bench_rollout(args.first_run, args.rollout_repeats, context)
+        ),
         "infra_overhead": lambda: bench_infra_overhead(args.lab_repeats, context),
         "preflight_scaling": lambda: bench_preflight_scaling(
             args.lab_repeats,
