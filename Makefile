@@ -13,7 +13,7 @@ CONF ?=
 export LAB_STATE ?= /var/lib/event-broker-lab
 
 .PHONY: help setup packages venv artifacts lock lab-up lab-down lab-status lab-cut lab-heal \
-        stage demo rollout compliance airflow-up airflow-down audit-export audit-verify \
+        stage demo rollout compliance airflow-up airflow-down audit-export audit-verify bench faults \
         test test-unit test-integration lint typecheck clean
 
 help: ## list the commands
@@ -81,6 +81,14 @@ audit-export: venv ## export a run's audit trail: DAG=<dag_id> RUN=<run_id> [LOG
 
 audit-verify: venv ## check an exported trail and name its first break: TRAIL=reports/<dag_id>/<run_id>/audit-trail.jsonl
 	@$(PY) -m event_broker_rollout.audit_trail verify '$(TRAIL)'
+
+BENCH_ARGS ?=
+
+bench: setup lab-up ## benchmarks on the lab: bench/results/<timestamp>.json + .md with a chart [BENCH_ARGS="--first-run"]
+	@$(PY) bench/run.py $(BENCH_ARGS)
+
+faults: setup ## fault scenarios on the lab (each detected, recovered, messages lost): bench/results/faults-<timestamp>.json
+	@EBR_KEEP_LAB=$${EBR_KEEP_LAB:-0} $(VENV)/bin/pytest tests/faults -q -p no:cacheprovider
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check plugins dags tests
