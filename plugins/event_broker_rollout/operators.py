@@ -21,7 +21,7 @@ from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.infrastructure import health
 from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE
 from event_broker_rollout.sensors import fail_gate, gate_result, resolve_phase
-from event_broker_rollout.triggers import ClusterHealthTrigger
+from event_broker_rollout.triggers import ClusterHealthTrigger, healthy_now
 
 
 class RollingRestartOperator(BaseOperator):
@@ -107,6 +107,14 @@ class RollingRestartOperator(BaseOperator):
         if result.status is Status.FAIL:
             context["ti"].xcom_push(key="return_value", value=done)
             fail_gate(context, result)
+        carry = {
+            "queue": queue,
+            "done": [*done, {**result.to_dict(), "host": host_name}],
+            "host_name": host_name,
+        }
+        in_sync = healthy_now(environment, "partitions", self._phase(environment))
+        if in_sync is not None:  # answered at once: no deferral (see MIN_DEFERRAL_SECONDS)
+            return self.after_partitions_gate(context, {**in_sync, "carry": carry})
         self.defer(
             trigger=ClusterHealthTrigger(
                 check="partitions",
@@ -114,11 +122,7 @@ class RollingRestartOperator(BaseOperator):
                 phase=self._phase(environment),
                 timeout_seconds=float(self.gate_timeout),
                 settle_seconds=0,
-                carry={
-                    "queue": queue,
-                    "done": [*done, {**result.to_dict(), "host": host_name}],
-                    "host_name": host_name,
-                },
+                carry=carry,
             ),
             method_name="after_partitions_gate",
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.evidence import Result, Status
-from event_broker_rollout.triggers import ClusterHealthTrigger
+from event_broker_rollout.triggers import ClusterHealthTrigger, healthy_now
 
 GATE_IDS = {
     "brokers": "gate.brokers_registered",
@@ -99,9 +99,13 @@ class ClusterHealthSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.phase = phase
 
-    def execute(self, context: Context) -> None:
+    def execute(self, context: Context) -> list[dict[str, Any]] | None:
         environment = load_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
+        if float(self.settle_seconds) == 0:
+            answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
+            if answered is not None:
+                return self.execute_complete(context, answered)
         trigger = ClusterHealthTrigger(
             check=self.check,
             environment_name=self.environment_name,

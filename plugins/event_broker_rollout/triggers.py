@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from event_broker_rollout import clients
-from event_broker_rollout.environment import load_environment
+from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.infrastructure import health
 
 CHECKS = ("brokers", "partitions", "registry")
+
+
+# An event fired within a second of deferring can reach the scheduler before it has processed the
+# deferring attempt's own exit, which it then takes for a task finished twice and fails (seen under
+# LocalExecutor). Gates that are healthy at once are answered without deferring (sensors.py,
+# operators.py); a trigger never answers sooner than this.
+MIN_DEFERRAL_SECONDS = 5.0
 
 
 class ClusterHealthTrigger(BaseTrigger):
@@ -60,22 +67,15 @@ class ClusterHealthTrigger(BaseTrigger):
             },
         )
 
-    async def _probe_function(self) -> Any:
+    async def _probe_function(self) -> Callable[[], dict[str, Any]]:
         environment = load_environment(self.environment_name)
         if self.check == "registry":
-            base = clients.registry_base_url(environment, self.phase)
-            ca = clients.ca_file(environment) if base.startswith("https") else None
-            return lambda: health.registry_status(f"{base}/apis/ccompat/v7", f"{base}/health/ready", ca)
+            return health_probe(environment, self.check, self.phase, None)
         from airflow.sdk import BaseHook
 
         connection = await BaseHook.aget_connection(environment.connections.kafka_admin)
         config = clients.kafka_config(environment, self.phase, connection.login, connection.password)
-        if self.check == "brokers":
-            expected = [environment.node_id(h) for h in environment.brokers]
-            return lambda: health.brokers_status(health.admin_client(config), expected)
-        return lambda: health.partitions_status(
-            health.admin_client(config), environment.kafka.min_insync_replicas
-        )
+        return health_probe(environment, self.check, self.phase, config)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         probe = await self._probe_function()
@@ -86,7 +86,8 @@ class ClusterHealthTrigger(BaseTrigger):
             now = time.monotonic()
             if observed.get("healthy"):
                 healthy_since = healthy_since if healthy_since is not None else now
-                if now - healthy_since >= self.settle_seconds:
+                settled = now - healthy_since >= self.settle_seconds
+                if settled and now - started >= MIN_DEFERRAL_SECONDS:
                     yield TriggerEvent(
                         {
                             "status": "healthy",
@@ -111,3 +112,30 @@ class ClusterHealthTrigger(BaseTrigger):
                 )
                 return
             await asyncio.sleep(self.poll_interval)
+
+
+def health_probe(
+    environment: Environment, check: str, phase: str, kafka_config: Mapping[str, Any] | None
+) -> Callable[[], dict[str, Any]]:
+    """One look at the cluster for a gate: ``registry``, ``brokers`` or ``partitions``."""
+    if check == "registry":
+        base = clients.registry_base_url(environment, phase)
+        ca = clients.ca_file(environment) if base.startswith("https") else None
+        return lambda: health.registry_status(f"{base}/apis/ccompat/v7", f"{base}/health/ready", ca)
+    assert kafka_config is not None
+    config = dict(kafka_config)
+    if check == "brokers":
+        expected = [environment.node_id(h) for h in environment.brokers]
+        return lambda: health.brokers_status(health.admin_client(config), expected)
+    return lambda: health.partitions_status(
+        health.admin_client(config), environment.kafka.min_insync_replicas
+    )
+
+
+def healthy_now(environment: Environment, check: str, phase: str) -> dict[str, Any] | None:
+    """A gate's event when the cluster is healthy right now (no settle window asked), else None."""
+    config = None if check == "registry" else clients.admin_config(environment, phase)
+    observed = health_probe(environment, check, phase, config)()
+    if not observed.get("healthy"):
+        return None
+    return {"status": "healthy", "check": check, "observed": observed, "waited_seconds": 0.0, "carry": {}}
