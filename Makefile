@@ -91,8 +91,8 @@ faults: setup ## fault scenarios on the lab (each detected, recovered, messages 
 	@EBR_KEEP_LAB=$${EBR_KEEP_LAB:-0} $(VENV)/bin/pytest tests/faults -q -p no:cacheprovider
 
 lint: venv ## ruff and mypy
-	@$(VENV)/bin/ruff check plugins dags tests
-	@$(VENV)/bin/ruff format --check plugins dags tests
+	@$(VENV)/bin/ruff check plugins dags tests bench
+	@$(VENV)/bin/ruff format --check plugins dags tests bench
 	@$(VENV)/bin/mypy
 
 # pytest exits 5 when a selection holds no test; that is not a failure of the suite.
