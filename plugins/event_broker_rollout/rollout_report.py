@@ -182,7 +182,7 @@ def timeline_svg(bars: Sequence[TimelineBar], width: int = 900) -> str:
     origin = min(bar.start for bar in bars)
     total = max((max(bar.end for bar in bars) - origin).total_seconds(), 1.0)
     label_width, row, top = 170, 26, 30
-    scale = (width - label_width - 20) / total
+    scale = (width - label_width - 60) / total  # room on the right for the last bar's label
     height = top + row * len(bars) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="rollout timeline" '

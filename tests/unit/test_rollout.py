@@ -190,6 +190,6 @@ def test_the_timeline_scales_bars_to_their_duration():
         rollout_report.TimelineBar("a", t0, t0 + timedelta(seconds=10), "pass"),
         rollout_report.TimelineBar("b", t0 + timedelta(seconds=10), t0 + timedelta(seconds=40), "pass"),
     ]
-    svg = rollout_report.timeline_svg(bars, width=490)  # 300 px of bars for 40 s
+    svg = rollout_report.timeline_svg(bars, width=530)  # 300 px of bars for 40 s
     widths = [float(part.split('"')[0]) for part in svg.split('width="')[2:4]]
     assert widths == [75.0, 225.0]
