@@ -494,10 +494,6 @@ def stop_stage_canary(report_folder: Path) -> dict[str, Any] | None:
     return stats
 
 
-@pytest.mark.skip(
-    reason="not yet run on the lab (no time in the lab window): it moves the hosts back to the "
-    "interbroker phase, which re-opens PLAINTEXT for two rolling restarts; run it once before trusting it"
-)
 def test_broker_killed_during_the_security_migration(security_ready, fault, canary):
     fault["fault"] = (
         "lab3's broker killed (SIGKILL) while the security stage rolls the cluster phase by phase"
