@@ -5,19 +5,71 @@ Nothing here reads a connection or variable at import time: DAG files must parse
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from event_broker_rollout.audit import KEY_MATERIAL, audit
 from event_broker_rollout.environment import (
     Environment,
     available_environments,
     load_environment,
     load_sizing_profiles,
 )
-from event_broker_rollout.evidence import Result, Severity, StageReport, Status, utcnow
+from event_broker_rollout.evidence import Result, Severity, StageReport, Status, report_dir, utcnow
 from event_broker_rollout.preflight.governance import KNOWLEDGE_PREREQUISITES
 
-DEFAULT_ARGS: dict[str, Any] = {"owner": "platform", "retries": 0}
+TASK_FAILURES = "task-failures"  # a folder in the run's report directory, one file per failed task
+# Exceptions whose text may enter a report: the rollout's own, Airflow's and the transports' (hosts,
+# codes, reasons). Any other is named by its type only: a serializer's ValueError, say, quotes the record.
+SPEAKING_MODULES = ("event_broker_rollout", "airflow")
+ERROR_TEXT_LIMIT = 400
+
+
+def failure_text(error: BaseException | str | None) -> str:
+    """What the report may say about why a task failed."""
+    if error is None:
+        return "no exception recorded"
+    if isinstance(error, str):  # Airflow passes a reason, not an exception, for some failures
+        return error[:ERROR_TEXT_LIMIT]
+    # Imported here, on failure only: the DAG files import this module and parse time counts.
+    from confluent_kafka import KafkaException
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from paramiko import SSHException
+
+    kind = type(error)
+    transport = isinstance(error, OSError | KafkaException | SchemaRegistryError | SSHException)
+    if kind.__module__.split(".")[0] not in SPEAKING_MODULES and not transport:
+        return f"{kind.__name__} (its text stays in the task log)"
+    text = " ".join(str(error).split())
+    if KEY_MATERIAL.search(text):
+        return f"{kind.__name__} (its text held key material and stays out of the report)"
+    return f"{kind.__name__}: {text}"[:ERROR_TEXT_LIMIT]
+
+
+def record_task_failure(context: Any) -> None:
+    """on_failure_callback: why the task failed, for the stage's report (which runs after it) and the
+    audit trail. A task that died mid-change may have left no evidence of its own."""
+    ti = context["ti"]
+    text = failure_text(context.get("exception"))
+    map_index = getattr(ti, "map_index", -1)
+    name = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}.{map_index}"
+    folder = report_dir(ti.dag_id, context["run_id"]) / TASK_FAILURES
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"task_id": ti.task_id, "error": text}) + "\n")
+    audit("task.failed", target=ti.task_id, outcome="failed", error=text)
+
+
+def recorded_failures(dag_id: str, run_id: str) -> dict[str, list[str]]:
+    folder = report_dir(dag_id, run_id) / TASK_FAILURES
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        record = json.loads(path.read_text())
+        found.setdefault(record["task_id"], []).append(record["error"])
+    return found
+
+
+DEFAULT_ARGS: dict[str, Any] = {"owner": "platform", "retries": 0, "on_failure_callback": record_task_failure}
 
 
 def environment_param() -> Any:
@@ -108,15 +160,15 @@ def task_outcomes(context: Any) -> list[Result]:
     tasks that never ran because an earlier one failed are listed as skipped, with that reason."""
     ti = context["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[context["run_id"]]).get(context["run_id"], {})
+    reasons = recorded_failures(ti.dag_id, context["run_id"])
     outcomes = []
     for task_id, state in sorted(states.items()):
         if task_id == ti.task_id:
             continue
         if state == "failed":
+            why = "; ".join(reasons.get(task_id, [])) or "see its log"
             outcomes.append(
-                Result(
-                    id=f"task.{task_id}", status=Status.FAIL, message=f"task {task_id} failed; see its log"
-                )
+                Result(id=f"task.{task_id}", status=Status.FAIL, message=f"task {task_id} failed: {why}")
             )
         elif state == "upstream_failed":
             outcomes.append(

@@ -59,6 +59,8 @@ class SizingTier(Strict):
     memory_gb: float = Field(gt=0)
     vcpus: int = Field(ge=1)
     disk_gb: float = Field(gt=0)
+    # Free share of each Kafka data disk: a broker whose disk fills stops (it cannot roll a segment).
+    disk_free_percent: float = Field(default=10, ge=0, lt=100)
     disk_type: Literal["ssd", "any"] = "ssd"
 
 

@@ -188,6 +188,8 @@ class StageRun:
             with self.seen:
                 self.lines.append(line)
                 self.seen.notify_all()
+        with self.seen:  # the output ended: a waiter for a line that never came need not wait longer
+            self.seen.notify_all()
 
     def wait_for(self, text: str, seconds: float) -> None:
         with self.seen:

@@ -3,6 +3,7 @@ production broker and an Ubuntu 20.04 development host (outputs in the formats t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,21 @@ def test_lab_host_passes_the_lab_profile(profiles):
     assert skipped["sw.docker"].status is Status.SKIPPED
     assert "deployment mode is bare_metal" in skipped["sw.docker"].message
     assert skipped["sw.confluent"].status is Status.SKIPPED
+
+
+def test_a_nearly_full_data_disk_blocks_however_large_it_is(profiles):
+    lab = load_environment("lab")
+    recorded = facts("debian12_lab")
+    (disk,) = recorded.disks
+    full = dataclasses.replace(recorded, disks=(dataclasses.replace(disk, available_gb=8.1),))  # 3.0 %
+    results = by_id(checks.host_checks(lab.host("lab1"), full, lab, "lab", profiles["lab"], "bare_metal"))
+    blocked = results["hw.disk.free.minimum[/var/lib/kafka/data]"]
+    assert (blocked.status, blocked.observed, blocked.expected) == (Status.FAIL, "3 % free", ">= 5 % free")
+    assert "8.1 of 270.6 GB" in blocked.message
+    assert results["hw.disk.size.minimum[/var/lib/kafka/data]"].status is Status.PASS  # size alone passes
+    roomy = by_id(checks.host_checks(lab.host("lab1"), recorded, lab, "lab", profiles["lab"], "bare_metal"))
+    assert roomy["hw.disk.free.minimum[/var/lib/kafka/data]"].observed == "30.6 % free"
+    assert roomy["hw.disk.free.recommended[/var/lib/kafka/data]"].status is Status.PASS
 
 
 def test_lab_host_against_development_profile_fails_on_vcpus(profiles):

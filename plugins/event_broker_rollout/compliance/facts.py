@@ -14,7 +14,6 @@ import os
 import shlex
 import ssl
 import stat
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -55,12 +54,6 @@ BROKER_SETTINGS = (
 )
 AUTHORIZER_SETTINGS = ("allow.everyone.if.no.acl.found", "super.users")
 SERVER_PROPERTIES = "/etc/kafka/server.properties"
-
-
-def kafka_error_text(error: Exception) -> str:
-    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
-        return error.args[0].name()
-    return f"{type(error).__name__}: {error}"
 
 
 # --- broker settings and listeners ---------------------------------------------------------------
@@ -117,7 +110,7 @@ def broker_settings(admin: AdminClient, environment: Environment) -> list[Broker
         try:
             entries = admin.describe_configs([resource], request_timeout=TIMEOUT)[resource].result()
         except KafkaException as error:
-            return BrokerSettings(name, node, error=kafka_error_text(error))
+            return BrokerSettings(name, node, error=health.kafka_error_text(error))
         return BrokerSettings(
             name, node, {key: entries[key].value if key in entries else None for key in BROKER_SETTINGS}
         )
@@ -266,34 +259,15 @@ class Authentication:
     wrong_password_error: str | None
 
 
-def login_error(config: Mapping[str, Any], timeout: float = 10.0) -> str | None:
-    """None if a metadata request succeeds with these settings, else why not. An authentication error
-    (reported through the client's error callback) ends the wait early and is the answer."""
-    errors: list[KafkaError] = []
-    settings: dict[str, Any] = {**config, "error_cb": errors.append, "socket.timeout.ms": 5000}
-    admin = AdminClient(settings)
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=1)
-            return None
-        except KafkaException as error:
-            last = kafka_error_text(error)
-        admin.poll(0.2)  # serves the error callback
-        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
-        if refused:
-            return f"{refused[0].name()}: {refused[0].str()}"
-    return last
-
-
 def authentication(secure_config: Mapping[str, Any]) -> Authentication:
     no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
     no_credentials["security.protocol"] = "SSL"
     wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
     approved, none, wrong_password = in_parallel(
         ["approved", "none", "wrong"],
-        lambda which: login_error({"approved": secure_config, "none": no_credentials, "wrong": wrong}[which]),
+        lambda which: health.login_error(
+            {"approved": secure_config, "none": no_credentials, "wrong": wrong}[which]
+        ),
     ).values()
     return Authentication(approved, none, wrong_password)
 
@@ -385,7 +359,7 @@ def no_grants_probes(config: Mapping[str, Any], principal: str, topics: Sequence
         try:
             description = answers[topic].result()
         except KafkaException as error:
-            probes.append(NoGrantsProbe(principal, topic, kafka_error_text(error)))
+            probes.append(NoGrantsProbe(principal, topic, health.kafka_error_text(error)))
             continue
         operations = tuple(sorted(op.name for op in description.authorized_operations or []))
         probes.append(NoGrantsProbe(principal, topic, None, operations))
@@ -433,7 +407,7 @@ def topics(admin: AdminClient) -> Topics:
         names = sorted(admin.list_topics(timeout=TIMEOUT).topics)
         return Topics(tuple(names), observe_topics(admin, names, TIMEOUT))
     except KafkaException as error:
-        return Topics(error=kafka_error_text(error))
+        return Topics(error=health.kafka_error_text(error))
 
 
 @dataclass(frozen=True)
@@ -473,7 +447,7 @@ def audit_trail(config: Mapping[str, Any], topic: str, partitions: int) -> Audit
                     topic, held, latest, f"newest record of partitions {sorted(pending)} not read in time"
                 )
     except KafkaException as error:
-        return AuditTrail(topic, held, latest, kafka_error_text(error))
+        return AuditTrail(topic, held, latest, health.kafka_error_text(error))
     finally:
         consumer.close()
     return AuditTrail(topic, held, latest)

@@ -10,19 +10,64 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
 ADMIN_TIMEOUT = 10.0
 
 
+class KafkaLoginError(RuntimeError):
+    """The cluster refused the rollout's admin login, or did not answer it."""
+
+
 def admin_client(config: Mapping[str, Any]) -> AdminClient:
     settings = {"socket.timeout.ms": 10000, "request.timeout.ms": 10000, **config}
     return AdminClient(dict(settings))
+
+
+def kafka_error_text(error: Exception) -> str:
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        return error.args[0].name()
+    return f"{type(error).__name__}: {error}"
+
+
+def login_error(config: Mapping[str, Any], timeout: float = 10.0) -> str | None:
+    """None if a metadata request succeeds with these settings, else why not. An authentication error
+    (reported through the client's error callback) ends the wait early and is the answer."""
+    errors: list[KafkaError] = []
+    settings: dict[str, Any] = {**config, "error_cb": errors.append, "socket.timeout.ms": 5000}
+    admin = AdminClient(settings)
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1)
+            return None
+        except KafkaException as error:
+            last = kafka_error_text(error)
+        admin.poll(0.2)  # serves the error callback
+        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if refused:
+            return f"{refused[0].name()}: {refused[0].str()}"
+    return last
+
+
+def authenticated_admin(config: Mapping[str, Any]) -> AdminClient:
+    """An admin client whose login the cluster has accepted. A wrong password then fails here, by name,
+    before any change, rather than as librdkafka's "Broker transport failure" halfway through one."""
+    refused = login_error(config)
+    if refused is not None:
+        user = config.get("sasl.username", "(no SASL user)")
+        raise KafkaLoginError(
+            f"the cluster at {config.get('bootstrap.servers')} did not accept the admin login as {user}: {refused}"
+        )
+    return admin_client(config)
 
 
 def brokers_status(admin: AdminClient, expected_ids: Iterable[int]) -> dict[str, Any]:

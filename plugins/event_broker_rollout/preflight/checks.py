@@ -154,6 +154,20 @@ def hardware_checks(
                 f"disk for {disk.directory} on {disk.mount_point}",
             )
         ]
+        free_percent = 100 * disk.available_gb / disk.size_gb if disk.size_gb else 0.0
+        results += [
+            replace_id(r, f"{r.id}[{disk.directory}]")
+            for r in _tiers(
+                "hw.disk.free",
+                host.name,
+                round(free_percent, 1),
+                minimum.disk_free_percent,
+                recommended.disk_free_percent,
+                "% free",
+                f"free space for {disk.directory} on {disk.mount_point} "
+                f"({disk.available_gb:g} of {disk.size_gb:g} GB)",
+            )
+        ]
         kind = "unknown" if disk.rotational is None else ("rotational (HDD)" if disk.rotational else "SSD")
         if minimum.disk_type == "ssd":
             results.append(

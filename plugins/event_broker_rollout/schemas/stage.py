@@ -34,7 +34,7 @@ def reconcile_environment(environment: Environment, dry_run: bool) -> list[dict[
     outcome = reconcile(
         catalog,
         policies,
-        admin=health.admin_client(clients.admin_config(environment, phase)),
+        admin=health.authenticated_admin(clients.admin_config(environment, phase)),
         registry=SchemaRegistryClient(clients.registry_config(environment, phase)),
         dry_run=dry_run,
         replication_factor=environment.kafka.default_replication_factor,

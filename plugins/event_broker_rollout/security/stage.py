@@ -117,7 +117,7 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
 
 
 def admin(environment: Environment, phase: str) -> Any:
-    return health.admin_client(clients.admin_config(environment, phase))
+    return health.authenticated_admin(clients.admin_config(environment, phase))
 
 
 def ensure_users(environment: Environment) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ import struct
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 
 from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.infrastructure import health
 
 CONNECT_TIMEOUT = 5.0
 API_VERSIONS_KEY = 18
@@ -178,16 +178,6 @@ def listener_checks(
     return results
 
 
-def _login_error(config: dict[str, Any]) -> str | None:
-    """None if a metadata request succeeds with these settings, else the error."""
-    admin = AdminClient({**config, "socket.timeout.ms": 8000, "request.timeout.ms": 8000})
-    try:
-        admin.list_topics(timeout=10)
-    except KafkaException as error:
-        return str(error.args[0]) if error.args else str(error)
-    return None
-
-
 def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
     """No credentials and a wrong password are both refused by the SASL_SSL listener."""
     no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
@@ -198,7 +188,7 @@ def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
         ("auth.no_credentials_refused", no_credentials, "a client with no credentials"),
         ("auth.wrong_password_refused", wrong, "a client with a wrong password"),
     ):
-        error = _login_error(config)
+        error = health.login_error(config)
         results.append(
             check(
                 check_id,
