@@ -105,6 +105,9 @@ def server_environment(server: ServerSettings) -> dict[str, str]:
                 {"connections_file_path": str(connections_file())}
             ),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # A task whose process died with a crashed Airflow is failed after 90 s without a heartbeat
+            # (default 300 s), so a restarted Airflow settles the interrupted rollout within minutes.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "90",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "PYTHONUNBUFFERED": "1",
             # standalone starts its components as `airflow ...` from PATH: this venv's.

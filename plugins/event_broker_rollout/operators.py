@@ -1,7 +1,7 @@
 """Rolling restart: one Kafka node at a time, each followed by the health gates, deferring in between.
 
-Before each restart the operator refuses to go on if the restart would take any partition below
-min.insync.replicas (Strimzi's rule) or if the cluster is not healthy; after each restart it defers to
+Before each restart the operator refuses to go on if another broker does not answer, or if the restart
+would take any partition below min.insync.replicas (Strimzi's rule); after each restart it defers to
 the brokers and partitions triggers, so no worker slot is held while the node rejoins. A failed gate
 stops the roll: the next node is never touched.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
@@ -70,19 +70,20 @@ class RollingRestartOperator(BaseOperator):
         environment = load_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]
         host = environment.host(host_name)
-        admin = health.admin_client(clients.admin_config(environment, self._phase(environment)))
+        config = clients.admin_config(environment, self._phase(environment))
+        silent = health.silent_brokers(config["bootstrap.servers"], str(host.address))
+        if silent:
+            self._refuse(context, done, host_name, f"other brokers do not answer: {', '.join(silent)}")
         blockers = health.restart_blockers(
-            admin, environment.node_id(host), environment.kafka.min_insync_replicas
+            health.admin_client(config), environment.node_id(host), environment.kafka.min_insync_replicas
         )
         if blockers:
-            refusal = Result(
-                id=f"infra.rolling_restart[{host_name}]",
-                status=Status.FAIL,
-                host=host_name,
-                message=f"refused: restarting {host_name} would take partitions below min.insync.replicas: {', '.join(blockers[:10])}",
+            self._refuse(
+                context,
+                done,
+                host_name,
+                f"it would take partitions below min.insync.replicas: {', '.join(blockers[:10])}",
             )
-            context["ti"].xcom_push(key="return_value", value=[*done, refusal.to_dict()])
-            raise AirflowFailException(refusal.message)
         done = [*done, restart_service(environment, self._plans(context), host_name, KAFKA_SERVICE)]
         self.defer(
             trigger=ClusterHealthTrigger(
@@ -97,6 +98,16 @@ class RollingRestartOperator(BaseOperator):
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
         )
         return done  # not reached: defer() raises
+
+    def _refuse(self, context: Context, done: list[dict[str, Any]], host_name: str, why: str) -> NoReturn:
+        refusal = Result(
+            id=f"infra.rolling_restart[{host_name}]",
+            status=Status.FAIL,
+            host=host_name,
+            message=f"refused to restart {host_name}: {why}",
+        )
+        context["ti"].xcom_push(key="return_value", value=[*done, refusal.to_dict()])
+        raise AirflowFailException(refusal.message)
 
     def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]

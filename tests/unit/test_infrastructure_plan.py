@@ -193,3 +193,16 @@ def test_archive_top_dir():
     assert desired.archive_top_dir(Path("confluent-8.1.0.tar.gz")) == "confluent-8.1.0"
     with pytest.raises(ValueError):
         desired.archive_top_dir(Path("kafka.zip"))
+
+
+def test_a_broker_that_refuses_connections_is_silent_whatever_the_metadata_says():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        answering = listening.getsockname()[1]
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            gone = closed.getsockname()[1]  # bound then closed: nothing listens there any more
+        servers = f"127.0.0.1:{answering},127.0.0.1:{gone}"
+        assert health.silent_brokers(servers, skip_address="10.77.0.11") == [f"127.0.0.1:{gone}"]
+        # the broker about to be restarted is not asked
+        assert health.silent_brokers(servers, skip_address="127.0.0.1") == []

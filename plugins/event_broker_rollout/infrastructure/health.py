@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.error
@@ -145,6 +146,22 @@ def restart_blockers(admin: AdminClient, broker_id: int, default_min_isr: int) -
             if broker_id in partition.isrs and len(partition.isrs) - 1 < min_isr.get(topic, default_min_isr):
                 blockers.append(f"{topic}-{partition_id} (isr {sorted(partition.isrs)})")
     return blockers
+
+
+def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = 3.0) -> list[str]:
+    """Brokers of the bootstrap list (``host:port,...``), other than ``skip_address``, that do not accept
+    a TCP connection now. The cluster's metadata keeps a broker that just died registered, and in the
+    ISRs, until its session times out; a connection attempt knows at once."""
+    silent = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if host.strip("[]") == skip_address:
+            continue
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError:
+            silent.append(server.strip())
+    return silent
 
 
 def registry_status(base_url: str, health_url: str, ca_file: str | None = None) -> dict[str, Any]:
