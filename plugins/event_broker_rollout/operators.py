@@ -73,7 +73,11 @@ class RollingRestartOperator(BaseOperator):
         config = clients.admin_config(environment, self._phase(environment))
         silent = health.silent_brokers(config["bootstrap.servers"], str(host.address))
         if silent:
-            self._refuse(context, done, host_name, f"other brokers do not answer: {', '.join(silent)}")
+            names = {str(h.address): h.name for h in environment.hosts}
+            who = [
+                f"{names.get(server.rpartition(':')[0].strip('[]'), server)} ({server})" for server in silent
+            ]
+            self._refuse(context, done, host_name, f"another broker does not answer: {', '.join(who)}")
         blockers = health.restart_blockers(
             health.admin_client(config), environment.node_id(host), environment.kafka.min_insync_replicas
         )
