@@ -105,8 +105,11 @@ def server_environment(server: ServerSettings) -> dict[str, str]:
                 {"connections_file_path": str(connections_file())}
             ),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            # A task whose process died with a crashed Airflow is failed after 90 s without a heartbeat
-            # (default 300 s), so a restarted Airflow settles the interrupted rollout within minutes.
+            # After a crash, the restarted scheduler resets the tasks its dead predecessor was running
+            # (they re-run: every task is idempotent) at its next orphan check; Airflow checks every
+            # 300 s, which left an interrupted rollout `running` for minutes. A task process that dies
+            # under a living scheduler is failed after 90 s without a heartbeat (default 300 s).
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "90",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "PYTHONUNBUFFERED": "1",
