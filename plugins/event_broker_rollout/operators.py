@@ -74,9 +74,7 @@ class RollingRestartOperator(BaseOperator):
         silent = health.silent_brokers(config["bootstrap.servers"], str(host.address))
         if silent:
             names = {str(h.address): h.name for h in environment.hosts}
-            who = [
-                f"{names.get(server.rpartition(':')[0].strip('[]'), server)} ({server})" for server in silent
-            ]
+            who = [f"{names.get(health.server_address(server), server)} ({server})" for server in silent]
             self._refuse(context, done, host_name, f"another broker does not answer: {', '.join(who)}")
         blockers = health.restart_blockers(
             health.admin_client(config), environment.node_id(host), environment.kafka.min_insync_replicas

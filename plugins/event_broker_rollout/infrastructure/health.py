@@ -153,15 +153,20 @@ def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = 3
     a TCP connection now. The cluster's metadata keeps a broker that just died registered, and in the
     ISRs, until its session times out; a connection attempt knows at once."""
     silent = []
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if host.strip("[]") == skip_address:
+    for server in (item.strip() for item in bootstrap_servers.split(",")):
+        address = server_address(server)
+        if address == skip_address:
             continue
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            socket.create_connection((address, int(server.rpartition(":")[2])), timeout=timeout).close()
         except OSError:
-            silent.append(server.strip())
+            silent.append(server)
     return silent
+
+
+def server_address(server: str) -> str:
+    """The address of a ``host:port`` (or ``[v6]:port``) bootstrap entry."""
+    return server.rpartition(":")[0].strip("[]")
 
 
 def registry_status(base_url: str, health_url: str, ca_file: str | None = None) -> dict[str, Any]:
