@@ -260,14 +260,9 @@ class Authentication:
 
 
 def authentication(secure_config: Mapping[str, Any]) -> Authentication:
-    no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
-    no_credentials["security.protocol"] = "SSL"
-    wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
+    logins = {"approved": dict(secure_config), **health.clients_to_refuse(secure_config)}
     approved, none, wrong_password = in_parallel(
-        ["approved", "none", "wrong"],
-        lambda which: health.login_error(
-            {"approved": secure_config, "none": no_credentials, "wrong": wrong}[which]
-        ),
+        ["approved", "none", "wrong"], lambda which: health.login_error(logins[which])
     ).values()
     return Authentication(approved, none, wrong_password)
 

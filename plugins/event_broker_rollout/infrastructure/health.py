@@ -59,6 +59,17 @@ def login_error(config: Mapping[str, Any], timeout: float = 10.0) -> str | None:
     return last
 
 
+def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings of the two logins a SASL_SSL listener must refuse: TLS with no credentials (``none``) and
+    the admin user with a wrong password (``wrong``)."""
+    no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
+    no_credentials["security.protocol"] = "SSL"
+    return {
+        "none": no_credentials,
+        "wrong": {**secure_config, "sasl.password": "not-the-password-" + "x" * 12},
+    }
+
+
 def authenticated_admin(config: Mapping[str, Any]) -> AdminClient:
     """An admin client whose login the cluster has accepted. A wrong password then fails here, by name,
     before any change, rather than as librdkafka's "Broker transport failure" halfway through one."""

@@ -180,13 +180,11 @@ def listener_checks(
 
 def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
     """No credentials and a wrong password are both refused by the SASL_SSL listener."""
-    no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
-    no_credentials["security.protocol"] = "SSL"
-    wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
+    refuse = health.clients_to_refuse(secure_config)
     results = []
     for check_id, config, label in (
-        ("auth.no_credentials_refused", no_credentials, "a client with no credentials"),
-        ("auth.wrong_password_refused", wrong, "a client with a wrong password"),
+        ("auth.no_credentials_refused", refuse["none"], "a client with no credentials"),
+        ("auth.wrong_password_refused", refuse["wrong"], "a client with a wrong password"),
     ):
         error = health.login_error(config)
         results.append(
