@@ -32,21 +32,26 @@ def needs_root() -> pytest.MarkDecorator:
     )
 
 
+def lab_up() -> None:
+    """The 3-host lab up (idempotent), with its Airflow connections file written."""
+    subprocess.run(
+        ["bash", str(REPO / "lab" / "lab.sh"), "up", "3"], check=True, capture_output=True, timeout=180
+    )
+    subprocess.run(
+        [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
+    )
+
+
 @pytest.fixture(scope="session")
 def lab_hosts() -> Iterator[dict]:
     """The 3-host lab, up (idempotent), with its Airflow connections file written; returns lab.json."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    subprocess.run(
-        ["bash", str(REPO / "lab" / "lab.sh"), "up", "3"], check=True, capture_output=True, timeout=120
-    )
+    lab_up()
     for host in ("lab1", "lab2", "lab3"):
         subprocess.run(
             ["bash", str(REPO / "lab" / "lab.sh"), "heal", host], check=True, capture_output=True, timeout=60
         )
-    subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
-    )
     yield json.loads((LAB_STATE / "lab.json").read_text())
     if os.environ.get("EBR_KEEP_LAB") == "1":  # a developer exploring the lab after the tests
         return

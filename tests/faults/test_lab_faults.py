@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from event_broker_rollout import airflow_server
 from event_broker_rollout.lab_connections import connections_file
 from event_broker_rollout.rollout_driver import CONTROLLER, api_for
-from tests.conftest import LAB_STATE, lab_ssh, needs_root, run_stage, secure_client_config
+from tests.conftest import LAB_STATE, lab_ssh, lab_up, needs_root, run_stage, secure_client_config
 from tests.faults.conftest import (
     SERVICE,
     RunningCanary,
@@ -87,10 +86,7 @@ def plaintext_cluster(infrastructure_ready) -> None:
     if set(recorded_phases().values()) == {"plaintext"}:
         return
     lab_sh("down", "--purge")
-    lab_sh("up", "3", timeout=180)
-    subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
-    )
+    lab_up()
     proc, _ = run_stage("infrastructure", {"gate_settle_seconds": 5})
     assert proc.returncode == 0, proc.stdout[-3000:]
 
