@@ -9,12 +9,18 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+# Airflow 3.3.2 fails a human-in-the-loop task answered within about a second of asking: the answer
+# re-queues the task before the scheduler has processed the asking attempt's exit, which it then takes
+# for a task finished behind its back (apache/airflow#67287; 3.3.2's scheduler forgives only a task
+# back in "scheduled", not "queued"). An answer sent from here waits until the request is this old.
+ANSWER_NOT_BEFORE_SECONDS = 5.0
 # The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
 ROLLOUT_DAGS = (
     "event_broker_rollout",
@@ -23,6 +29,12 @@ ROLLOUT_DAGS = (
         for stage in ("preflight", "infrastructure", "security", "schemas", "integration")
     ),
 )
+
+
+def seconds_before_answering(asked_at: datetime, now: datetime) -> float:
+    """The wait left until a request is ANSWER_NOT_BEFORE_SECONDS old; never longer, whatever the clocks say."""
+    age = (now - asked_at).total_seconds()
+    return min(ANSWER_NOT_BEFORE_SECONDS, max(0.0, ANSWER_NOT_BEFORE_SECONDS - age))
 
 
 class AirflowApiError(RuntimeError):
@@ -112,9 +124,17 @@ class AirflowApi:
     def answer_approval(
         self, dag_id: str, run_id: str, task_id: str, option: str, map_index: int = -1
     ) -> Any:
+        """Answer a human-in-the-loop request, no sooner than ANSWER_NOT_BEFORE_SECONDS after it was asked."""
         path = (
             f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/hitlDetails"
         )
+        request = self.request("GET", path)
+        # A cleared task asks again under its first created_at; the asking attempt's start_date is later.
+        asked_at = max(
+            datetime.fromisoformat(request["created_at"]),
+            datetime.fromisoformat(request["task_instance"]["start_date"]),
+        )
+        time.sleep(seconds_before_answering(asked_at, datetime.now(UTC)))
         return self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll: float = 3.0) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def approval_result(
         return Result(
             "rollout.approval",
             Status.FAIL,
-            f"no answer from an approver (approval task {task_state or 'did not run'})",
+            f"no answer recorded (approval task {task_state or 'did not run'})",
             observed=task_state,
             expected="Approve",
         )

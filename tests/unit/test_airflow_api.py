@@ -1,0 +1,22 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from event_broker_rollout.airflow_api import ANSWER_NOT_BEFORE_SECONDS, seconds_before_answering
+
+ASKED = datetime(2026, 11, 27, 23, 12, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("age_seconds", "expected_wait"),
+    [
+        (0.3, ANSWER_NOT_BEFORE_SECONDS - 0.3),  # answered at once: waits out the rest
+        (ANSWER_NOT_BEFORE_SECONDS, 0.0),
+        (3600.0, 0.0),  # an approver who read the plan for an hour does not wait
+        (-30.0, ANSWER_NOT_BEFORE_SECONDS),  # the server's clock runs ahead: the full wait, no more
+    ],
+)
+def test_an_answer_waits_until_the_request_is_old_enough(age_seconds, expected_wait):
+    now = ASKED + timedelta(seconds=age_seconds)
+
+    assert seconds_before_answering(ASKED, now) == pytest.approx(expected_wait)
