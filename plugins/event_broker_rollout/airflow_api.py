@@ -19,7 +19,8 @@ TERMINAL_RUN_STATES = {"success", "failed"}
 # Airflow 3.3.2 fails a human-in-the-loop task answered within about a second of asking: the answer
 # re-queues the task before the scheduler has processed the asking attempt's exit, which it then takes
 # for a task finished behind its back (apache/airflow#67287; 3.3.2's scheduler forgives only a task
-# back in "scheduled", not "queued"). An answer sent from here waits until the request is this old.
+# back in "scheduled", not "queued"). An answer sent from here waits until the request is this old;
+# the health gates' triggers hold back for the same race (triggers.MIN_DEFERRAL_SECONDS).
 ANSWER_NOT_BEFORE_SECONDS = 5.0
 # The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
 ROLLOUT_DAGS = (
