@@ -21,7 +21,7 @@ TERMINAL_RUN_STATES = {"success", "failed"}
 # for a task finished behind its back (apache/airflow#67287; 3.3.2's scheduler forgives only a task
 # back in "scheduled", not "queued"). An answer sent from here waits until the request is this old;
 # the health gates' triggers hold back for the same race (triggers.MIN_DEFERRAL_SECONDS).
-ANSWER_NOT_BEFORE_SECONDS = 5.0
+ANSWER_NOT_BEFORE_SECONDS = 15.0
 # The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
 ROLLOUT_DAGS = (
     "event_broker_rollout",
