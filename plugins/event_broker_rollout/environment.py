@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from event_broker_rollout import paths
 
@@ -42,6 +42,24 @@ class EnvironmentConfigError(ValueError):
         lines = "\n".join(f"  - {problem}" for problem in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         super().__init__(f"{source}: {len(problems)} {noun}\n{lines}")
+
+
+LAB_STATE_PLACEHOLDER = "${LAB_STATE}"
+
+
+def expand_lab_state(value: Any) -> Any:
+    """``${LAB_STATE}/ca`` -> ``<the lab's state folder>/ca``: the lab's files follow its state folder.
+
+    Only this one placeholder, and only at the start of a path: a fresh ``LAB_STATE`` is a fresh
+    machine (new CA, new passwords), with no general variable expansion in config files.
+    """
+    if isinstance(value, str) and value.startswith(LAB_STATE_PLACEHOLDER + "/"):
+        return str(paths.lab_state_dir()) + value[len(LAB_STATE_PLACEHOLDER) :]
+    return value
+
+
+# A folder or file on the Airflow side that may live in the lab's state folder.
+ControllerPath = Annotated[str, BeforeValidator(expand_lab_state)]
 
 
 class Strict(BaseModel):
@@ -130,7 +148,7 @@ class Tls(Strict):
     mode: Literal["internal_ca", "provided"] = "internal_ca"
     # internal_ca: the CA key and certificate live here on the Airflow side (created once, mode 0700).
     # provided: the operator's PEM files here: ca.crt, <host>.crt (chain), <host>.key.
-    material_dir: str
+    material_dir: ControllerPath
     keystore_type: Literal["PEM", "PKCS12"] = "PEM"
     validity_days: int = Field(default=365, ge=1)
     renew_before_days: int = Field(default=30, ge=1)
@@ -140,7 +158,7 @@ class Credentials(Strict):
     """Where passwords come from: a JSON file {user: password} or an Airflow Variable holding that JSON."""
 
     source: Literal["file", "airflow_variable"]
-    path: str | None = None
+    path: ControllerPath | None = None
     variable: str | None = None
 
 
@@ -152,7 +170,7 @@ class Ldap(Strict):
 class Kerberos(Strict):
     service_name: str = "kafka"
     realm: str
-    keytab_dir: str
+    keytab_dir: ControllerPath
 
 
 class Security(Strict):
