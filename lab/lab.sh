@@ -79,21 +79,36 @@ known_hosts_idx() {
     } | sort -nu
 }
 
+# The bridge, namespaces and addresses are machine-wide whatever LAB_STATE says, so one lock in /run
+# (tmpfs, gone at reboot) serialises up/down; taking it creates nothing under LAB_STATE.
+readonly LOCK_FILE=/run/event-broker-lab.lock
 lock() {
-    mkdir -p "$LAB_STATE"
-    exec 8>"$LAB_STATE/.lock"
-    flock -w 300 8 || die "another lab.sh up/down holds $LAB_STATE/.lock"
+    exec 8>"$LOCK_FILE"
+    flock -w 300 8 || die "another lab.sh up/down holds $LOCK_FILE"
 }
 
-# sshd StrictModes refuses keys below group/world-writable directories (e.g. /tmp).
+# sshd's StrictModes refuses keys below group/world-writable directories. One exception is as safe:
+# a sticky, root-owned world-writable folder (/tmp) whose entry on the way is root's and private
+# (what `mktemp -d` makes) -- nobody else can reach or swap anything below it. StrictModes cannot
+# see that, so for such a state folder the lab's sshd runs with it off (STRICT_MODES=no); any
+# other writable ancestor is refused.
+STRICT_MODES=yes
 check_state_dir() {
     [[ $LAB_STATE == /* ]] || die "LAB_STATE must be an absolute path (got '$LAB_STATE')"
-    local p=$LAB_STATE mode
+    local p=$LAB_STATE mode owner below=''
     while [[ -n $p ]]; do
         if [[ -e $p ]]; then
-            mode=$(stat -c %a "$p")
-            (( (8#$mode & 8#022) == 0 )) || die "LAB_STATE=$LAB_STATE: $p is group/world-writable (mode $mode); sshd StrictModes would refuse the keys. Use a path like /var/lib/event-broker-lab"
+            mode=$(stat -c %a "$p"); owner=$(stat -c %u "$p")
+            if (( (8#$mode & 8#022) != 0 )); then
+                if (( (8#$mode & 8#1000) != 0 )) && [[ $owner == 0 && -n $below ]] \
+                    && [[ $(stat -c %u "$below") == 0 ]] && (( (8#$(stat -c %a "$below") & 8#077) == 0 )); then
+                    STRICT_MODES=no
+                else
+                    die "LAB_STATE=$LAB_STATE: $p is group/world-writable (mode $mode); sshd StrictModes would refuse the keys. Use a path like /var/lib/event-broker-lab, or one inside a private folder such as \$(mktemp -d)/lab"
+                fi
+            fi
         fi
+        below=$p
         p=${p%/*}
     done
 }
@@ -165,7 +180,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin prohibit-password
-StrictModes yes
+StrictModes $STRICT_MODES
 UseDNS no
 PrintMotd no
 PrintLastLog no
@@ -346,8 +361,8 @@ cmd_up() {
     [[ $n =~ ^[0-9]+$ ]] && (( n >= 1 && n <= MAX_HOSTS )) || die "host count must be 1..$MAX_HOSTS (got '$n')"
     check_state_dir
     lock
-    chmod 755 "$LAB_STATE"
     mkdir -p "$LAB_STATE/hosts"
+    chmod 755 "$LAB_STATE"
     for cmd in ip unshare ssh-keygen "$SSHD" flock timeout; do
         command -v "$cmd" >/dev/null || die "missing $cmd (apt-get install -y iproute2 openssh-server util-linux)"
     done
@@ -465,7 +480,7 @@ cmd_down() {
         mv -f "$LAB_STATE/created-mountpoints.tmp" "$LAB_STATE/created-mountpoints"
         [[ -s $LAB_STATE/created-mountpoints ]] || rm -f "$LAB_STATE/created-mountpoints"
     fi
-    if [[ -d $LAB_STATE ]]; then
+    if [[ -d $LAB_STATE/ssh ]]; then
         write_known_hosts_and_json   # lab.json: no hosts up
     fi
     echo "lab down in $((SECONDS - t0))s$( ((purge)) && echo ' (purged host folders)')"

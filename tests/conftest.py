@@ -197,3 +197,29 @@ def airflow_api(integration_ready) -> Iterator[Any]:
     finally:
         if started:
             airflow_server.stop(server)
+
+
+# Tests that need the real parts (the lab, loopback servers, Airflow, the browser). On CI
+# (EBR_REQUIRE_LAB=1, set by .ci/run, or CI=true) such a test that skips fails instead: a green run
+# must prove the real parts ran, never hide a missing prerequisite.
+REAL_PART_MARKERS = ("integration", "lab", "e2e")
+REAL_PART_FOLDERS = ("integration", "e2e", "faults")
+
+
+def real_parts_required() -> bool:
+    return os.environ.get("EBR_REQUIRE_LAB") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def needs_real_parts(item: pytest.Item) -> bool:
+    folder = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+    return folder in REAL_PART_FOLDERS or any(item.get_closest_marker(m) for m in REAL_PART_MARKERS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and real_parts_required() and needs_real_parts(item):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped where the real parts must run (EBR_REQUIRE_LAB=1 or CI=true): {reason}"

@@ -299,3 +299,31 @@ def test_down_leaves_nothing(lab):
     assert Path(lab["known_hosts"]).read_text().count("ssh-ed25519") >= N_HOSTS
     # down again is fine
     lab_sh("down")
+
+
+def test_commands_work_on_a_machine_that_never_saw_the_lab(tmp_path):
+    """A state folder that does not exist (a new machine): nothing to stop is success and creates
+    nothing; `up` from it builds a fresh lab (new keys), also inside a private folder under /tmp."""
+    fresh = {"LAB_STATE": str(tmp_path / "state" / "none")}
+    for command in (["down"], ["down", "--purge"], ["status"], ["status", "--json"]):
+        proc = lab_sh(*command, env=fresh)
+        assert proc.returncode == 0, proc.stderr
+        assert not (tmp_path / "state").exists(), f"lab.sh {' '.join(command)} created the state folder"
+    assert json.loads(lab_sh("status", "--json", env=fresh).stdout)["hosts"] == []
+    assert lab_sh("cut", "lab1", env=fresh, check=False).returncode != 0  # nothing to cut: says so
+
+    private = Path(
+        subprocess.run(["mktemp", "-d"], capture_output=True, text=True, check=True).stdout.strip()
+    )
+    state = private / "lab"
+    try:
+        lab_sh("up", "1", env={"LAB_STATE": str(state)})
+        lab = json.loads((state / "lab.json").read_text())
+        assert lab["ssh_key"] == str(state / "ssh" / "id_ed25519")
+        assert lab["ssh_key"] != str(STATE / "ssh" / "id_ed25519")
+        rc, out, _ = ssh_run(lab, host(lab, "lab1")["address"], "hostname")
+        assert (rc, out.strip()) == (0, "lab1")
+    finally:
+        lab_sh("down", env={"LAB_STATE": str(state)}, check=False)
+        shutil.rmtree(private, ignore_errors=True)
+    assert lab_netns() == []
