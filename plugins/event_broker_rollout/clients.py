@@ -12,6 +12,7 @@ from typing import Any
 
 from event_broker_rollout.environment import Environment
 from event_broker_rollout.security.layout import phase_index
+from event_broker_rollout.security.tls import node_identity_files
 
 SECURE_PHASES_FROM = "listeners"
 
@@ -37,6 +38,24 @@ def kafka_config(
         "sasl.username": username or "",
         "sasl.password": password or "",
         "ssl.ca.location": ca_file(environment),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+
+
+def node_admin_config(environment: Environment) -> dict[str, Any]:
+    """An admin client on the brokers' INTERNAL listener (SSL, client certificate required) with the first
+    broker's node identity, a super user: the channel SCRAM credentials travel on, never PLAINTEXT.
+    Exists from the ``listeners`` phase on."""
+    assert environment.security is not None
+    certificate, key = node_identity_files(environment, environment.brokers[0])
+    return {
+        "bootstrap.servers": ",".join(
+            f"{broker.address}:{environment.security.internal_port}" for broker in environment.brokers
+        ),
+        "security.protocol": "SSL",
+        "ssl.ca.location": ca_file(environment),
+        "ssl.certificate.location": str(certificate),
+        "ssl.key.location": str(key),
         "ssl.endpoint.identification.algorithm": "https",
     }
 

@@ -35,6 +35,7 @@ from event_broker_rollout.evidence import Severity, Status
 from event_broker_rollout.schemas.registry import SubjectPlan
 from event_broker_rollout.schemas.topics import ObservedTopic
 from event_broker_rollout.security.access import desired_grants
+from event_broker_rollout.security.layout import PRINCIPAL_RULES
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 PHI_TOPIC = "healthcare.patient.upserted.v1"
@@ -133,7 +134,11 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
             "/etc/kafka/server.properties": FileStat("/etc/kafka/server.properties", 0o640, "kafka", "kafka"),
         },
         password_settings={"/etc/kafka/server.properties": 0},
-        settings={"allow.everyone.if.no.acl.found": "false", "super.users": "User:lab1;User:admin"},
+        settings={
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:node-lab1;User:admin",
+            "ssl.principal.mapping.rules": PRINCIPAL_RULES,
+        },
     )
     files = applicable_files(policy, ["controller", "broker"], "apicurio")
     results = [
@@ -147,7 +152,8 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
         *checks.scram_users_approved(policy, ScramUsers(tuple(sorted(approved))), approved),
         *checks.authorizer_enabled(policy, [broker()]),
         *checks.deny_by_default(policy, host),
-        *checks.super_users(policy, host, ["User:lab1", "User:admin"]),
+        *checks.super_users(policy, host, ["User:node-lab1", "User:admin"]),
+        *checks.node_principals(policy, host, PRINCIPAL_RULES),
         *checks.acl_checks(policy, Acls(entries), declared, approved, protected),
         *checks.no_grants_refused(
             policy, [NoGrantsProbe("ebr-probe", topic, "TOPIC_AUTHORIZATION_FAILED") for topic in protected]
@@ -309,8 +315,13 @@ def test_authorizer_settings_from_the_nodes_file(policy):
     )
     assert checks.deny_by_default(policy, open_door)[0].status is Status.FAIL
     assert checks.deny_by_default(policy, HostFacts("lab2"))[0].status is Status.PASS  # Kafka's default
-    super_users = checks.super_users(policy, open_door, ["User:admin", "User:lab2"])[0]
+    super_users = checks.super_users(policy, open_door, ["User:admin", "User:node-lab2"])[0]
     assert super_users.status is Status.FAIL and "User:bob" in super_users.message
+    # The former mapping (CN as it is) puts a node in the same namespace as components and SCRAM users.
+    shared = HostFacts("lab2", settings={"ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT"})
+    for facts in (shared, open_door):
+        mapping = checks.node_principals(policy, facts, PRINCIPAL_RULES)[0]
+        assert mapping.status is Status.FAIL and mapping.expected == PRINCIPAL_RULES
     assert (
         checks.authorizer_enabled(policy, [broker(**{"authorizer.class.name": ""})])[0].status is Status.FAIL
     )
@@ -582,10 +593,12 @@ def test_host_output_with_authorizer_settings_is_parsed():
         "file /etc/kafka/server.properties 640 kafka kafka\n"
         "passwords /etc/kafka/server.properties 0\n"
         "setting allow.everyone.if.no.acl.found=false\n"
-        "setting super.users=User:lab1;User:admin\n",
+        "setting super.users=User:node-lab1;User:admin\n"
+        f"setting ssl.principal.mapping.rules={PRINCIPAL_RULES}\n",
     )
     assert facts.settings == {
         "allow.everyone.if.no.acl.found": "false",
-        "super.users": "User:lab1;User:admin",
+        "super.users": "User:node-lab1;User:admin",
+        "ssl.principal.mapping.rules": PRINCIPAL_RULES,
     }
     assert facts.password_settings == {"/etc/kafka/server.properties": 0}

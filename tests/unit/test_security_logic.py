@@ -3,12 +3,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from event_broker_rollout import clients
 from event_broker_rollout.components import load_components
 from event_broker_rollout.environment import load_environment
+from event_broker_rollout.remote import RemoteError
 from event_broker_rollout.security import access, layout, tls
 from event_broker_rollout.security.credentials import CredentialsError, load_credentials
 
@@ -45,7 +50,7 @@ def test_phases_move_clients_then_brokers_then_close_plaintext(lab):
     moved, moved_settings = settings(lab, "lab1", "interbroker")
     assert moved.inter_broker_listener == "INTERNAL"
     assert moved_settings["allow.everyone.if.no.acl.found"] == "true"
-    assert moved_settings["super.users"] == "User:lab1;User:lab2;User:lab3;User:admin"
+    assert moved_settings["super.users"] == "User:node-lab1;User:node-lab2;User:node-lab3;User:admin"
 
     secured, secured_settings = settings(lab, "lab1", "secured")
     assert not any(listener.startswith("CLIENT://") for listener in secured.listeners)
@@ -92,7 +97,8 @@ def test_internal_ca_is_private_and_node_certificates_cover_every_name(lab, tmp_
     assert tls.validate_node_material(material, lab.host("lab2"), min_days=30) == []
     assert tls.node_material(lab, lab.host("lab2")) == material  # kept, not re-issued on every run
     assert tls.validate_node_material(material, lab.host("lab1"), min_days=30) == [
-        "SANs lack lab1, 10.77.0.11"
+        "SANs lack lab1, 10.77.0.11",
+        "subject CN=lab2 does not begin with CN=lab1 (the node's principal is User:node-<CN>)",
     ]
 
 
@@ -150,3 +156,86 @@ def test_credentials_file_must_be_private(lab, tmp_path):
     path.write_text(json.dumps({"admin": "short"}))
     with pytest.raises(CredentialsError, match="at least 16"):
         load_credentials(lab)
+
+
+def kafka_principal(rules: str, distinguished_name: str) -> str:
+    """What Kafka's SslPrincipalMapper makes of a certificate's DN under ``rules``: the first
+    RULE:pattern/replacement/ whose pattern matches the whole DN, else DEFAULT (the DN as it is)."""
+    assert rules.endswith(",DEFAULT")
+    for pattern, replacement in re.findall(r"RULE:((?:\\.|[^/])*)/((?:\\.|[^/])*)/", rules):
+        match = re.fullmatch(pattern, distinguished_name)
+        if match:
+            return "User:" + match.expand(re.sub(r"\$(\d)", r"\\\1", replacement))
+    return "User:" + distinguished_name
+
+
+def test_a_node_certificate_is_a_principal_of_its_own_never_a_scram_users(lab, tmp_path):
+    ca_cert, ca_key = tls.ensure_internal_ca(tmp_path / "pki", "test")
+    analytics = lab.host("lab2").model_copy(update={"name": "analytics"})  # a host named like a component
+    material = tls.issue_node_certificate(analytics, ca_cert, ca_key, 365)
+    subject = x509.load_pem_x509_certificate(material.cert_pem.encode()).subject.rfc4514_string()
+    assert subject == "CN=analytics"
+    assert kafka_principal(layout.PRINCIPAL_RULES, subject) == "User:node-analytics"
+    assert (
+        kafka_principal(layout.PRINCIPAL_RULES, "CN=analytics,OU=Kafka,O=Hospital") == "User:node-analytics"
+    )
+    assert kafka_principal(layout.PRINCIPAL_RULES, "CN=Lab1,O=Other") == "User:CN=Lab1,O=Other"
+    hosts = [analytics if h.name == "lab2" else h for h in lab.hosts]
+    renamed = lab.model_copy(update={"hosts": hosts})
+    assert layout.super_users(renamed) == [
+        "User:node-lab1",
+        "User:node-analytics",
+        "User:node-lab3",
+        "User:admin",
+    ]
+    _, values = settings(renamed, "lab1", "secured")
+    assert values["ssl.principal.mapping.rules"] == layout.PRINCIPAL_RULES
+    assert "User:analytics" not in values["super.users"].split(";")  # the component stays an ordinary user
+    # mTLS clients keep their CN as the principal their ACLs name; nodes keep theirs on every other listener.
+    security = lab.security.model_copy(update={"client_authentication": "mtls"})
+    _, mtls = settings(lab.model_copy(update={"security": security}), "lab1", "secured")
+    assert kafka_principal(mtls["listener.name.secure.ssl.principal.mapping.rules"], "CN=analytics") == (
+        "User:analytics"
+    )
+    assert mtls["ssl.principal.mapping.rules"] == layout.PRINCIPAL_RULES
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"bootstrap.servers": "127.0.0.1:9092"},
+        {"bootstrap.servers": "127.0.0.1:9095", "security.protocol": "PLAINTEXT"},
+        {"bootstrap.servers": "127.0.0.1:9095", "security.protocol": "SASL_PLAINTEXT"},
+        {"bootstrap.servers": "127.0.0.1:9095,127.0.0.1:9092", "security.protocol": "SSL"},
+        {"bootstrap.servers": "", "security.protocol": "SSL"},
+    ],
+)
+def test_scram_credentials_are_refused_a_plaintext_channel_before_any_connection(config):
+    # Refused before a client exists: were it to connect, the login check would fail differently (no broker).
+    with pytest.raises(access.PlaintextChannelError):
+        access.ensure_scram_users(config, {"admin": "x" * 24}, ["admin"], plaintext_ports=[9092])
+
+
+def test_scram_users_are_created_over_the_internal_listener_with_a_node_identity(lab):
+    config = clients.node_admin_config(lab)
+    assert access.scram_channel(config, [lab.kafka.listeners.client_port]) == {
+        "protocol": "SSL",
+        "bootstrap": ["10.77.0.11:9095", "10.77.0.12:9095", "10.77.0.13:9095"],
+    }
+    certificate = x509.load_pem_x509_certificate(Path(config["ssl.certificate.location"]).read_bytes())
+    assert certificate.subject.rfc4514_string() == "CN=lab1"  # User:node-lab1, a super user
+    assert stat.S_IMODE(os.stat(config["ssl.key.location"]).st_mode) == 0o600
+    assert not [
+        key for key in config if "password" in key or key.endswith(".pem")
+    ]  # files, no key in a setting
+
+
+def test_users_wait_for_the_internal_listener(lab, monkeypatch):
+    from event_broker_rollout.security import stage
+
+    passwords = {user: "p" * 24 for user in ["admin", *stage.components_of(lab).principals()]}
+    Path(lab.security.credentials.path).write_text(json.dumps(passwords))
+    os.chmod(lab.security.credentials.path, 0o600)
+    monkeypatch.setattr(stage.infrastructure, "recorded_phase", lambda environment: "plaintext")
+    with pytest.raises(RemoteError, match="INTERNAL TLS listener"):
+        stage.ensure_users(lab)

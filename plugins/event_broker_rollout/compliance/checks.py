@@ -400,6 +400,32 @@ def super_users(policy: CompliancePolicy, host: HostFacts, approved: Iterable[st
     ]
 
 
+def node_principals(policy: CompliancePolicy, host: HostFacts, expected_rules: str) -> list[Result]:
+    """The node's certificate mapping: a node certificate (CN=<host>) is User:node-<host>, so a host named
+    like a component or a SCRAM user never shares that principal (or its super-user rights)."""
+    findings = Findings(policy)
+    check_id = "compliance.authz.node-principals"
+    if host.error:
+        return [findings.unverified(check_id, host.error, host=host.host)]
+    value = host.settings.get("ssl.principal.mapping.rules")
+    return [
+        findings.result(
+            check_id,
+            value == expected_rules,
+            host=host.host,
+            target="ssl.principal.mapping.rules",
+            observed=value if value is not None else "not set (Kafka's default: the certificate's whole DN)",
+            expected=expected_rules,
+            message="node certificates "
+            + (
+                "map to User:node-<host>"
+                if value == expected_rules
+                else "do not map to principals of their own"
+            ),
+        )
+    ]
+
+
 def _covers(entry: AclEntry, topic: str) -> bool:
     if entry.pattern_type == "PREFIXED":
         return topic.startswith(entry.name)

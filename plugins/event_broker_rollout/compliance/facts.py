@@ -52,7 +52,7 @@ BROKER_SETTINGS = (
     "authorizer.class.name",
     "auto.create.topics.enable",
 )
-AUTHORIZER_SETTINGS = ("allow.everyone.if.no.acl.found", "super.users")
+AUTHORIZER_SETTINGS = ("allow.everyone.if.no.acl.found", "super.users", "ssl.principal.mapping.rules")
 SERVER_PROPERTIES = "/etc/kafka/server.properties"
 
 

@@ -35,6 +35,7 @@ CHECK_IDS = (
     "compliance.authz.authorizer-enabled",
     "compliance.authz.deny-by-default",
     "compliance.authz.super-users",
+    "compliance.authz.node-principals",
     "compliance.acl.no-wildcard-principal",
     "compliance.acl.no-wildcard-resource-on-protected",
     "compliance.acl.known-principals",

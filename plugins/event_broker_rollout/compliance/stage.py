@@ -29,7 +29,7 @@ from event_broker_rollout.preflight.network import in_parallel
 from event_broker_rollout.schemas.subjects import load_subject_schemas
 from event_broker_rollout.security import access
 from event_broker_rollout.security.credentials import CredentialsError, load_credentials
-from event_broker_rollout.security.layout import super_users
+from event_broker_rollout.security.layout import PRINCIPAL_RULES, super_users
 from event_broker_rollout.security.stage import components_of
 
 PHASE = "secured"
@@ -208,6 +208,7 @@ def host(environment: Environment, host_name: str) -> dict[str, Any]:
         results += [
             *checks.deny_by_default(policy, observed),
             *checks.super_users(policy, observed, super_users(environment)),
+            *checks.node_principals(policy, observed, PRINCIPAL_RULES),
         ]
     return {"host": host_name, "results": recorded(results)}
 

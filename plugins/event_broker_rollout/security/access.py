@@ -8,7 +8,7 @@ and a second run with nothing to do changes nothing. Passwords are sent to the c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from confluent_kafka.admin import (
 from event_broker_rollout.audit import audit
 from event_broker_rollout.components import CANARY_PRINCIPAL, CANARY_TOPIC, Components, is_prefix
 from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.infrastructure import health
 
 SCRAM_ITERATIONS = 8192
 TIMEOUT = 30.0
@@ -195,10 +196,48 @@ def scram_users(admin: AdminClient) -> set[str]:
     }
 
 
+class PlaintextChannelError(ValueError):
+    """A SCRAM credential was about to travel on a channel without TLS."""
+
+
+ENCRYPTED_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
+def scram_channel(config: Mapping[str, Any], plaintext_ports: Iterable[int]) -> dict[str, Any]:
+    """The admin client's channel for SCRAM credentials, refused unless it is TLS: an upsert carries the
+    salted password, which is enough to log in as that user. A bootstrap entry on a port the cluster
+    serves PLAINTEXT on is refused whatever protocol the client asks for."""
+    protocol = str(config.get("security.protocol", "PLAINTEXT")).upper()
+    bootstrap = [
+        entry.strip() for entry in str(config.get("bootstrap.servers", "")).split(",") if entry.strip()
+    ]
+    refused = {str(port) for port in plaintext_ports}
+    on_plaintext = [entry for entry in bootstrap if entry.rpartition(":")[2] in refused]
+    if protocol not in ENCRYPTED_PROTOCOLS:
+        raise PlaintextChannelError(
+            f"SCRAM credentials are sent only over TLS (SSL or SASL_SSL), not {protocol}"
+        )
+    if not bootstrap:
+        raise PlaintextChannelError("no bootstrap servers for the SCRAM credentials' admin client")
+    if on_plaintext:
+        raise PlaintextChannelError(
+            f"SCRAM credentials are never sent to a PLAINTEXT listener: {', '.join(on_plaintext)}"
+        )
+    return {"protocol": protocol, "bootstrap": bootstrap}
+
+
 def ensure_scram_users(
-    admin: AdminClient, passwords: dict[str, str], users: Iterable[str], dry_run: bool = False
+    config: Mapping[str, Any],
+    passwords: dict[str, str],
+    users: Iterable[str],
+    *,
+    plaintext_ports: Iterable[int],
+    dry_run: bool = False,
 ) -> list[Result]:
-    """Create the SCRAM users that do not exist; existing ones are left alone (no password rotation here)."""
+    """Create the SCRAM users that do not exist, through an admin client with ``config`` (refused before
+    any connection unless its channel is TLS); existing ones are left alone (no password rotation here)."""
+    channel = scram_channel(config, plaintext_ports)
+    admin = health.authenticated_admin(config)
     existing = scram_users(admin)
     wanted = sorted(set(users))
     missing = [user for user in wanted if user not in existing]
@@ -219,13 +258,17 @@ def ensure_scram_users(
             "security.scram_user",
             target=user,
             outcome="planned" if dry_run else "created",
+            channel=channel,
             result_id=f"scram.user[{user}]",
         )
         results.append(
             Result(
                 id=f"scram.user[{user}]",
                 status=Status.WARN if dry_run else Status.CHANGED,
-                message=("would create" if dry_run else "created") + f" SCRAM-SHA-512 user {user}",
+                message=("would create" if dry_run else "created")
+                + f" SCRAM-SHA-512 user {user} over {channel['protocol']}",
+                observed=channel,
+                expected={"protocol": " or ".join(ENCRYPTED_PROTOCOLS)},
             )
         )
     return results

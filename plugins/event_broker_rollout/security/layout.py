@@ -22,15 +22,27 @@ TLS_DIR = "/etc/kafka/tls"
 KEYSTORE = f"{TLS_DIR}/node.pem"  # private key + certificate chain (PEM keystore)
 TRUSTSTORE = f"{TLS_DIR}/ca.crt"
 TLS_PROTOCOLS = "TLSv1.3,TLSv1.2"
-PRINCIPAL_RULES = "RULE:^CN=([^,]+)$/$1/,DEFAULT"
+# Node certificates (subject CN=<host name>, see tls.issue_node_certificate; a provided certificate may
+# add attributes after the CN) map to principals of their own, User:node-<host>, so a host named like a
+# component or a SCRAM user named like a host never shares its identity. Any other subject keeps its DN.
+NODE_PRINCIPAL_PREFIX = "node-"
+PRINCIPAL_RULES = f"RULE:^CN=([a-z0-9-]+)(,.*)?$/{NODE_PRINCIPAL_PREFIX}$1/,DEFAULT"
+# mTLS clients on the SECURE listener keep their certificate's CN as their principal (their ACLs name it).
+CLIENT_CERTIFICATE_RULES = "RULE:^CN=([a-z0-9-]+)(,.*)?$/$1/,DEFAULT"
 
 
 def phase_index(phase: str) -> int:
     return PHASES.index(phase)
 
 
+def node_principal(host_name: str) -> str:
+    return f"User:{NODE_PRINCIPAL_PREFIX}{host_name}"
+
+
 def node_principals(environment: Environment) -> list[str]:
-    return [f"User:{host.name}" for host in environment.hosts if {"broker", "controller"} & set(host.roles)]
+    return [
+        node_principal(host.name) for host in environment.hosts if {"broker", "controller"} & set(host.roles)
+    ]
 
 
 def super_users(environment: Environment) -> list[str]:
@@ -55,7 +67,10 @@ def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
     security = environment.security
     assert security is not None
     if security.client_authentication == "mtls":
-        return _tls_settings("listener.name.secure.", "required")
+        return [
+            *_tls_settings("listener.name.secure.", "required"),
+            ("listener.name.secure.ssl.principal.mapping.rules", CLIENT_CERTIFICATE_RULES),
+        ]
     mechanisms = ["SCRAM-SHA-512"]
     settings = _tls_settings("listener.name.secure.", "none")
     settings.append(

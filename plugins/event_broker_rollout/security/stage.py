@@ -121,17 +121,27 @@ def admin(environment: Environment, phase: str) -> Any:
 
 
 def ensure_users(environment: Environment) -> list[dict[str, Any]]:
-    """SCRAM users for the admin, every component, the canary and the no-grants probe."""
+    """SCRAM users for the admin, every component, the canary and the no-grants probe, created over the
+    brokers' INTERNAL listener (TLS, a node certificate as the identity), never over PLAINTEXT: a SCRAM
+    upsert carries the salted password, enough to log in as that user."""
     assert environment.security is not None
     passwords = load_credentials(environment)
     users = [environment.security.admin_user, *components_of(environment).principals()]
     missing = [user for user in users if user not in passwords]
     if missing:
         raise RemoteError(f"no password for {', '.join(missing)} in the credentials source")
-    # Users are created over the plaintext listener before any client needs them; afterwards over SASL.
     phase = infrastructure.recorded_phase(environment)
-    use = "plaintext" if phase == "listeners" else phase
-    return [r.to_dict() for r in access.ensure_scram_users(admin(environment, use), passwords, users)]
+    if phase_index(phase) < phase_index("listeners"):
+        raise RemoteError(
+            f"SCRAM users are created over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
+        )
+    results = access.ensure_scram_users(
+        clients.node_admin_config(environment),
+        passwords,
+        users,
+        plaintext_ports=[environment.kafka.listeners.client_port],
+    )
+    return [r.to_dict() for r in results]
 
 
 def ensure_acls_and_quotas(environment: Environment) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +206,11 @@ def validate_node_material(material: NodeMaterial, host: Host, min_days: int) ->
     missing = [name for name in [*dns, *ips] if name not in present]
     if missing:
         problems.append(f"SANs lack {', '.join(missing)}")
+    subject = leaf.subject.rfc4514_string()  # the order Kafka matches ssl.principal.mapping.rules in
+    if not re.fullmatch(f"CN={re.escape(host.name)}(,.*)?", subject):
+        problems.append(
+            f"subject {subject} does not begin with CN={host.name} (the node's principal is User:node-<CN>)"
+        )
     days_left = (leaf.not_valid_after_utc - _now()).days
     if days_left < min_days:
         problems.append(f"expires in {days_left} days (needs at least {min_days})")
@@ -247,6 +253,16 @@ def node_material(environment: Environment, host: Host) -> NodeMaterial:
     _write_private(key_path, fresh.key_pem.encode())
     cert_path.write_text(fresh.cert_pem)
     return fresh
+
+
+def node_identity_files(environment: Environment, host: Host) -> tuple[Path, Path]:
+    """(certificate, private key) files of the node's identity on the Airflow side, for a client that
+    must authenticate as that node (the key file is mode 0600 and is never read into a setting)."""
+    assert environment.security is not None
+    node_material(environment, host)  # issued (or renewed) when the internal CA has none usable
+    material_dir = Path(environment.security.tls.material_dir)
+    folder = material_dir if environment.security.tls.mode == "provided" else material_dir / "issued"
+    return folder / f"{host.name}.crt", folder / f"{host.name}.key"
 
 
 def pkcs12_keystore(material: NodeMaterial, password: str) -> bytes:
