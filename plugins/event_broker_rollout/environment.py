@@ -13,14 +13,33 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from event_broker_rollout import paths
+from event_broker_rollout.config_types import (
+    IDENTIFIER,
+    AbsolutePath,
+    DnsName,
+    FreeText,
+    HostName,
+    HttpUrl,
+    Identifier,
+    KafkaClusterId,
+    KerberosRealm,
+    LdapDnTemplate,
+    LdapUrl,
+    Principal,
+    ProjectPath,
+    UnixName,
+    Version,
+    control_character_problems,
+)
 
 ROLES = ("controller", "broker", "schema_registry")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigProblem(BaseModel):
@@ -58,8 +77,9 @@ def expand_lab_state(value: Any) -> Any:
     return value
 
 
-# A folder or file on the Airflow side that may live in the lab's state folder.
-ControllerPath = Annotated[str, BeforeValidator(expand_lab_state)]
+# A folder or file on the Airflow side that may live in the lab's state folder: checked as an absolute
+# path once the placeholder is expanded.
+ControllerPath = Annotated[AbsolutePath, BeforeValidator(expand_lab_state)]
 
 
 class Strict(BaseModel):
@@ -83,7 +103,7 @@ class SizingTier(Strict):
 
 
 class SizingProfile(Strict):
-    description: str = ""
+    description: FreeText = ""
     minimum: SizingTier
     recommended: SizingTier
     broker_heap_mb: int = Field(ge=128)
@@ -91,28 +111,28 @@ class SizingProfile(Strict):
 
 
 class Host(Strict):
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    name: HostName
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    ssh_conn_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    ssh_conn_id: Identifier
     roles: list[Literal["controller", "broker", "schema_registry"]] = Field(min_length=1)
     node_id: int | None = Field(default=None, ge=0)
-    advertised_names: list[str] = Field(default_factory=list)
+    advertised_names: list[DnsName] = Field(default_factory=list)
 
 
 class Distribution(Strict):
     flavor: Literal["apache", "confluent"]
-    version: str
-    archive: str | None = None
-    package_repository: str | None = None
-    install_dir: str = "/opt/kafka"
-    java_home: str | None = None
+    version: Version
+    archive: ProjectPath | None = None
+    package_repository: HttpUrl | None = None
+    install_dir: AbsolutePath = "/opt/kafka"
+    java_home: AbsolutePath | None = None
 
 
 class SchemaRegistry(Strict):
     flavor: Literal["apicurio", "confluent"]
-    version: str
-    archive: str | None = None
-    install_dir: str = "/opt/schema-registry"
+    version: Version
+    archive: ProjectPath | None = None
+    install_dir: AbsolutePath = "/opt/schema-registry"
     port: int = Field(default=8081, ge=1, le=65535)
 
 
@@ -124,12 +144,12 @@ class Listeners(Strict):
 
 class Kafka(Strict):
     mode: Literal["kraft", "zookeeper"] = "kraft"
-    cluster_id: str = Field(pattern=r"^[A-Za-z0-9_-]{22}$")
-    data_dirs: list[str] = Field(min_length=1)
+    cluster_id: KafkaClusterId
+    data_dirs: list[AbsolutePath] = Field(min_length=1)
     listeners: Listeners = Listeners()
     default_replication_factor: int = Field(ge=1)
     min_insync_replicas: int = Field(ge=1)
-    service_user: str = "kafka"
+    service_user: UnixName = "kafka"
     auto_create_topics: bool = False
 
 
@@ -140,8 +160,8 @@ class Network(Strict):
 
 
 class Connections(Strict):
-    kafka_admin: str
-    schema_registry: str
+    kafka_admin: Identifier
+    schema_registry: Identifier
 
 
 class Tls(Strict):
@@ -159,17 +179,17 @@ class Credentials(Strict):
 
     source: Literal["file", "airflow_variable"]
     path: ControllerPath | None = None
-    variable: str | None = None
+    variable: Identifier | None = None
 
 
 class Ldap(Strict):
-    url: str
-    user_dn_template: str
+    url: LdapUrl
+    user_dn_template: LdapDnTemplate
 
 
 class Kerberos(Strict):
-    service_name: str = "kafka"
-    realm: str
+    service_name: Identifier = "kafka"
+    realm: KerberosRealm
     keytab_dir: ControllerPath
 
 
@@ -180,16 +200,16 @@ class Security(Strict):
     registry_https_port: int = Field(default=8443, ge=1, le=65535)
     client_authentication: Literal["scram", "mtls"] = "scram"
     credentials: Credentials
-    admin_user: str = "admin"
+    admin_user: Principal = "admin"
     ldap: Ldap | None = None
     kerberos: Kerberos | None = None
-    components: str = "config/components.yaml"
+    components: ProjectPath = "config/components.yaml"
 
 
 class Environment(Strict):
-    name: str
-    description: str = ""
-    sizing_profile: str
+    name: Identifier
+    description: FreeText = ""
+    sizing_profile: Identifier
     deployment_mode: DeploymentMode = DeploymentMode.BARE_METAL
     requires_approval: bool = False
     distribution: Distribution
@@ -199,8 +219,8 @@ class Environment(Strict):
     connections: Connections
     hosts: list[Host] = Field(min_length=1)
     security: Security | None = None
-    catalog: str = "config/catalog.yaml"
-    policies: str = "config/policies.yaml"
+    catalog: ProjectPath = "config/catalog.yaml"
+    policies: ProjectPath = "config/policies.yaml"
 
     def hosts_with(self, role: str) -> list[Host]:
         return [host for host in self.hosts if role in host.roles]
@@ -239,7 +259,7 @@ def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int)
 
 
 class SizingProfiles(Strict):
-    profiles: dict[str, SizingProfile]
+    profiles: dict[Identifier, SizingProfile]
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -267,9 +287,21 @@ def _pydantic_problems(error: ValidationError) -> list[ConfigProblem]:
         elif kind == "missing":
             message = "required key is missing"
         else:
-            message = item["msg"]
+            message = item["msg"].removeprefix("Value error, ")
         problems.append(ConfigProblem(path=yaml_path(loc), message=message))
     return problems
+
+
+def model_problems(model: type[ModelT], raw: Any) -> tuple[ModelT | None, list[ConfigProblem]]:
+    """``raw`` validated as ``model``, with every control character anywhere in the document (keys
+    included) reported once at its path, even where no stricter type applies."""
+    control = [ConfigProblem(path=p.path, message=p.message) for p in control_character_problems(raw)]
+    flagged = {problem.path for problem in control}
+    try:
+        return model.model_validate(raw), control
+    except ValidationError as error:
+        structural = [p for p in _pydantic_problems(error) if p.path not in flagged]
+        return None, control + structural
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -425,10 +457,10 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
 def load_sizing_profiles(path: Path | None = None) -> dict[str, SizingProfile]:
     source = path or paths.CONFIG_DIR / "sizing_profiles.yaml"
     raw = yaml.safe_load(source.read_text())
-    try:
-        return SizingProfiles.model_validate(raw).profiles
-    except ValidationError as error:
-        raise EnvironmentConfigError(str(source), _pydantic_problems(error)) from None
+    loaded, problems = model_problems(SizingProfiles, raw)
+    if loaded is None or problems:
+        raise EnvironmentConfigError(str(source), problems)
+    return loaded.profiles
 
 
 def environment_file(name_or_path: str) -> Path:
@@ -446,12 +478,7 @@ def available_environments() -> list[str]:
 def parse_environment(raw: Any, source: str, profiles: Mapping[str, SizingProfile]) -> Environment:
     if not isinstance(raw, Mapping):
         raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
-    problems: list[ConfigProblem] = []
-    environment: Environment | None = None
-    try:
-        environment = Environment.model_validate(raw)
-    except ValidationError as error:
-        problems.extend(_pydantic_problems(error))
+    environment, problems = model_problems(Environment, raw)
     problems.extend(cross_field_problems(raw, profiles))
     if problems or environment is None:
         raise EnvironmentConfigError(source, problems)
@@ -489,7 +516,9 @@ def _resolve_extends(raw: Any, source: Path, chain: tuple[Path, ...]) -> Any:
     if not isinstance(raw, Mapping) or "extends" not in raw:
         return raw
     base_name = raw["extends"]
-    base_source = environment_file(str(base_name)) if isinstance(base_name, str) else None
+    # A name in config/environments/, never a path: a variant cannot pull in a file from elsewhere.
+    named = isinstance(base_name, str) and IDENTIFIER.match(base_name) is not None
+    base_source = environment_file(str(base_name)) if named else None
     if base_source is None or base_source in chain or base_source == source:
         raise EnvironmentConfigError(
             str(source),
