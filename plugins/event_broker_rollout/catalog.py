@@ -19,10 +19,11 @@ from typing import Any, Literal
 import fastavro
 import yaml
 from fastavro.schema import SchemaParseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from event_broker_rollout import paths
-from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, _pydantic_problems
+from event_broker_rollout.config_types import FreeText, Identifier, ProjectPath, TopicName
+from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, model_problems
 
 Compatibility = Literal[
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"
@@ -47,14 +48,14 @@ class TopicDefaults(Strict):
 
 
 class EventType(Strict):
-    name: str
-    topic: str = Field(pattern=r"^[a-zA-Z0-9._-]+$")
-    description: str = ""
-    hl7_triggers: list[str] = Field(default_factory=list)
-    fhir_resource: str
-    key: str
-    schema_file: str = Field(alias="schema")
-    classification: str
+    name: Identifier
+    topic: TopicName
+    description: FreeText = ""
+    hl7_triggers: list[Identifier] = Field(default_factory=list)
+    fhir_resource: Identifier
+    key: Identifier
+    schema_file: ProjectPath = Field(alias="schema")
+    classification: Identifier
     compatibility: Compatibility | None = None
     partitions: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
@@ -65,10 +66,10 @@ class EventType(Strict):
 
 
 class OperationalTopic(Strict):
-    name: str
-    topic: str = Field(pattern=r"^[a-zA-Z0-9._-]+$")
-    description: str = ""
-    classification: str
+    name: Identifier
+    topic: TopicName
+    description: FreeText = ""
+    classification: Identifier
     partitions: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
     min_insync_replicas: int | None = Field(default=None, ge=1)
@@ -111,13 +112,13 @@ class ClassRequirements(Strict):
 
 
 class Classification(Strict):
-    description: str
-    allowed_readers: list[str] | None = None  # None: any component with a contract may read
+    description: FreeText
+    allowed_readers: list[Identifier] | None = None  # None: any component with a contract may read
     requires: ClassRequirements
 
 
 class Policies(Strict):
-    classifications: dict[str, Classification]
+    classifications: dict[Identifier, Classification]
 
 
 # --- desired topics ------------------------------------------------------------------------------
@@ -367,10 +368,10 @@ def _load(path: Path, model: type[BaseModel]) -> BaseModel:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise EnvironmentConfigError(str(path), [ConfigProblem(path="", message=str(error))]) from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as error:
-        raise EnvironmentConfigError(str(path), _pydantic_problems(error)) from None
+    loaded, problems = model_problems(model, raw)
+    if loaded is None or problems:
+        raise EnvironmentConfigError(str(path), problems)
+    return loaded
 
 
 def load_catalog(path: str | Path = "config/catalog.yaml") -> Catalog:

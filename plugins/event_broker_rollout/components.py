@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from event_broker_rollout import paths
 from event_broker_rollout.catalog import Catalog, Policies
-from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, _pydantic_problems
+from event_broker_rollout.config_types import FreeText, Identifier, Principal, TopicName
+from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, model_problems
 
 CANARY_PRINCIPAL = "canary"
 PROBE_PRINCIPAL = "ebr-probe"
@@ -26,18 +27,19 @@ class Quotas(Strict):
 
 
 class Component(Strict):
-    name: str
-    description: str = ""
-    principal: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    produces: list[str] = Field(default_factory=list)
-    consumes: list[str] = Field(default_factory=list)
-    group: str | None = None
+    name: Identifier
+    description: FreeText = ""
+    principal: Principal
+    # A topic, or a prefix of topics when it ends with ".".
+    produces: list[TopicName] = Field(default_factory=list)
+    consumes: list[TopicName] = Field(default_factory=list)
+    group: Identifier | None = None
     quotas: Quotas = Quotas()
 
 
 class Components(Strict):
     components: list[Component]
-    service_principals: dict[str, str] = Field(default_factory=dict)
+    service_principals: dict[Principal, FreeText] = Field(default_factory=dict)
 
     def principals(self) -> list[str]:
         return [c.principal for c in self.components] + list(self.service_principals)
@@ -54,9 +56,13 @@ def matches(pattern: str, topic: str) -> bool:
 def load_components(path: str | Path = "config/components.yaml") -> Components:
     source = paths.resolve_project_path(path)
     try:
-        return Components.model_validate(yaml.safe_load(source.read_text()))
-    except ValidationError as error:
-        raise EnvironmentConfigError(str(source), _pydantic_problems(error)) from None
+        raw = yaml.safe_load(source.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise EnvironmentConfigError(str(source), [ConfigProblem(path="", message=str(error))]) from None
+    loaded, problems = model_problems(Components, raw)
+    if loaded is None or problems:
+        raise EnvironmentConfigError(str(source), problems)
+    return loaded
 
 
 def contract_problems(components: Components, catalog: Catalog, policies: Policies) -> list[ConfigProblem]:

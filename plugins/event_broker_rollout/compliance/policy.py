@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from event_broker_rollout import paths
 from event_broker_rollout.catalog import Catalog, Policies
-from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, _pydantic_problems
+from event_broker_rollout.config_types import (
+    AbsolutePath,
+    FileMode,
+    FreeText,
+    Identifier,
+    TopicName,
+    UnixName,
+)
+from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, model_problems
 from event_broker_rollout.evidence import Severity
 
 POLICY_FILE = "config/compliance.yaml"
@@ -85,7 +93,7 @@ class RetentionRule(Strict):
 
 
 class CatalogTopic(Strict):
-    catalog_entry: str
+    catalog_entry: Identifier
 
 
 class AuditTopic(CatalogTopic):
@@ -93,13 +101,13 @@ class AuditTopic(CatalogTopic):
 
 
 class HostFile(Strict):
-    path: str = Field(pattern=r"^/")
+    path: AbsolutePath
     kind: Literal["key", "keystore", "config"]
     roles: list[Literal["controller", "broker", "schema_registry"]] = Field(min_length=1)
-    max_mode: str = Field(pattern=r"^0[0-7]{3}$")
-    owner: str | None = None  # None: the environment's kafka.service_user
+    max_mode: FileMode
+    owner: UnixName | None = None  # None: the environment's kafka.service_user
     scan_for_passwords: bool = False
-    allowed_password_settings: list[str] = Field(default_factory=list)  # keys that may hold one
+    allowed_password_settings: list[Identifier] = Field(default_factory=list)  # keys that may hold one
     registry_flavor: Literal["apicurio", "confluent"] | None = None  # only on hosts of that registry
 
     @property
@@ -108,23 +116,23 @@ class HostFile(Strict):
 
 
 class CheckPolicy(Strict):
-    clause: str
+    clause: Identifier
     severity: Severity = Severity.BLOCKING
-    description: str
+    description: FreeText
 
 
 class CompliancePolicy(Strict):
-    hipaa_clauses: dict[str, str] = Field(min_length=1)
+    hipaa_clauses: dict[Identifier, FreeText] = Field(min_length=1)
     certificates: Certificates
-    protected_classifications: list[str] = Field(min_length=1)
+    protected_classifications: list[Identifier] = Field(min_length=1)
     durability: Durability
-    retention: dict[str, RetentionRule]
+    retention: dict[Identifier, RetentionRule]
     audit_topic: AuditTopic
     results_topic: CatalogTopic
-    internal_topic_prefixes: list[str] = Field(default_factory=list)
+    internal_topic_prefixes: list[TopicName] = Field(default_factory=list)
     host_files: list[HostFile] = Field(default_factory=list)
-    airflow_secrets_max_mode: str = Field(pattern=r"^0[0-7]{3}$")
-    checks: dict[str, CheckPolicy]
+    airflow_secrets_max_mode: FileMode
+    checks: dict[Identifier, CheckPolicy]
 
     def check(self, check_id: str) -> CheckPolicy:
         return self.checks[check_id]
@@ -256,12 +264,7 @@ def cross_field_problems(raw: Mapping[str, Any], catalog: Catalog, policies: Pol
 def parse_policy(raw: Any, source: str, catalog: Catalog, policies: Policies) -> CompliancePolicy:
     if not isinstance(raw, Mapping):
         raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
-    problems: list[ConfigProblem] = []
-    policy: CompliancePolicy | None = None
-    try:
-        policy = CompliancePolicy.model_validate(raw)
-    except ValidationError as error:
-        problems.extend(_pydantic_problems(error))
+    policy, problems = model_problems(CompliancePolicy, raw)
     problems.extend(cross_field_problems(raw, catalog, policies))
     if problems or policy is None:
         raise EnvironmentConfigError(source, problems)
