@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -241,14 +242,21 @@ def verify_contract(
     timeout: float = 30.0,
     settle_s: float = 3.0,
 ) -> list[Result]:
-    """Run every planned check as the component (``client_config`` holds its own credentials)."""
-    results = []
+    """Run every planned check as the component (``client_config`` holds its own credentials).
+
+    The checks run side by side, each subscription in a group of its own under the run's contract group:
+    a group join waits out the broker's initial rebalance delay, so one after another they cost a
+    delay each, and sharing one group they would rebalance one another.
+    """
     group = contract_group(component, run_id)
     probes = probe_events(catalog)
-    for check in plan_checks(component, catalog, policies):
+    checks = plan_checks(component, catalog, policies)
+
+    def run(indexed: tuple[int, ContractCheck]) -> Result:
+        index, check = indexed
         if check.probe == "subscribe":
             error, note = probe_subscribe(
-                client_config, check.topic, group, timeout=timeout, settle_s=settle_s
+                client_config, check.topic, f"{group}.{index}", timeout=timeout, settle_s=settle_s
             )
         elif check.probe == "authorized-operations":
             error, note = probe_write_authorized(client_config, check.topic, timeout=timeout)
@@ -261,5 +269,9 @@ def verify_contract(
                 granted=check.granted,
                 timeout=timeout,
             )
-        results.append(judge(check, error, note))
-    return results
+        return judge(check, error, note)
+
+    if not checks:
+        return []
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        return list(pool.map(run, enumerate(checks)))
