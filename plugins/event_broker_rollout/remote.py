@@ -4,22 +4,32 @@ Credentials come from the Airflow SSH connection, parsed by the SSH provider's o
 session itself is a fabric ``Connection`` (for ``run``/``put``). fabric installs paramiko's
 AutoAddPolicy, which would trust any host key: we replace it with RejectPolicy and load the host key the
 connection declares, so a changed or unknown host key is refused, never accepted silently.
+
+Commands are argument lists (``shell.Command``) quoted in ``shell.command_line`` only: there is no
+method that sends a formatted string.
 """
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import paramiko
+
+from event_broker_rollout.shell import Command, command_line
 
 if TYPE_CHECKING:
     import fabric
     from airflow.providers.ssh.hooks.ssh import SSHHook
+
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".ebr-tmp"
 
 
 class RemoteError(RuntimeError):
@@ -101,17 +111,28 @@ class RemoteHost:
     def __exit__(self, *exc_info: object) -> None:
         self.connection.close()
 
-    def run(self, command: str, timeout: float = 60, check: bool = False) -> CommandResult:
+    def run_argv(self, argv: Sequence[str], timeout: float = 60, check: bool = False) -> CommandResult:
+        """Run one program with its arguments (each passed as one literal word)."""
+        return self._exec(command_line(argv), timeout, check)
+
+    def run_command(self, command: Command, timeout: float = 60, check: bool = False) -> CommandResult:
+        """Run argv lists joined by fixed operators (``Command``), for the few steps that need a pipe or ``&&``."""
+        return self._exec(command_line(command), timeout, check)
+
+    def _exec(self, line: str, timeout: float, check: bool) -> CommandResult:
+        # The only call into the SSH session's exec; ``line`` always comes from ``shell.command_line``.
+        # Commands never carry secrets (those travel as files), so the line may be logged as it is.
+        log.debug("%s: %s", self.name, line)
         try:
-            raw = self.connection.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+            raw = self.connection.run(line, hide=True, warn=True, timeout=timeout, in_stream=False)
         except Exception as error:  # invoke raises CommandTimedOut, paramiko socket errors, ...
             raise RemoteError(
                 f"{self.name}: command failed to run: {type(error).__name__}: {error}"
             ) from None
-        result = CommandResult(command, raw.exited, raw.stdout, raw.stderr)
+        result = CommandResult(line, raw.exited, raw.stdout, raw.stderr)
         if check and not result.ok:
             raise RemoteError(
-                f"{self.name}: `{command}` exited {result.exit_code}: {result.stderr.strip()[-500:]}"
+                f"{self.name}: `{line}` exited {result.exit_code}: {result.stderr.strip()[-500:]}"
             )
         return result
 
@@ -121,15 +142,60 @@ class RemoteHost:
         except Exception as error:
             raise RemoteError(f"{self.name}: upload to {remote} failed: {error}") from None
 
-    def write_file(self, remote: str, content: str, mode: str = "0644") -> None:
-        """Write a file atomically (temp file + rename) so a reader never sees half of it."""
-        sftp = self.connection.sftp()
-        tmp = f"{remote}.ebr-tmp"
-        with sftp.open(tmp, "w") as handle:
+    def write_file(self, remote: str, content: str, mode: str = "0644", owner: str | None = None) -> None:
+        """Write a file atomically (temp file + rename) so a reader never sees half of it; see ``write_atomically``."""
+
+        def hand_over(tmp: str) -> None:
+            if owner is not None:
+                self.run_argv(["chown", f"{owner}:", tmp], check=True)
+
+        try:
+            write_atomically(self.connection.sftp(), remote, content, int(mode, 8), hand_over)
+        except OSError as error:  # paramiko reports SFTP failures as IOError
+            raise RemoteError(f"{self.name}: writing {remote} failed: {error}") from None
+
+
+class SftpFile(Protocol):
+    def __enter__(self) -> SftpFile: ...
+    def __exit__(self, *exc_info: object) -> object: ...
+    def chmod(self, mode: int) -> None: ...
+    def write(self, data: str) -> None: ...
+
+
+class Sftp(Protocol):
+    """The part of paramiko's ``SFTPClient`` that ``write_atomically`` uses."""
+
+    def open(self, filename: str, mode: str = "r") -> SftpFile: ...
+    def chmod(self, path: str, mode: int) -> None: ...
+    def posix_rename(self, oldpath: str, newpath: str) -> None: ...
+    def remove(self, path: str) -> None: ...
+
+
+def write_atomically(
+    sftp: Sftp, path: str, content: str, mode: int, before_rename: Callable[[str], None] | None = None
+) -> None:
+    """Create ``<path>.ebr-tmp`` fresh, make it 0600 before any content is in it, write, set the final mode,
+    let the caller hand it over (owner), rename it into place. On any failure the temp file is removed."""
+    tmp = path + TEMP_SUFFIX
+    _remove_if_present(sftp, tmp)  # left by an interrupted run; ours is created fresh (O_EXCL)
+    renamed = False
+    try:
+        with sftp.open(tmp, "wx") as handle:
+            handle.chmod(0o600)
             handle.write(content)
-        self.run(
-            f"chmod {mode} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(remote)}", check=True
-        )
+        sftp.chmod(tmp, mode)
+        if before_rename is not None:
+            before_rename(tmp)
+        sftp.posix_rename(tmp, path)
+        renamed = True
+    finally:
+        if not renamed:
+            _remove_if_present(sftp, tmp)
+
+
+def _remove_if_present(sftp: Sftp, path: str) -> None:
+    with suppress(OSError):  # absent (or already gone): nothing to clean up
+        sftp.remove(path)
 
 
 @contextmanager

@@ -576,7 +576,7 @@ def test_host_command_stats_files_and_counts_password_lines_without_reading_them
         HostFile(path=str(tmp_path / "absent.pem"), kind="keystore", roles=["broker"], max_mode="0600"),
     ]
     output = subprocess.run(
-        ["sh", "-c", host_command(files, kafka_node=False)], capture_output=True, text=True, check=True
+        host_command(files, kafka_node=False), capture_output=True, text=True, check=True
     ).stdout
     assert "hunter2" not in output
     facts = parse_host_output("lab1", output)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
 
 from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.environment import load_environment
@@ -8,17 +12,42 @@ from event_broker_rollout.evidence import Status
 from event_broker_rollout.preflight import governance, network
 
 
-def test_connect_output_round_trip():
-    command = network.connect_command([("10.77.0.12", 9092), ("10.77.0.13", 9093)])
-    assert "/dev/tcp/10.77.0.12/9092" in command and "timeout 2" in command
-    parsed = network.parse_connect_output("10.77.0.12 9092 ok\n10.77.0.13 9093 fail\nnoise\n")
-    assert parsed == {("10.77.0.12", 9092): True, ("10.77.0.13", 9093): False}
+def test_connect_command_reports_each_loopback_port():
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(4)
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused
+        open_port, closed_port = listening.getsockname()[1], closed.getsockname()[1]
+        command = network.connect_command([("127.0.0.1", open_port), ("127.0.0.1", closed_port)])
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert network.parse_connect_output(output) == {
+        ("127.0.0.1", open_port): True,
+        ("127.0.0.1", closed_port): False,
+    }
+    assert network.parse_connect_output("noise\n") == {}
 
 
-def test_probe_command_waits_until_every_port_listens():
-    command = network.start_probe_command("10.77.0.11", [9092, 9093])
-    assert command.count("setsid python3") == 2
-    assert "sport = :9092" in command and "sport = :9093" in command
+def test_probe_command_returns_once_every_port_listens():
+    ports = []
+    for _ in range(2):
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            ports.append(free.getsockname()[1])
+    output = subprocess.run(
+        network.start_probe_command("127.0.0.1", ports),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    pids = [int(pid) for pid in output.split()]
+    try:
+        assert len(pids) == 2
+        for port in ports:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
 
 
 def test_reachability_names_the_sources_that_failed():

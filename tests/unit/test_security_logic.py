@@ -139,10 +139,15 @@ def test_quota_parsing_ignores_scram_lines():
     assert access.parse_quotas(output) == {
         "fhir-server": {"consumer_byte_rate": 10485760, "producer_byte_rate": 5242880}
     }
-    assert (
-        access.quota_command("analytics", {"consumer_byte_rate": 1024})
-        == "--alter --entity-type users --entity-name analytics --add-config consumer_byte_rate=1024"
-    )
+    assert access.quota_command("analytics", {"consumer_byte_rate": 1024}) == [
+        "--alter",
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "analytics",
+        "--add-config",
+        "consumer_byte_rate=1024",
+    ]
 
 
 def test_credentials_file_must_be_private(lab, tmp_path):

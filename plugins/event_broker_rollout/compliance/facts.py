@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shlex
 import ssl
 import stat
 import urllib.error
@@ -33,6 +32,7 @@ from event_broker_rollout.schemas.registry import SubjectPlan, observe
 from event_broker_rollout.schemas.subjects import SubjectSchema
 from event_broker_rollout.schemas.topics import ObservedTopic, observe_topics
 from event_broker_rollout.security import access, verify
+from event_broker_rollout.shell import script
 
 TIMEOUT = 15.0
 TLS_VERSIONS = (
@@ -504,24 +504,40 @@ class HostFacts:
 _PASSWORD_LINE = r"^[[:space:]]*[^#[:space:]]*(password|secret)[^=]*=[[:space:]]*[^[:space:]]"
 
 
-def host_command(files: Iterable[HostFile], kafka_node: bool) -> str:
-    lines = []
+# Reads the host files; constant, with the paths and patterns as positional parameters (kind, values...).
+_HOST_SCRIPT = r"""
+while [ "$#" -gt 0 ]; do
+  kind=$1; shift
+  case "$kind" in
+    file)
+      if [ -e "$1" ]; then printf 'file %s %s\n' "$1" "$(stat -c '%a %U %G' -- "$1")"
+      else printf 'file %s absent\n' "$1"; fi
+      shift ;;
+    passwords)  # file, password-line pattern, allowed-settings pattern (grep -c prints 0 when none are left)
+      if [ -e "$1" ]; then printf 'passwords %s %s\n' "$1" "$(grep -iE -- "$2" "$1" | grep -cvE -- "$3")"; fi
+      shift 3 ;;
+    settings)  # file, pattern
+      grep -E -- "$2" "$1" | sed 's/^/setting /'
+      shift 2 ;;
+    *) echo "host facts: unknown kind" >&2; exit 2 ;;
+  esac
+done
+exit 0
+"""
+
+
+def host_command(files: Iterable[HostFile], kafka_node: bool) -> tuple[str, ...]:
+    args: list[str] = []
     for item in files:
-        q = shlex.quote(item.path)
-        lines.append(
-            f'if [ -e {q} ]; then echo "file {item.path} $(stat -c \'%a %U %G\' {q})"; else echo "file {item.path} absent"; fi'
-        )
+        args += ["file", item.path]
         if item.scan_for_passwords:
-            # Count the password lines other than the allowed ones (grep -c prints 0 when none are left).
+            # Count the password lines other than the allowed ones.
             allowed = "|".join(key.replace(".", r"\.") for key in item.allowed_password_settings) or "$^"
-            rest = shlex.quote(f"^[[:space:]]*({allowed})[[:space:]]*=")
-            count = f"grep -iE {shlex.quote(_PASSWORD_LINE)} {q} | grep -cvE {rest}"
-            lines.append(f'[ -e {q} ] && echo "passwords {item.path} $({count})"')
+            args += ["passwords", item.path, _PASSWORD_LINE, f"^[[:space:]]*({allowed})[[:space:]]*="]
     if kafka_node:
         keys = "|".join(key.replace(".", r"\.") for key in AUTHORIZER_SETTINGS)
-        lines.append(f"grep -E {shlex.quote(f'^({keys})=')} {SERVER_PROPERTIES} | sed 's/^/setting /'")
-    lines.append("true")
-    return "\n".join(lines)
+        args += ["settings", SERVER_PROPERTIES, f"^({keys})="]
+    return script(_HOST_SCRIPT, *args, name="ebr-host-facts")
 
 
 def parse_host_output(host: str, text: str) -> HostFacts:
@@ -549,7 +565,7 @@ def host_facts(host: Host, files: list[HostFile]) -> HostFacts:
     kafka_node = bool({"broker", "controller"} & set(host.roles))
     try:
         with RemoteHost.from_conn_id(host.name, host.ssh_conn_id, connect_timeout=10) as session:
-            output = session.run(host_command(files, kafka_node), timeout=30, check=True).stdout
+            output = session.run_argv(host_command(files, kafka_node), timeout=30, check=True).stdout
     except RemoteError as error:
         return HostFacts(host.name, error=str(error))
     return parse_host_output(host.name, output)

@@ -8,7 +8,6 @@ raised, so a failed rollout leaves the host as it was.
 from __future__ import annotations
 
 import hashlib
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +17,25 @@ from event_broker_rollout.evidence import Result, Severity, Status
 from event_broker_rollout.infrastructure.desired import SERVICE_WRAPPER, HostState, Install, backup_path
 from event_broker_rollout.infrastructure.plan import ABSENT, Change, HostPlan, Observed, parse_observation
 from event_broker_rollout.remote import RemoteError, RemoteHost
+from event_broker_rollout.shell import Command, script
+
+# Keep a file's previous version beside it ($1: the file, $2: its backup), or note there was none.
+_BACKUP_SCRIPT = 'if [ -f "$1" ]; then cp -p -- "$1" "$2"; else rm -f -- "$2"; fi'
+# Put the previous version back ($1: the backup, $2: the file), or remove a file that was new.
+_RESTORE_SCRIPT = 'if [ -f "$1" ]; then mv -f -- "$1" "$2"; else rm -f -- "$2"; fi'
 
 
 def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, str]]:
     """The host's current state, and the current text of every managed file whose digest differs."""
     from event_broker_rollout.infrastructure.plan import observe_command
 
-    observed = parse_observation(session.run(observe_command(state), timeout=60, check=True).stdout)
+    observed = parse_observation(session.run_argv(observe_command(state), timeout=60, check=True).stdout)
     contents: dict[str, str] = {}
     for managed in state.files:
         digest = observed.files.get(managed.path, ABSENT)
         if not managed.secret and digest not in (ABSENT, managed.digest):
-            contents[managed.path] = session.run(
-                f"cat {shlex.quote(managed.path)}", timeout=30, check=True
+            contents[managed.path] = session.run_argv(
+                ["cat", "--", managed.path], timeout=30, check=True
             ).stdout
     return observed, contents
 
@@ -76,55 +81,64 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _point_current(session: RemoteHost, install_spec: Install) -> None:
+    new_link = f"{install_spec.base_dir}/current.new"
+    session.run_command(
+        Command.of("ln", "-sfn", "--", install_spec.top_dir, new_link).and_then(
+            "mv", "-T", "--", new_link, install_spec.current_link
+        ),
+        check=True,
+    )
+
+
 def install(session: RemoteHost, install_spec: Install) -> None:
     """Upload the archive, check its digest on the host, unpack it beside older versions, point ``current`` at it."""
     local_digest = _file_sha256(install_spec.archive)
-    base = shlex.quote(install_spec.base_dir)
     incoming = f"{install_spec.base_dir}/.incoming-{install_spec.archive.name}"
-    target = shlex.quote(install_spec.target)
-    session.run(f"mkdir -p {base}", check=True)
-    marker = session.run(f"cat {target}/.ebr-installed 2>/dev/null", timeout=10).stdout.strip()
+    target = install_spec.target
+    unpacking = f"{target}.unpacking"
+    session.run_argv(["mkdir", "-p", "--", install_spec.base_dir], check=True)
+    marker = session.run_argv(["cat", "--", f"{target}/.ebr-installed"], timeout=10).stdout.strip()
     if marker == install_spec.archive.name:
         # Already unpacked (a running service may use these files): only point `current` at it.
-        session.run(
-            f"ln -sfn {shlex.quote(install_spec.top_dir)} {base}/current.new && mv -T {base}/current.new {shlex.quote(install_spec.current_link)}",
-            check=True,
-        )
+        _point_current(session, install_spec)
         return
     session.put(install_spec.archive, incoming)
-    remote_digest = session.run(
-        f"sha256sum {shlex.quote(incoming)} | cut -d' ' -f1", check=True
-    ).stdout.strip()
+    remote_digest = session.run_argv(["sha256sum", "--", incoming], check=True).stdout.partition(" ")[0]
     if remote_digest != local_digest:
         raise RemoteError(
             f"{session.name}: {install_spec.archive.name} arrived corrupted ({remote_digest} != {local_digest})"
         )
-    session.run(
-        f"rm -rf {target}.unpacking && mkdir -p {target}.unpacking && "
-        f"tar -xzf {shlex.quote(incoming)} -C {target}.unpacking --strip-components=1 && "
-        f"echo {shlex.quote(install_spec.archive.name)} > {target}.unpacking/.ebr-installed && "
-        f"rm -rf {target} && mv {target}.unpacking {target} && "
-        f"ln -sfn {shlex.quote(install_spec.top_dir)} {base}/current.new && mv -T {base}/current.new {shlex.quote(install_spec.current_link)} && "
-        f"rm -f {shlex.quote(incoming)}",
+    session.run_command(
+        Command.of("rm", "-rf", "--", unpacking)
+        .and_then("mkdir", "-p", "--", unpacking)
+        .and_then("tar", "-xzf", incoming, "-C", unpacking, "--strip-components=1"),
         timeout=300,
         check=True,
     )
+    session.write_file(f"{unpacking}/.ebr-installed", install_spec.archive.name + "\n")
+    session.run_command(
+        Command.of("rm", "-rf", "--", target).and_then("mv", "--", unpacking, target), timeout=120, check=True
+    )
+    _point_current(session, install_spec)
+    session.run_argv(["rm", "-f", "--", incoming], check=True)
 
 
 def ensure_user(session: RemoteHost, user: str) -> None:
-    q = shlex.quote(user)
-    session.run(
-        f"id -u {q} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {q}",
-        check=True,
-    )
+    if not session.run_argv(["id", "-u", "--", user]).ok:
+        session.run_argv(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--", user],
+            check=True,
+        )
 
 
 def ensure_directories(session: RemoteHost, state: HostState) -> None:
-    commands = [
-        f"mkdir -p {shlex.quote(path)} && chown {shlex.quote(owner)}: {shlex.quote(path)}"
+    steps = [
+        argv
         for path, owner in state.directories
+        for argv in (("mkdir", "-p", "--", path), ("chown", "--", f"{owner}:", path))
     ]
-    session.run(" && ".join(commands), check=True)
+    session.run_command(Command.all_of(steps), check=True)
 
 
 @contextmanager
@@ -134,8 +148,7 @@ def restoring_on_failure(session: RemoteHost, written: list[str]) -> Iterator[No
         yield
     except Exception:
         for path in reversed(written):
-            q, backup = shlex.quote(path), shlex.quote(backup_path(path))
-            session.run(f"if [ -f {backup} ]; then mv -f {backup} {q}; else rm -f {q}; fi", timeout=30)
+            session.run_argv(script(_RESTORE_SCRIPT, backup_path(path), path), timeout=30)
             audit("infrastructure.restore", target=path, outcome="restored", host=session.name)
         raise
 
@@ -146,19 +159,29 @@ def write_files(session: RemoteHost, state: HostState, changes: list[Change]) ->
     written: list[str] = []
     for change in changes:
         managed = by_path[change.target]
-        q, backup = shlex.quote(managed.path), shlex.quote(backup_path(managed.path))
-        session.run(f"if [ -f {q} ]; then cp -p {q} {backup}; else rm -f {backup}; fi", check=True)
+        session.run_argv(script(_BACKUP_SCRIPT, managed.path, backup_path(managed.path)), check=True)
         written.append(managed.path)
-        session.write_file(managed.path, managed.content, mode=managed.mode)
-        session.run(f"chown {shlex.quote(managed.owner)}: {q}", check=True)
+        session.write_file(managed.path, managed.content, mode=managed.mode, owner=managed.owner)
     return written
 
 
 def format_storage(session: RemoteHost, storage_tool: str, cluster_id: str, user: str) -> None:
     """Format the log dirs once; ``--ignore-formatted`` guards against ever reformatting one."""
-    session.run(
-        f"setpriv --reuid={shlex.quote(user)} --regid={shlex.quote(user)} --init-groups -- "
-        f"{storage_tool} format --ignore-formatted -t {shlex.quote(cluster_id)} -c /etc/kafka/server.properties",
+    session.run_argv(
+        [
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={user}",
+            "--init-groups",
+            "--",
+            storage_tool,
+            "format",
+            "--ignore-formatted",
+            "-t",
+            cluster_id,
+            "-c",
+            "/etc/kafka/server.properties",
+        ],
         timeout=120,
         check=True,
     )
@@ -189,8 +212,10 @@ def apply_host_plan(
 
 def service(session: RemoteHost, action: str, name: str, systemd: bool, timeout: float = 240) -> str:
     if systemd:
-        verb = {"start": "enable --now", "restart": "restart", "stop": "stop"}[action]
-        return session.run(
-            f"systemctl daemon-reload && systemctl {verb} {shlex.quote(name)}", timeout=timeout, check=True
+        verb = {"start": ("enable", "--now"), "restart": ("restart",), "stop": ("stop",)}[action]
+        return session.run_command(
+            Command.of("systemctl", "daemon-reload").and_then("systemctl", *verb, "--", name),
+            timeout=timeout,
+            check=True,
         ).stdout
-    return session.run(f"{SERVICE_WRAPPER} {action} {shlex.quote(name)}", timeout=timeout, check=True).stdout
+    return session.run_argv([SERVICE_WRAPPER, action, name], timeout=timeout, check=True).stdout

@@ -9,45 +9,65 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from event_broker_rollout.infrastructure import preconditions
 from event_broker_rollout.infrastructure.desired import SERVICE_WRAPPER, HostState
+from event_broker_rollout.infrastructure.preconditions import Occupancy, Precondition
+from event_broker_rollout.shell import script
 
 ABSENT = "absent"
 _SECRET_LINE = re.compile(r"(password|secret|jaas\.config|private|keystore\.key|token)", re.IGNORECASE)
 
 
-def observe_command(state: HostState) -> str:
-    lines = [
-        'if [ -d /run/systemd/system ]; then echo "systemd yes"; else echo "systemd no"; fi',
-        f'if id -u {shlex.quote(state.service_user)} >/dev/null 2>&1; then echo "user present"; else echo "user absent"; fi',
-    ]
+# One round trip reports the host's state. The script is constant: the user, paths and service names
+# arrive as positional parameters (kind, then its values), so no value is ever parsed by the shell.
+_OBSERVE_SCRIPT = r"""
+wrapper=$1; shift
+if [ -d /run/systemd/system ]; then echo "systemd yes"; else echo "systemd no"; fi
+while [ "$#" -gt 0 ]; do
+  kind=$1; shift
+  case "$kind" in
+    user)
+      if id -u -- "$1" >/dev/null 2>&1; then echo "user present"; else echo "user absent"; fi
+      shift ;;
+    file)
+      if [ -f "$1" ]; then printf 'file %s %s\n' "$1" "$(sha256sum -- "$1" | cut -d' ' -f1)"
+      else printf 'file %s absent\n' "$1"; fi
+      shift ;;
+    install)
+      printf 'install %s %s %s\n' "$1" "$(cat -- "$2" 2>/dev/null || echo absent)" \
+        "$(readlink -f -- "$3" 2>/dev/null || echo none)"
+      shift 3 ;;
+    formatted)
+      if [ -f "$1/meta.properties" ]; then
+        printf 'formatted %s %s\n' "$1" "$(sed -n 's/^cluster.id=//p' "$1/meta.properties")"
+      else printf 'formatted %s no\n' "$1"; fi
+      shift ;;
+    service)
+      pid=$( (systemctl show -p MainPID --value -- "$1" 2>/dev/null | grep -v '^0$') || "$wrapper" pid "$1" 2>/dev/null || true)
+      if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+        printf 'service %s running %s %s\n' "$1" "$pid" "$(cut -d' ' -f22 "/proc/$pid/stat")"
+      else printf 'service %s stopped\n' "$1"; fi
+      shift ;;
+    *) echo "observe: unknown kind" >&2; exit 2 ;;
+  esac
+done
+"""
+
+
+def observe_command(state: HostState) -> tuple[str, ...]:
+    args = [SERVICE_WRAPPER, "user", state.service_user]
     for managed in state.files:
-        q = shlex.quote(managed.path)
-        lines.append(
-            f'if [ -f {q} ]; then echo "file {managed.path} $(sha256sum {q} | cut -d" " -f1)"; else echo "file {managed.path} absent"; fi'
-        )
+        args += ["file", managed.path]
     for install in state.installs:
-        marker = shlex.quote(f"{install.target}/.ebr-installed")
-        link = shlex.quote(install.current_link)
-        lines.append(
-            f'echo "install {install.name} $(cat {marker} 2>/dev/null || echo absent) $(readlink -f {link} 2>/dev/null || echo none)"'
-        )
+        args += ["install", install.name, f"{install.target}/.ebr-installed", install.current_link]
     for directory in state.data_dirs:
-        meta = shlex.quote(f"{directory}/meta.properties")
-        lines.append(
-            f'if [ -f {meta} ]; then echo "formatted {directory} $(sed -n "s/^cluster.id=//p" {meta})"; else echo "formatted {directory} no"; fi'
-        )
+        args += ["formatted", directory]
     for service in state.services:
-        name = shlex.quote(service.name)
-        lines.append(
-            f'pid=$( (systemctl show -p MainPID --value {name} 2>/dev/null | grep -v "^0$") || {SERVICE_WRAPPER} pid {name} 2>/dev/null || true); '
-            f'if [ -n "$pid" ] && [ -d /proc/$pid ]; then echo "service {service.name} running $pid $(cut -d" " -f22 /proc/$pid/stat)"; '
-            f'else echo "service {service.name} stopped"; fi'
-        )
-    return "\n".join(lines)
+        args += ["service", service.name]
+    return script(_OBSERVE_SCRIPT, *args, name="ebr-observe")
 
 
 @dataclass(frozen=True)
@@ -119,7 +139,7 @@ class HostPlan:
     start: list[str]  # services not running
     restart: list[str]  # running services whose files or install changed
     unchanged: list[str]  # items already as desired (reported "ok")
-    problems: list[str]  # things the stage must not fix by itself (e.g. a foreign cluster id)
+    problems: list[Precondition]  # what a change step would refuse (e.g. a foreign cluster id): no change runs
     running: dict[str, ServiceStatus]
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +149,7 @@ class HostPlan:
             "start": self.start,
             "restart": self.restart,
             "unchanged": self.unchanged,
-            "problems": self.problems,
+            "problems": [problem.to_dict() for problem in self.problems],
             "running": {name: asdict(status) for name, status in self.running.items()},
         }
 
@@ -141,7 +161,7 @@ class HostPlan:
             start=list(data["start"]),
             restart=list(data["restart"]),
             unchanged=list(data["unchanged"]),
-            problems=list(data["problems"]),
+            problems=[Precondition(**problem) for problem in data["problems"]],
             running={name: ServiceStatus(**status) for name, status in data["running"].items()},
         )
 
@@ -168,12 +188,22 @@ def unified_diff(path: str, before: str | None, after: str) -> str:
 
 
 def plan_host(
-    state: HostState, observed: Observed, cluster_id: str, current_contents: dict[str, str]
+    state: HostState,
+    observed: Observed,
+    cluster_id: str,
+    current_contents: dict[str, str],
+    occupancy: Occupancy,
 ) -> HostPlan:
-    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files."""
+    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files;
+    ``occupancy`` who holds the places the change steps would take (its refusals become ``problems``)."""
     changes: list[Change] = []
     unchanged: list[str] = []
-    problems: list[str] = []
+    service_pids = {name: status.pid for name, status in observed.services.items() if status.running}
+    problems = [
+        precondition
+        for precondition in preconditions.evaluate(state, occupancy, observed.formatted, service_pids, cluster_id)
+        if not precondition.met
+    ]
     needs_restart: set[str] = set()
 
     if not observed.user_present:
@@ -222,11 +252,7 @@ def plan_host(
                     state.host, "format", directory, before="unformatted", after=f"cluster.id={cluster_id}"
                 )
             )
-        elif formatted != cluster_id:
-            problems.append(
-                f"{directory} is formatted for cluster {formatted}, not {cluster_id}: refusing to touch it"
-            )
-        else:
+        elif formatted == cluster_id:
             unchanged.append(f"storage:{directory}")
 
     start: list[str] = []

@@ -8,7 +8,6 @@ time behind the gates -> registry -> registry gate.
 
 from __future__ import annotations
 
-import shlex
 from contextlib import ExitStack
 from typing import Any
 
@@ -27,6 +26,7 @@ from event_broker_rollout.infrastructure.desired import (
 from event_broker_rollout.infrastructure.plan import HostPlan, plan_host
 from event_broker_rollout.preflight.network import in_parallel
 from event_broker_rollout.remote import RemoteError, RemoteHost
+from event_broker_rollout.shell import Command
 
 SSH_CONNECT_TIMEOUT = 10
 
@@ -67,8 +67,11 @@ def plan_environment(environment: Environment, target_phase: str | None = None) 
         host = environment.host(name)
         try:
             with session(environment, host) as remote:
-                facts = remote.run(
-                    f"test -d /run/systemd/system && echo systemd; cat {SECURITY_PHASE_FILE} 2>/dev/null",
+                facts = remote.run_command(
+                    Command.of("test", "-d", "/run/systemd/system")
+                    .and_then("echo", "systemd")
+                    .then("cat", "--", SECURITY_PHASE_FILE)
+                    .quiet(),
                     timeout=10,
                 ).stdout.split()
                 systemd = "systemd" in facts
@@ -276,9 +279,16 @@ def describe_quorum(environment: Environment) -> str:
         try:
             with ExitStack() as stack:
                 remote = stack.enter_context(session(environment, host))
-                tls = f" --command-config {TOOLS_CONFIG}" if environment.security is not None else ""
-                result = remote.run(
-                    f"echo now=$(date +%s%3N); {tool} --bootstrap-controller {shlex.quote(f'{host.address}:{port}')}{tls} describe --replication",
+                tls = ["--command-config", TOOLS_CONFIG] if environment.security is not None else []
+                result = remote.run_command(
+                    Command.of("date", "+now=%s%3N").then(
+                        tool,
+                        "--bootstrap-controller",
+                        f"{host.address}:{port}",
+                        *tls,
+                        "describe",
+                        "--replication",
+                    ),
                     timeout=60,
                 )
                 if result.ok:
@@ -307,7 +317,7 @@ def recorded_phase(environment: Environment) -> str:
 
     def read(name: str) -> str:
         with session(environment, environment.host(name)) as remote:
-            text = remote.run(f"cat {SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip()
+            text = remote.run_argv(["cat", "--", SECURITY_PHASE_FILE], timeout=10).stdout.strip()
         return text if text in PHASES else "plaintext"
 
     kafka_hosts = [h.name for h in environment.hosts if {"broker", "controller"} & set(h.roles)]

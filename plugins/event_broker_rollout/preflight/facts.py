@@ -6,12 +6,12 @@ Parsing is separate from collecting so the checks can be unit-tested on recorded
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from event_broker_rollout import paths
 from event_broker_rollout.environment import Environment
+from event_broker_rollout.shell import script
 
 FACTS_SCRIPT = paths.INCLUDE_DIR / "scripts" / "collect_host_facts.sh"
 
@@ -71,8 +71,8 @@ class HostFacts:
         return cls(**values)
 
 
-def facts_command(environment: Environment, host_roles: list[str], mode: str) -> str:
-    """The remote command: the script on stdin's place, with its inputs as environment variables."""
+def facts_command(environment: Environment, host_roles: list[str], mode: str) -> tuple[str, ...]:
+    """The remote command: the script run by ``sh -c``, with its inputs as environment variables (``env``)."""
     data_dirs = environment.kafka.data_dirs if {"broker", "controller"} & set(host_roles) else []
     env = {
         "EBR_DATA_DIRS": " ".join(data_dirs),
@@ -83,9 +83,7 @@ def facts_command(environment: Environment, host_roles: list[str], mode: str) ->
         "EBR_MODE": mode,
         "EBR_INSTALL_DIR": environment.distribution.install_dir,
     }
-    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-    script = FACTS_SCRIPT.read_text()
-    return f"{assignments} sh -c {shlex.quote(script)}"
+    return ("env", *(f"{key}={value}" for key, value in env.items()), *script(FACTS_SCRIPT.read_text()))
 
 
 def split_sections(output: str) -> dict[str, str]:

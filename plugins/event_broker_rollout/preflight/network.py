@@ -9,7 +9,6 @@ each measurement bounded in bytes and time.
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from event_broker_rollout.environment import Environment, Host
 from event_broker_rollout.evidence import Result, Severity, Status, check
 from event_broker_rollout.preflight.checks import required_ports
 from event_broker_rollout.remote import RemoteError, RemoteHost
+from event_broker_rollout.shell import script
 
 PROBE_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 2
@@ -50,25 +50,47 @@ def in_parallel(items: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
         return dict(zip(items, pool.map(work, items), strict=True))
 
 
-def start_probe_command(address: str, ports: Sequence[int]) -> str:
+# $1: the listener's code, $2: the address, $3: seconds, then the ports. Starts one detached listener per
+# port, prints their pids, and returns once every port listens (or after 5 s).
+_START_PROBES = """
+probe=$1; address=$2; seconds=$3; shift 3
+for port in "$@"; do
+  (setsid python3 -c "$probe" "$address" "$port" "$seconds" >/dev/null 2>&1 & echo $!)
+done
+for _ in $(seq 50); do
+  listening=yes
+  for port in "$@"; do ss -Hltn "sport = :$port" | grep -q . || { listening=no; break; }; done
+  [ "$listening" = yes ] && break
+  sleep 0.1
+done
+exit 0
+"""
+
+# $1: seconds per connect, then address and port pairs; prints ``<address> <port> ok|fail`` for each.
+_CONNECT = """
+seconds=$1; shift
+while [ "$#" -gt 1 ]; do
+  if timeout "$seconds" bash -c ': <"/dev/tcp/$1/$2"' connect "$1" "$2" 2>/dev/null; then
+    echo "$1 $2 ok"
+  else
+    echo "$1 $2 fail"
+  fi
+  shift 2
+done
+"""
+
+
+def start_probe_command(address: str, ports: Sequence[int]) -> tuple[str, ...]:
     """Start one probe listener per port, print their pids, and return once all of them listen."""
-    script = shlex.quote(_PROBE_LISTENER)
-    starts = " ".join(
-        f"(setsid python3 -c {script} {address} {port} {PROBE_SECONDS} >/dev/null 2>&1 & echo $!);"
-        for port in ports
+    return script(
+        _START_PROBES, _PROBE_LISTENER, address, str(PROBE_SECONDS), *map(str, ports), name="ebr-probes"
     )
-    listening = " && ".join(f"ss -Hltn 'sport = :{port}' | grep -q ." for port in ports)
-    return f"{starts} for _ in $(seq 50); do if {listening}; then break; fi; sleep 0.1; done"
 
 
-def connect_command(targets: Sequence[tuple[str, int]]) -> str:
+def connect_command(targets: Sequence[tuple[str, int]]) -> tuple[str, ...]:
     """One line per target: ``<address> <port> ok|fail``, each connect bounded in time."""
-    checks = " ".join(
-        f"if timeout {CONNECT_TIMEOUT_SECONDS} bash -c '</dev/tcp/{address}/{port}' 2>/dev/null;"
-        f" then echo '{address} {port} ok'; else echo '{address} {port} fail'; fi;"
-        for address, port in targets
-    )
-    return checks or "true"
+    pairs = [word for address, port in targets for word in (address, str(port))]
+    return script(_CONNECT, str(CONNECT_TIMEOUT_SECONDS), *pairs, name="ebr-connect")
 
 
 def parse_connect_output(text: str) -> dict[tuple[str, int], bool]:
@@ -126,7 +148,7 @@ def check_reachability(
         ports = free_ports.get(name, [])
         if not ports:
             return []
-        output = sessions[name].run(start_probe_command(str(hosts[name].address), ports), timeout=20)
+        output = sessions[name].run_argv(start_probe_command(str(hosts[name].address), ports), timeout=20)
         return output.stdout.split()
 
     probes = in_parallel(list(hosts), start)
@@ -139,7 +161,7 @@ def check_reachability(
                 if h.name != source
                 for port in required_ports(environment, h)
             ]
-            output = sessions[source].run(connect_command([(a, p) for a, p, _ in targets]), timeout=60)
+            output = sessions[source].run_argv(connect_command([(a, p) for a, p, _ in targets]), timeout=60)
             outcome = parse_connect_output(output.stdout)
             return [
                 Reachability(source, name, port, outcome.get((address, port), False))
@@ -151,7 +173,7 @@ def check_reachability(
 
         def stop(name: str) -> None:
             if probes.get(name):
-                sessions[name].run(f"kill {' '.join(probes[name])} 2>/dev/null; true", timeout=20)
+                sessions[name].run_argv(["kill", *probes[name]], timeout=20)
 
         in_parallel(list(hosts), stop)
     return matrix
@@ -190,13 +212,35 @@ def throughput_results(environment: Environment, sessions: Mapping[str, RemoteHo
     for sender, receiver in pairs:
         check_id = f"net.throughput[{sender.name}->{receiver.name}]"
         try:
-            sessions[receiver.name].run(
-                f"timeout {IPERF_TIMEOUT_SECONDS + 5} iperf3 -s -1 -D -B {receiver.address} -p {IPERF_PORT}",
+            sessions[receiver.name].run_argv(
+                [
+                    "timeout",
+                    str(IPERF_TIMEOUT_SECONDS + 5),
+                    "iperf3",
+                    "-s",
+                    "-1",
+                    "-D",
+                    "-B",
+                    str(receiver.address),
+                    "-p",
+                    str(IPERF_PORT),
+                ],
                 timeout=20,
                 check=True,
             )
-            output = sessions[sender.name].run(
-                f"timeout {IPERF_TIMEOUT_SECONDS} iperf3 -J -c {receiver.address} -p {IPERF_PORT} -n {IPERF_BYTES}",
+            output = sessions[sender.name].run_argv(
+                [
+                    "timeout",
+                    str(IPERF_TIMEOUT_SECONDS),
+                    "iperf3",
+                    "-J",
+                    "-c",
+                    str(receiver.address),
+                    "-p",
+                    str(IPERF_PORT),
+                    "-n",
+                    IPERF_BYTES,
+                ],
                 timeout=IPERF_TIMEOUT_SECONDS + 10,
             )
             gbps = parse_iperf_gbps(output.stdout)

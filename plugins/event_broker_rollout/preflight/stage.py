@@ -40,9 +40,9 @@ def inspect_host(
     try:
         with RemoteHost.from_conn_id(host.name, host.ssh_conn_id, SSH_CONNECT_TIMEOUT) as session:
             before = time.time()
-            remote_clock = float(session.run("date +%s.%N", timeout=10, check=True).stdout.strip())
+            remote_clock = float(session.run_argv(["date", "+%s.%N"], timeout=10, check=True).stdout.strip())
             after = time.time()
-            raw = session.run(facts_command(environment, list(host.roles), mode), timeout=60, check=True)
+            raw = session.run_argv(facts_command(environment, list(host.roles), mode), timeout=60, check=True)
     except RemoteError as error:
         return {
             "host": host.name,

@@ -274,9 +274,10 @@ def ensure_scram_users(
     return results
 
 
-def quota_command(entity: str, quotas: dict[str, int]) -> str:
+def quota_command(entity: str, quotas: dict[str, int]) -> list[str]:
+    """The kafka-configs arguments that set a user's quotas (an argument list: the user is one word)."""
     settings = ",".join(f"{key}={value}" for key, value in sorted(quotas.items()))
-    return f"--alter --entity-type users --entity-name {entity} --add-config {settings}"
+    return ["--alter", "--entity-type", "users", "--entity-name", entity, "--add-config", settings]
 
 
 def parse_quotas(describe_output: str) -> dict[str, dict[str, int]]:

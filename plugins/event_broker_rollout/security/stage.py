@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
     def record(name: str) -> Result:
         with infrastructure.session(environment, environment.host(name)) as remote:
             current = (
-                remote.run(f"cat {infrastructure.SECURITY_PHASE_FILE} 2>/dev/null", timeout=10).stdout.strip()
+                remote.run_argv(["cat", "--", infrastructure.SECURITY_PHASE_FILE], timeout=10).stdout.strip()
                 or "plaintext"
             )
             if current in PHASES and phase_index(current) >= phase_index(target):
@@ -151,18 +151,25 @@ def ensure_acls_and_quotas(environment: Environment) -> list[dict[str, Any]]:
     return [r.to_dict() for r in results]
 
 
-def _configs_tool(environment: Environment, arguments: str) -> str:
+def _configs_tool(environment: Environment, arguments: Sequence[str]) -> str:
     assert environment.security is not None
     broker = environment.brokers[0]
     bootstrap = f"{broker.address}:{environment.security.internal_port}"
-    command = f"{kafka_tool(environment, 'kafka-configs')} --bootstrap-server {shlex.quote(bootstrap)} --command-config {TOOLS_CONFIG} {arguments}"
+    command = [
+        kafka_tool(environment, "kafka-configs"),
+        "--bootstrap-server",
+        bootstrap,
+        "--command-config",
+        TOOLS_CONFIG,
+        *arguments,
+    ]
     with infrastructure.session(environment, broker) as remote:
-        return remote.run(command, timeout=90, check=True).stdout
+        return remote.run_argv(command, timeout=90, check=True).stdout
 
 
 def ensure_quotas(environment: Environment, wanted: dict[str, dict[str, int]]) -> list[Result]:
     """Client quotas per principal, through Kafka's own kafka-configs tool (the Python client has no quota API)."""
-    current = access.parse_quotas(_configs_tool(environment, "--describe --entity-type users"))
+    current = access.parse_quotas(_configs_tool(environment, ["--describe", "--entity-type", "users"]))
     results = []
     for user, quotas in sorted(wanted.items()):
         if current.get(user) == quotas:
