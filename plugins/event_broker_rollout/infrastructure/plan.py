@@ -12,9 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from event_broker_rollout.infrastructure import preconditions
 from event_broker_rollout.infrastructure.desired import SERVICE_WRAPPER, HostState
-from event_broker_rollout.infrastructure.preconditions import Occupancy, Precondition
 from event_broker_rollout.shell import script
 
 ABSENT = "absent"
@@ -139,7 +137,7 @@ class HostPlan:
     start: list[str]  # services not running
     restart: list[str]  # running services whose files or install changed
     unchanged: list[str]  # items already as desired (reported "ok")
-    problems: list[Precondition]  # what a change step would refuse (e.g. a foreign cluster id): no change runs
+    problems: list[str]  # things the stage must not fix by itself (e.g. a foreign cluster id)
     running: dict[str, ServiceStatus]
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +147,7 @@ class HostPlan:
             "start": self.start,
             "restart": self.restart,
             "unchanged": self.unchanged,
-            "problems": [problem.to_dict() for problem in self.problems],
+            "problems": self.problems,
             "running": {name: asdict(status) for name, status in self.running.items()},
         }
 
@@ -161,7 +159,7 @@ class HostPlan:
             start=list(data["start"]),
             restart=list(data["restart"]),
             unchanged=list(data["unchanged"]),
-            problems=[Precondition(**problem) for problem in data["problems"]],
+            problems=list(data["problems"]),
             running={name: ServiceStatus(**status) for name, status in data["running"].items()},
         )
 
@@ -188,22 +186,12 @@ def unified_diff(path: str, before: str | None, after: str) -> str:
 
 
 def plan_host(
-    state: HostState,
-    observed: Observed,
-    cluster_id: str,
-    current_contents: dict[str, str],
-    occupancy: Occupancy,
+    state: HostState, observed: Observed, cluster_id: str, current_contents: dict[str, str]
 ) -> HostPlan:
-    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files;
-    ``occupancy`` who holds the places the change steps would take (its refusals become ``problems``)."""
+    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files."""
     changes: list[Change] = []
     unchanged: list[str] = []
-    service_pids = {name: status.pid for name, status in observed.services.items() if status.running}
-    problems = [
-        precondition
-        for precondition in preconditions.evaluate(state, occupancy, observed.formatted, service_pids, cluster_id)
-        if not precondition.met
-    ]
+    problems: list[str] = []
     needs_restart: set[str] = set()
 
     if not observed.user_present:
@@ -252,7 +240,11 @@ def plan_host(
                     state.host, "format", directory, before="unformatted", after=f"cluster.id={cluster_id}"
                 )
             )
-        elif formatted == cluster_id:
+        elif formatted != cluster_id:
+            problems.append(
+                f"{directory} is formatted for cluster {formatted}, not {cluster_id}: refusing to touch it"
+            )
+        else:
             unchanged.append(f"storage:{directory}")
 
     start: list[str] = []
