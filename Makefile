@@ -13,7 +13,7 @@ CONF ?=
 export LAB_STATE ?= /var/lib/event-broker-lab
 
 .PHONY: help setup packages venv artifacts lock lab-up lab-down lab-status lab-cut lab-heal \
-        stage demo rollout compliance airflow-up airflow-down audit-export audit-verify bench faults \
+        stage demo rollout validate compliance airflow-up airflow-down audit-export audit-verify bench faults \
         test test-unit test-integration lint typecheck clean
 
 help: ## list the commands
@@ -64,6 +64,9 @@ demo: setup lab-up ## the main job: Airflow standalone, the whole rollout of the
 
 rollout: venv ## the whole rollout on the project's Airflow (started if needed): ENV=lab [CONF='{"stages": [...], "change_ticket": "..."}']
 	@$(PY) -m event_broker_rollout.cli rollout --env $(ENV) --conf '$(CONF)'
+
+validate: venv ## check an environment file and everything it references, touching no host: ENV=lab
+	@$(PY) -m event_broker_rollout.cli validate --env '$(ENV)'
 
 compliance: venv ## the compliance re-verification, in-process: ENV=lab
 	@$(PY) -m event_broker_rollout.cli stage --stage compliance --env $(ENV) --conf '$(CONF)'

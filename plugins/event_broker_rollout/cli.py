@@ -103,6 +103,24 @@ def rollout_command(args: argparse.Namespace) -> int:
     return 0 if state == "success" else 1
 
 
+def validate_command(args: argparse.Namespace) -> int:
+    """One line per problem (``<file>:<yaml path>: <rule>``); exit 0 only when there is none."""
+    from event_broker_rollout.config_types import printable
+    from event_broker_rollout.validation import validate_environment
+
+    validation = validate_environment(args.env)
+    for problem in validation.problems:
+        print(printable(str(problem)))
+    for note in validation.notes:
+        print(printable(f"note: {note}"))
+    if validation.problems:
+        noun = "problem" if len(validation.problems) == 1 else "problems"
+        print(printable(f"{args.env}: {len(validation.problems)} {noun}"), file=sys.stderr)
+        return 1
+    print(printable(f"{args.env}: valid ({', '.join(validation.files)})"))
+    return 0
+
+
 def airflow_command(args: argparse.Namespace) -> int:
     from event_broker_rollout import airflow_server
 
@@ -138,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keep-airflow", action="store_true", help="leave Airflow running afterwards")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rollout")
     run.set_defaults(handler=rollout_command)
+    check = commands.add_parser(
+        "validate", help="check an environment file and everything it references, touching no host"
+    )
+    check.add_argument("--env", default="lab", help="an environment name or a .yaml path")
+    check.set_defaults(handler=validate_command)
     server = commands.add_parser("airflow", help="the project's Airflow (standalone): up, down, status")
     server.add_argument("action", choices=("up", "down", "status"))
     server.set_defaults(handler=airflow_command)

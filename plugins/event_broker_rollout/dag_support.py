@@ -13,11 +13,11 @@ from event_broker_rollout.audit import KEY_MATERIAL, audit
 from event_broker_rollout.environment import (
     Environment,
     available_environments,
-    load_environment,
     load_sizing_profiles,
 )
 from event_broker_rollout.evidence import Result, Severity, StageReport, Status, report_dir, utcnow
 from event_broker_rollout.preflight.governance import KNOWLEDGE_PREREQUISITES
+from event_broker_rollout.validation import validated_environment
 
 TASK_FAILURES = "task-failures"  # a folder in the run's report directory, one file per failed task
 # Exceptions whose text may enter a report: the rollout's own, Airflow's and the transports' (hosts,
@@ -138,7 +138,9 @@ def knowledge_param() -> Any:
 
 
 def environment_from(params: Mapping[str, Any]) -> Environment:
-    return load_environment(str(params["environment"]))
+    """The run's environment after the same full validation as ``make validate`` (every file it
+    references), so no task of any stage acts on a config that validation would refuse."""
+    return validated_environment(str(params["environment"]))
 
 
 def results_from(*groups: Iterable[Mapping[str, Any]] | None) -> list[Result]:

@@ -16,12 +16,13 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout import clients
-from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.environment import Environment
 from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.infrastructure import health
 from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE
 from event_broker_rollout.sensors import fail_gate, gate_result, resolve_phase
 from event_broker_rollout.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.validation import validated_environment
 
 
 class RollingRestartOperator(BaseOperator):
@@ -51,7 +52,7 @@ class RollingRestartOperator(BaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from event_broker_rollout.infrastructure.stage import rolling_restart_queue
 
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         queue = rolling_restart_queue(environment, self._plans(context))
         if not queue:
             return [
@@ -67,7 +68,7 @@ class RollingRestartOperator(BaseOperator):
     ) -> list[dict[str, Any]]:
         from event_broker_rollout.infrastructure.stage import restart_service
 
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]
         host = environment.host(host_name)
         config = clients.admin_config(environment, self._phase(environment))
@@ -113,7 +114,7 @@ class RollingRestartOperator(BaseOperator):
 
     def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         result = gate_result(
             environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"]
         )
@@ -144,7 +145,7 @@ class RollingRestartOperator(BaseOperator):
 
     def after_partitions_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         result = gate_result(
             environment,
             "partitions",

@@ -11,9 +11,10 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.environment import Environment
 from event_broker_rollout.evidence import Result, Status
 from event_broker_rollout.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.validation import validated_environment
 
 GATE_IDS = {
     "brokers": "gate.brokers_registered",
@@ -100,7 +101,7 @@ class ClusterHealthSensor(BaseSensorOperator):
         self.phase = phase
 
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
         if float(self.settle_seconds) == 0:
             answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
@@ -120,7 +121,7 @@ class ClusterHealthSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         result = gate_result(
             environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"]
         )
@@ -150,7 +151,7 @@ class ControllerQuorumSensor(BaseSensorOperator):
         from event_broker_rollout.infrastructure.stage import describe_quorum
         from event_broker_rollout.remote import RemoteError
 
-        environment = load_environment(self.environment_name)
+        environment = validated_environment(self.environment_name)
         voters = [environment.node_id(h) for h in environment.controllers]
         try:
             observed = health.quorum_status(describe_quorum(environment), voters)
