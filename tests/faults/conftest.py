@@ -22,7 +22,7 @@ import pytest
 
 from event_broker_rollout.infrastructure import health
 from event_broker_rollout.security.canary import Canary
-from tests.conftest import REPO, lab_ssh, secure_client_config
+from tests.conftest import REPO, lab_ssh, lab_up, run_stage, secure_client_config
 
 # Published results by default; `make test` runs the quick scenarios with their results in test-artifacts/.
 RESULTS = REPO / os.environ.get("EBR_FAULT_RESULTS_DIR", "bench/results")
@@ -224,3 +224,25 @@ def failed_results(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def changed_results(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in report["results"] if r["status"] == "changed"]
+
+
+PHASE_FILE = "/etc/event-broker/security-phase"
+
+
+def recorded_phases() -> dict[str, str]:
+    return {
+        address: lab_ssh(address, f"cat {PHASE_FILE} 2>/dev/null").stdout.strip() or "plaintext"
+        for address in ("10.77.0.11", "10.77.0.12", "10.77.0.13")
+    }
+
+
+@pytest.fixture
+def plaintext_cluster(infrastructure_ready: dict[str, Any]) -> None:
+    """The cluster as the infrastructure stage leaves it, before any security phase. A lab secured by an
+    earlier run (kept with EBR_KEEP_LAB) is rebuilt from empty hosts: phases only move forward."""
+    if set(recorded_phases().values()) == {"plaintext"}:
+        return
+    lab_sh("down", "--purge")
+    lab_up()
+    proc, _ = run_stage("infrastructure", {"gate_settle_seconds": 5})
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from event_broker_rollout import airflow_server
 from event_broker_rollout.lab_connections import connections_file
 from event_broker_rollout.rollout_driver import CONTROLLER, api_for
-from tests.conftest import LAB_STATE, lab_ssh, lab_up, needs_root, run_stage, secure_client_config
+from tests.conftest import LAB_STATE, lab_ssh, needs_root, run_stage, secure_client_config
 from tests.faults.conftest import (
     SERVICE,
     RunningCanary,
@@ -35,6 +35,7 @@ from tests.faults.conftest import (
     ensure_kafka_running,
     failed_results,
     lab_sh,
+    recorded_phases,
     wait_until_healthy,
 )
 
@@ -67,28 +68,6 @@ def finish_canary(fault: dict[str, Any], canary: RunningCanary) -> None:
 
 # ---------------------------------------------------------------- the security migration
 # First in the file: on a fresh lab it finds the cluster before any security phase, so it needs no rebuild.
-
-
-PHASE_FILE = "/etc/event-broker/security-phase"
-
-
-def recorded_phases() -> dict[str, str]:
-    return {
-        address: lab_ssh(address, f"cat {PHASE_FILE} 2>/dev/null").stdout.strip() or "plaintext"
-        for address in (LAB1, LAB2, LAB3)
-    }
-
-
-@pytest.fixture
-def plaintext_cluster(infrastructure_ready) -> None:
-    """The cluster as the infrastructure stage leaves it, before any security phase. A lab secured by an
-    earlier run (kept with EBR_KEEP_LAB) is rebuilt from empty hosts: phases only move forward."""
-    if set(recorded_phases().values()) == {"plaintext"}:
-        return
-    lab_sh("down", "--purge")
-    lab_up()
-    proc, _ = run_stage("infrastructure", {"gate_settle_seconds": 5})
-    assert proc.returncode == 0, proc.stdout[-3000:]
 
 
 def test_broker_killed_during_the_security_migration(plaintext_cluster, fault):
