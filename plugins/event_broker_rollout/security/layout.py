@@ -4,7 +4,8 @@ Each phase is one rolling restart, every node gated before the next:
 
     plaintext   -> clients on PLAINTEXT; the KRaft controller listener is TLS from the first start
                    (a quorum cannot change its listener's protocol one node at a time without losing it)
-    listeners   -> + SECURE (SASL_SSL, SCRAM-SHA-512 or mTLS) and INTERNAL (SSL, client certificates)
+    listeners   -> + SECURE (SASL_SSL, SCRAM-SHA-512 or mTLS) and INTERNAL (SSL, client certificates);
+                   SCRAM users are then created over INTERNAL (a node identity), never over PLAINTEXT
     interbroker -> brokers replicate over INTERNAL; StandardAuthorizer on, still allowing resources
                    without ACLs so plaintext clients keep working while ACLs are created
     secured     -> allow.everyone.if.no.acl.found=false and the PLAINTEXT listener removed
