@@ -53,6 +53,12 @@ def event_broker_preflight() -> None:
         return stage.inspect_network(environment, [i for i in inspections if i], params["sizing_profile"])
 
     @task
+    def check_security(params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Provided TLS material is read here, on the Airflow side: checked even if a host is unreachable."""
+        environment = dag_support.environment_from(params)
+        return stage.check_security(environment)
+
+    @task
     def check_governance(params: dict[str, Any]) -> list[dict[str, Any]]:
         environment = dag_support.environment_from(params)
         return stage.check_governance(environment, params["knowledge_acknowledged"] or [])
@@ -63,7 +69,11 @@ def event_broker_preflight() -> None:
 
     @task(trigger_rule="all_done")
     def report(
-        host_results: Any, network_results: Any, governance_results: Any, params: dict[str, Any]
+        host_results: Any,
+        network_results: Any,
+        security_results: Any,
+        governance_results: Any,
+        params: dict[str, Any],
     ) -> str:
         environment = dag_support.environment_from(params)
         summary = {
@@ -72,7 +82,9 @@ def event_broker_preflight() -> None:
             "hosts": len(environment.hosts),
             "knowledge_acknowledged": params["knowledge_acknowledged"] or [],
         }
-        results = dag_support.results_from(host_results, network_results, governance_results)
+        results = dag_support.results_from(
+            host_results, network_results, security_results, governance_results
+        )
         return dag_support.publish_report(
             get_current_context(), DAG_ID, "Preflight: prerequisites", results, summary
         )
@@ -80,11 +92,12 @@ def event_broker_preflight() -> None:
     hosts = validate_environment()
     inspections = inspect_host.expand(host_name=hosts)
     network = inspect_network(inspections)
+    security = check_security()
     governance = check_governance()
-    hosts >> governance
+    hosts >> [security, governance]
     trail = export_audit_trail()
-    [inspections, network, governance] >> trail
-    trail >> report(inspections, network, governance)
+    [inspections, network, security, governance] >> trail
+    trail >> report(inspections, network, security, governance)
 
 
 event_broker_preflight()

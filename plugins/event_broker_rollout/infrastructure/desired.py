@@ -16,6 +16,7 @@ import jinja2
 
 from event_broker_rollout import paths
 from event_broker_rollout.environment import Environment, Host, SizingProfile
+from event_broker_rollout.security.tls_policy import SERVER_CIPHER_SUITES
 
 KAFKA_SERVICE = "kafka"
 REGISTRY_SERVICE = "schema-registry"
@@ -240,6 +241,7 @@ def desired_state(
                     protocol_map=layout.protocol_map,
                     inter_broker_listener=layout.inter_broker_listener,
                     security_settings=layout.settings,
+                    tls_cipher_suites=SERVER_CIPHER_SUITES if environment.security is not None else (),
                     log_dirs=environment.kafka.data_dirs,
                     replication_factor=environment.kafka.default_replication_factor,
                     min_insync_replicas=environment.kafka.min_insync_replicas,
@@ -352,6 +354,7 @@ def _registry(
                 https=https,
                 https_port=environment.security.registry_https_port if environment.security else 0,
                 tls_dir=REGISTRY_TLS_DIR,
+                tls_cipher_suites=SERVER_CIPHER_SUITES,
             ),
             mode="0640",
             owner=user,

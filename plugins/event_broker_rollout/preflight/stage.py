@@ -13,7 +13,7 @@ from typing import Any
 from event_broker_rollout.audit import audit_result
 from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.environment import Environment, sizing_profile
-from event_broker_rollout.evidence import Result
+from event_broker_rollout.evidence import Result, utcnow
 from event_broker_rollout.preflight import checks, governance, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
 from event_broker_rollout.remote import RemoteError, RemoteHost
@@ -111,6 +111,18 @@ def inspect_network(
         results += network.reachability_results(environment, matrix, cut_off)
         results += network.throughput_results(environment, sessions)
     return _dicts(results)
+
+
+def check_security(environment: Environment) -> list[dict[str, Any]]:
+    """Security prerequisites of every host, read on the Airflow side (provided TLS material)."""
+    now = utcnow()
+    return _dicts(
+        [
+            result
+            for host in environment.hosts
+            for result in checks.security_prerequisite_checks(host, environment, now)
+        ]
+    )
 
 
 def check_governance(environment: Environment, acknowledged: list[str]) -> list[dict[str, Any]]:
