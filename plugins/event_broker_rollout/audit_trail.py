@@ -1,12 +1,18 @@
 """A run's audit trail: the ``ebr.audit`` records of its task logs plus who triggered and who approved, in
-one deterministic order, chained with SHA-256 hashes, written beside the reports and published to the
-audit topic. ``verify`` checks an exported trail and names its first break.
+one deterministic order, chained with SHA-256 hashes, signed, written beside the reports and published to
+the audit topic. ``verify`` checks an exported trail, the chain of trails before it and (given a cluster)
+the audit topic's copies, and names the first break.
 
-The trail is JSON lines. Line 1 is the header: the runs it covers, the counts, the chain's start (derived
-from the runs) and head (the last record's hash), and a hash over the header itself. Every further line is
-one record with its sequence number, the previous record's hash (``prev``) and its own hash over its
-canonical JSON (``prev`` included), so an edited record no longer matches its hash and a removed or
-reordered one no longer follows its predecessor.
+The trail is JSON lines. Line 1 is the header: the environment and the runs it covers, the counts, the
+previous trail of the same environment (its path under the reports folder and its head), the chain's start
+(derived from the environment, the runs and that previous head), the head (the last record's hash), a hash
+over the header and an Ed25519 signature over the header. Every further line is one record with its
+sequence number, the previous record's hash (``prev``) and its own hash over its canonical JSON (``prev``
+included), so an edited record no longer matches its hash and a removed or reordered one no longer follows
+its predecessor. The hashes alone are public arithmetic: whoever edits a record can recompute them. The
+signature is what they cannot redo without the deployment's private key (Airflow connection
+``ebr_audit_signing``); a verifier needs only the public key. Each trail names the previous trail's head,
+so the trails of one environment form one chain from its first (genesis) trail.
 
 Plain Python: log files or Airflow's REST API (``/api/v2``) as the source, so it runs inside a task, from
 the command line and in tests. One trail may cover several runs (a rollout: the controller run and its
@@ -16,27 +22,47 @@ stage runs).
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from event_broker_rollout import paths
 from event_broker_rollout.audit import AUDIT_EVENT, RECORD_KEY, audit, canonical_json, without_secrets
 from event_broker_rollout.environment import Environment
 from event_broker_rollout.evidence import report_dir
 
 TRAIL_KIND = "ebr.audit-trail"
-TRAIL_VERSION = 1
+# Version 2: signed, bound to an environment, chained to the previous trail. Version 1 trails (unsigned)
+# predate the chain: they are neither linked to nor verified as part of it.
+TRAIL_VERSION = 2
 TRAIL_FILE_NAME = "audit-trail.jsonl"
+# The Airflow connection whose password holds the deployment's Ed25519 private key (PKCS#8 PEM).
+SIGNING_CONN_ID = "ebr_audit_signing"
+SIGNATURE_ALGORITHM = "ed25519"
+# A verifier's trusted public key (PEM): this variable names the file; the lab's is in its state folder.
+PUBLIC_KEY_ENV = "EBR_AUDIT_PUBLIC_KEY"
+LAB_PUBLIC_KEY_FILE = "audit-signing.pub"
+LAB_PRIVATE_KEY_FILE = "secrets/audit-signing.key"
 # The catalog's operational topic the trail is published to (config/catalog.yaml).
 AUDIT_TOPIC_NAME = "rollout-audit"
 # Event-log owner of what the scheduler and workers do by themselves; every other owner is a person.
@@ -354,14 +380,111 @@ def read_api_people(api: AirflowApi, run: RunRef) -> list[Entry]:
     return entries + user_action_entries(run, events)
 
 
+# --- signing -----------------------------------------------------------------------------------------
+
+
+class SigningKeyError(RuntimeError):
+    """The signing or verifying key is missing or unusable (messages name where, never key material)."""
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A public key's name in a trail's header: the SHA-256 of its 32 raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def private_key_pem(private_key: Ed25519PrivateKey) -> str:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def load_private_key(pem: str, where: str) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
+    except (ValueError, TypeError):
+        raise SigningKeyError(f"{where}: not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError(f"{where}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as error:
+        raise SigningKeyError(f"public key {path}: {error.strerror}") from None
+    except ValueError:
+        raise SigningKeyError(f"public key {path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningKeyError(f"public key {path}: not an Ed25519 public key")
+    return key
+
+
+def signing_key_from_airflow(conn_id: str = SIGNING_CONN_ID) -> Ed25519PrivateKey:
+    """The deployment's signing key from its Airflow connection (any secrets backend Airflow is configured
+    with; the lab's connections file, ``AIRFLOW_CONN_EBR_AUDIT_SIGNING`` in containers). Airflow masks a
+    connection's password in task logs; it is never returned, logged or written here."""
+    from airflow.sdk import BaseHook
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except Exception as error:  # AirflowNotFoundException and the secrets backends' own errors
+        raise SigningKeyError(
+            f"no Airflow connection {conn_id} ({type(error).__name__}): the trail cannot be signed "
+            "(lab: make lab-up writes it)"
+        ) from None
+    if not connection.password:
+        raise SigningKeyError(f"Airflow connection {conn_id}: its password holds no private key")
+    return load_private_key(connection.password, f"Airflow connection {conn_id}")
+
+
+def signing_key_from_file(path: Path) -> Ed25519PrivateKey:
+    """A private key file for the command line; like every secret file it must be private to its owner."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise SigningKeyError(f"signing key {path}: readable by others (chmod 600 it)")
+        pem = path.read_text()
+    except OSError as error:
+        raise SigningKeyError(f"signing key {path}: {error.strerror}") from None
+    return load_private_key(pem, f"signing key {path}")
+
+
+def default_public_key_path() -> Path:
+    """The verifier's trusted public key: ``EBR_AUDIT_PUBLIC_KEY``, else the lab's."""
+    configured = os.environ.get(PUBLIC_KEY_ENV)
+    return Path(configured) if configured else paths.lab_state_dir() / LAB_PUBLIC_KEY_FILE
+
+
+def trusted_public_keys(key_files: Sequence[Path] = ()) -> list[Ed25519PublicKey]:
+    """The public keys a trail may be signed with: the files given, else the default one if it exists."""
+    if key_files:
+        return [load_public_key(path) for path in key_files]
+    default = default_public_key_path()
+    return [load_public_key(default)] if default.is_file() else []
+
+
 # --- the chained trail -------------------------------------------------------------------------------
 
 
-def chain_start(runs: Sequence[RunRef]) -> str:
-    """The hash the first record chains from: bound to the runs the trail says it covers."""
+def chain_start(environment: str, runs: Sequence[RunRef], previous_head: str | None) -> str:
+    """The hash the first record chains from: bound to the environment, the runs the trail says it covers
+    and the head of the environment's previous trail (none for its first trail)."""
     return sha256_hex(
         canonical_json(
-            {"kind": TRAIL_KIND, "version": TRAIL_VERSION, "runs": [run.to_dict() for run in runs]}
+            {
+                "kind": TRAIL_KIND,
+                "version": TRAIL_VERSION,
+                "environment": environment,
+                "runs": [run.to_dict() for run in runs],
+                "previous_head": previous_head,
+            }
         )
     )
 
@@ -372,7 +495,24 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 
 def header_hash(header: Mapping[str, Any]) -> str:
-    return sha256_hex(canonical_json({key: value for key, value in header.items() if key != "header_hash"}))
+    return sha256_hex(
+        canonical_json(
+            {key: value for key, value in header.items() if key not in ("header_hash", "signature")}
+        )
+    )
+
+
+def signed_bytes(header: Mapping[str, Any]) -> bytes:
+    """What the signature covers: the whole header but the signature (the head commits to every record)."""
+    return canonical_json({key: value for key, value in header.items() if key != "signature"}).encode()
+
+
+def sign_header(header: dict[str, Any], signing_key: Ed25519PrivateKey) -> None:
+    header["signature"] = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "key_id": key_id(signing_key.public_key()),
+        "value": base64.b64encode(signing_key.sign(signed_bytes(header))).decode(),
+    }
 
 
 @dataclass(frozen=True)
@@ -390,6 +530,11 @@ class Trail:
         first = self.header["runs"][0]
         return f"{first['dag_id']}/{first['run_id']}"
 
+    @property
+    def previous_head(self) -> str | None:
+        previous = self.header.get("previous")
+        return str(previous["head"]) if previous else None
+
     def lines(self) -> list[str]:
         return [canonical_json(self.header), *(canonical_json(record) for record in self.records)]
 
@@ -399,34 +544,42 @@ def build_trail(
     entries: Iterable[Entry],
     *,
     source: str,
+    environment: str,
+    signing_key: Ed25519PrivateKey,
+    previous: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
     exported_at: datetime | None = None,
 ) -> Trail:
-    """Order the entries (timestamp, task, map index, try, position in the log) and chain them."""
+    """Order the entries (timestamp, task, map index, try, position in the log), chain them from the
+    previous trail's head (``previous``: its ``trail`` path under the reports folder and its ``head``;
+    None for the environment's first trail) and sign the header."""
     if not runs:
         raise ValueError("a trail covers at least one run")
-    start = chain_start(runs)
-    previous = start
+    start = chain_start(environment, runs, previous["head"] if previous else None)
+    last = start
     records = []
     kinds: dict[str, int] = {}
     for seq, entry in enumerate(sorted(entries, key=Entry.sort_key), start=1):
-        record = {"seq": seq, **entry.body(), "prev": previous}
-        record["hash"] = previous = record_hash(record)
+        record = {"seq": seq, **entry.body(), "prev": last}
+        record["hash"] = last = record_hash(record)
         records.append(record)
         kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
     header: dict[str, Any] = {
         "kind": TRAIL_KIND,
         "version": TRAIL_VERSION,
+        "environment": environment,
         "runs": [run.to_dict() for run in runs],
         "exported_at": utc_timestamp(exported_at or datetime.now(UTC)),
         "source": source,
         "notes": list(notes),
         "records": len(records),
         "counts": dict(sorted(kinds.items())),
+        "previous": {"trail": previous["trail"], "head": previous["head"]} if previous else None,
         "chain_start": start,
-        "head": previous,
+        "head": last,
     }
     header["header_hash"] = header_hash(header)
+    sign_header(header, signing_key)
     return Trail(header=header, records=records)
 
 
@@ -443,6 +596,87 @@ def write_trail(trail: Trail, path: Path) -> Path:
     return path
 
 
+# --- the chain of trails ----------------------------------------------------------------------------
+#
+# The previous trail is found in the reports folder, not on the audit topic: every trail is written there,
+# while only those of a secured cluster are published (a first rollout's preflight and infrastructure
+# trails never reach the topic), and the folder is readable without the cluster. The audit topic is the
+# independent copy ``verify --cluster`` compares the files with.
+
+
+class ChainError(RuntimeError):
+    pass
+
+
+def reports_relative(path: Path, root: Path) -> str:
+    return path.resolve().relative_to(root.resolve()).as_posix()
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open() as handle:
+            return _json_object(handle.readline())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def environment_trails(root: Path, environment: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The environment's signed trails under the reports folder (``<dag_id>/<run_id>/``; the ``latest``
+    links are skipped), oldest export first."""
+    found = []
+    for path in root.glob(f"*/*/{TRAIL_FILE_NAME}"):
+        if path.parent.is_symlink():
+            continue
+        header = read_header(path)
+        if (
+            header is not None
+            and header.get("kind") == TRAIL_KIND
+            and header.get("version") == TRAIL_VERSION
+            and header.get("environment") == environment
+        ):
+            found.append((path, header))
+    return sorted(found, key=lambda item: (str(item[1].get("exported_at")), str(item[0])))
+
+
+@contextmanager
+def chain_lock(root: Path, environment: str) -> Iterator[None]:
+    """One exporter at a time per environment (a rollout's stages and the daily compliance run may
+    finish together): finding the previous trail and writing the next one is one step."""
+    lock_dir = root / ".audit-chain"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / f"{environment}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def previous_link(root: Path, environment: str, target: Path) -> dict[str, str] | None:
+    """The link a trail written to ``target`` carries: the path and head of the environment's newest
+    trail. Re-exporting the newest trail (a retried export task) replaces it in its place; a trail that a
+    later one already chains from is not rewritten (that would break the chain)."""
+    trails = environment_trails(root, environment)
+    resolved = target.resolve()
+    if target.exists() and resolved.is_relative_to(root.resolve()):
+        rewritten = reports_relative(target, root)
+        successors = [
+            reports_relative(path, root)
+            for path, header in trails
+            if (header.get("previous") or {}).get("trail") == rewritten
+        ]
+        if successors:
+            raise ChainError(
+                f"{rewritten} is already chained from by {successors[0]}: rewriting it would break the "
+                "chain (write the re-export elsewhere with --out)"
+            )
+    others = [(path, header) for path, header in trails if path.resolve() != resolved]
+    if not others:
+        return None
+    path, header = others[-1]
+    return {"trail": reports_relative(path, root), "head": str(header["head"])}
+
+
 # --- verification ------------------------------------------------------------------------------------
 
 
@@ -453,10 +687,11 @@ class Verification:
     head: str | None = None
     break_at: int | None = None  # 0: the header; n: the n-th record (line n + 1)
     problem: str | None = None
+    signed_by: str | None = None
 
     def summary(self) -> str:
         if self.intact:
-            return f"trail intact: {self.records} records, head {self.head}"
+            return f"trail intact: {self.records} records, head {self.head}, signed by {self.signed_by}"
         where = "the header" if self.break_at == 0 else f"record {self.break_at}"
         return f"trail broken at {where} (line {(self.break_at or 0) + 1}): {self.problem}"
 
@@ -473,14 +708,25 @@ def _json_object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _previous_problem(previous: Any) -> str | None:
+    if previous is None:
+        return None
+    if (
+        not isinstance(previous, dict)
+        or not isinstance(previous.get("trail"), str)
+        or not isinstance(previous.get("head"), str)
+    ):
+        return "bad header: previous must be null or name a trail and its head"
+    return None
+
+
 def _header_problem(header: dict[str, Any] | None) -> str | None:
     if header is None:
         return "bad header: not a JSON object"
     if header.get("kind") != TRAIL_KIND or header.get("version") != TRAIL_VERSION:
         return f"bad header: not a {TRAIL_KIND} version {TRAIL_VERSION} header"
-    missing = [
-        name for name in ("runs", "records", "chain_start", "head", "header_hash") if name not in header
-    ]
+    required = ("environment", "runs", "records", "previous", "chain_start", "head", "header_hash")
+    missing = [name for name in required if name not in header]
     if missing:
         return f"bad header: missing {', '.join(missing)}"
     if header["header_hash"] != header_hash(header):
@@ -492,8 +738,39 @@ def _header_problem(header: dict[str, Any] | None) -> str | None:
         or not all(isinstance(r, dict) and {"dag_id", "run_id"} <= set(r) for r in runs)
     ):
         return "bad header: runs must list dag_id/run_id pairs"
-    if header["chain_start"] != chain_start([RunRef(r["dag_id"], r["run_id"]) for r in runs]):
-        return "bad header: chain_start does not belong to the runs the header names"
+    problem = _previous_problem(header["previous"])
+    if problem is not None:
+        return problem
+    previous_head = header["previous"]["head"] if header["previous"] else None
+    expected = chain_start(
+        str(header["environment"]), [RunRef(r["dag_id"], r["run_id"]) for r in runs], previous_head
+    )
+    if header["chain_start"] != expected:
+        return "bad header: chain_start does not belong to the environment, runs and previous trail it names"
+    return None
+
+
+def _signature_problem(header: Mapping[str, Any], trusted: Sequence[Ed25519PublicKey]) -> str | None:
+    signature = header.get("signature")
+    if not isinstance(signature, dict) or signature.get("algorithm") != SIGNATURE_ALGORITHM:
+        return f"unsigned: the header carries no {SIGNATURE_ALGORITHM} signature"
+    keys = {key_id(key): key for key in trusted}
+    if not keys:
+        return (
+            f"signature not checked: no trusted public key (give --public-key, or set {PUBLIC_KEY_ENV}; "
+            f"none at {default_public_key_path()})"
+        )
+    signer = str(signature.get("key_id"))
+    key = keys.get(signer)
+    if key is None:
+        return f"signed by another key ({signer}); trusted: {', '.join(keys)}"
+    try:
+        key.verify(base64.b64decode(str(signature.get("value")), validate=True), signed_bytes(header))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return (
+            f"signature does not verify with key {signer}: the header or its records were rewritten after "
+            "signing (hashes recomputed)"
+        )
     return None
 
 
@@ -511,9 +788,10 @@ def _out_of_place(number: int, record: Mapping[str, Any], later: Sequence[dict[s
     return f"reordered: this place holds record {seq}, which belongs earlier"
 
 
-def verify_trail(path: Path) -> Verification:
-    """Check the header, then each record's hash and its link to the one before; the first break wins."""
-    lines = path.read_text().splitlines()
+def verify_lines(lines: Sequence[str], trusted: Sequence[Ed25519PublicKey]) -> Verification:
+    """Check the header, each record's hash and its link to the one before, the head, then the signature
+    with the trusted keys; the first break wins (a record break is named before the signature's, as the
+    more precise of the two)."""
     if not lines:
         return _broken(0, "bad header: the file is empty")
     header = _json_object(lines[0])
@@ -545,7 +823,224 @@ def verify_trail(path: Path) -> Verification:
         )
     if previous != header["head"]:
         return _broken(count, "the last record is not the header's head (records replaced at the end)", count)
-    return Verification(intact=True, records=count, head=previous)
+    problem = _signature_problem(header, trusted)
+    if problem is not None:
+        return _broken(0, problem, count)
+    return Verification(intact=True, records=count, head=previous, signed_by=header["signature"]["key_id"])
+
+
+def verify_trail(path: Path, public_keys: Sequence[Ed25519PublicKey] | None = None) -> Verification:
+    """One trail file: its records, header and signature (``public_keys``: the trusted keys; by default
+    the one ``default_public_key_path`` names)."""
+    trusted = trusted_public_keys() if public_keys is None else public_keys
+    return verify_lines(path.read_text().splitlines(), trusted)
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """The run-to-run chain ending at one trail: every trail back to the environment's first."""
+
+    intact: bool
+    environment: str | None
+    trails: Sequence[Path] = ()  # the chain, oldest first (up to the break, if any)
+    trail: str | None = None  # where the first break is
+    problem: str | None = None
+
+    def summary(self) -> str:
+        if self.intact:
+            first = self.trails[0] if self.trails else "-"
+            return f"chain intact: {len(self.trails)} trails of {self.environment}, from {first}"
+        return f"chain broken at {self.trail}: {self.problem}"
+
+
+def _chain_broken(
+    environment: str | None, trails: Sequence[Path], at: str, problem: str
+) -> ChainVerification:
+    return ChainVerification(intact=False, environment=environment, trails=trails, trail=at, problem=problem)
+
+
+def verify_chain(
+    path: Path, public_keys: Sequence[Ed25519PublicKey] | None = None, root: Path | None = None
+) -> ChainVerification:
+    """Walk back from the trail at ``path`` through the previous trails it names (under the reports
+    folder ``root``) to the environment's first, checking each trail whole and that it is the one its
+    successor names; then that no trail of the environment exported before it is left out of the chain
+    (a removed link, or a fork). The first break in chain order (oldest first) is named."""
+    trusted = trusted_public_keys() if public_keys is None else public_keys
+    root = root or paths.reports_dir()
+
+    def label(trail: Path) -> str:
+        resolved = trail.resolve()
+        return reports_relative(trail, root) if resolved.is_relative_to(root.resolve()) else str(trail)
+
+    header = read_header(path)
+    environment = str(header.get("environment")) if header else None
+    walked: list[Path] = [path]
+    missing: tuple[str, str] | None = None  # (the trail naming it, the problem)
+    while header is not None and isinstance(header.get("previous"), dict):
+        named = str(header["previous"].get("trail"))
+        candidate = root / named
+        if not candidate.resolve().is_relative_to(root.resolve()) or not candidate.is_file():
+            missing = (label(walked[-1]), f"its previous trail {named} is missing from {root}")
+            break
+        if any(candidate.resolve() == seen.resolve() for seen in walked):
+            missing = (label(walked[-1]), f"its previous trail {named} is already in the chain (a loop)")
+            break
+        walked.append(candidate)
+        header = read_header(candidate)
+    chain = walked[::-1]
+    for index, trail in enumerate(chain):
+        result = verify_trail(trail, trusted)
+        if not result.intact:
+            return _chain_broken(environment, chain[:index], label(trail), result.summary())
+        trail_header = read_header(trail) or {}
+        if trail_header.get("environment") != environment:
+            return _chain_broken(
+                environment, chain[:index], label(trail), f"a trail of {trail_header.get('environment')}"
+            )
+        if index == 0 and missing is not None:
+            # The oldest trail reached is intact, so the link it names really is gone.
+            return _chain_broken(environment, chain[:1], missing[0], missing[1])
+        if index > 0:
+            predecessor = read_header(chain[index - 1]) or {}
+            named_head = (trail_header.get("previous") or {}).get("head")
+            if named_head != predecessor.get("head"):
+                return _chain_broken(
+                    environment,
+                    chain[:index],
+                    label(trail),
+                    f"it names {label(chain[index - 1])} as previous with another head "
+                    f"({named_head}; that file's head is {predecessor.get('head')})",
+                )
+    newest = (read_header(path) or {}).get("exported_at", "")
+    in_chain = {trail.resolve() for trail in chain}
+    for other, other_header in environment_trails(root, str(environment)):
+        if other.resolve() not in in_chain and str(other_header.get("exported_at")) <= str(newest):
+            return _chain_broken(
+                environment,
+                chain,
+                label(other),
+                "not in the chain: no later trail names it as previous (a link was removed, or the chain forked)",
+            )
+    return ChainVerification(intact=True, environment=environment, trails=chain)
+
+
+# --- the audit topic's copy --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicMessage:
+    key: str
+    value: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One trail as published: its messages (header first), in topic order."""
+
+    key: str
+    messages: tuple[TopicMessage, ...]
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return _json_object(self.messages[0].value) or {}
+
+    def where(self, line: int = 0) -> str:
+        message = self.messages[min(line, len(self.messages) - 1)]
+        return f"partition {message.partition} offset {message.offset}"
+
+
+def topic_publications(messages: Iterable[TopicMessage], environment: str) -> dict[str, Publication]:
+    """The newest publication of each trail (by key) of the environment: a header message starts one,
+    the messages with its key that follow are its records. A trail published again (a retried export
+    task) replaces its earlier copy, as it replaced the file."""
+    building: dict[str, list[TopicMessage]] = {}
+    newest: dict[str, Publication] = {}
+    for message in sorted(messages, key=lambda m: (m.partition, m.offset)):
+        parsed = _json_object(message.value) or {}
+        if parsed.get("kind") == TRAIL_KIND:
+            if parsed.get("version") == TRAIL_VERSION and parsed.get("environment") == environment:
+                building[message.key] = [message]
+            else:
+                building.pop(message.key, None)
+        elif message.key in building:
+            building[message.key].append(message)
+    for key, found in building.items():
+        newest[key] = Publication(key, tuple(found))
+    return newest
+
+
+@dataclass(frozen=True)
+class TopicComparison:
+    agrees: bool
+    topic: str
+    trails: int
+    published: int
+    trail: str | None = None
+    problem: str | None = None
+
+    def summary(self) -> str:
+        if self.agrees:
+            return (
+                f"audit topic {self.topic} agrees: {self.published} of {self.trails} trails published there, "
+                "each identical to its file (the others were exported before the cluster was secured)"
+            )
+        return f"audit topic {self.topic} disagrees at {self.trail}: {self.problem}"
+
+
+def compare_with_topic(
+    chain: Sequence[tuple[str, Sequence[str]]], messages: Iterable[TopicMessage], environment: str, topic: str
+) -> TopicComparison:
+    """Compare each trail of a chain (``(label, lines)``, oldest first) with its newest copy on the audit
+    topic, line by line as JSON; then that every trail of the environment the topic holds, exported no
+    later than the chain's last, is in the chain. Names the first difference."""
+    publications = topic_publications(messages, environment)
+    keys: set[str] = set()
+    published = 0
+    newest = ""
+    for trail_label, lines in chain:
+        header = _json_object(lines[0]) if lines else None
+        if header is None or not header.get("runs"):
+            return TopicComparison(False, topic, len(chain), published, trail_label, "no readable header")
+        trail = Trail(header=header, records=())
+        keys.add(trail.key)
+        newest = max(newest, str(header.get("exported_at")))
+        publication = publications.get(trail.key)
+        if publication is None:
+            continue
+        published += 1
+        copy = [message.value for message in publication.messages]
+        for line, (on_file, on_topic) in enumerate(itertools.zip_longest(lines, copy)):
+            if (
+                on_file is not None
+                and on_topic is not None
+                and _json_object(on_file) == _json_object(on_topic)
+            ):
+                continue
+            where = "the header" if line == 0 else f"record {line}"
+            if on_file is None:
+                problem = f"{where} is on the topic ({publication.where(line)}) but not in the file"
+            elif on_topic is None:
+                problem = f"{where} is in the file but not on the topic (its copy ends at {publication.where(line)})"
+            else:
+                problem = (
+                    f"{where} (line {line + 1}) differs from the topic's copy ({publication.where(line)})"
+                )
+            return TopicComparison(False, topic, len(chain), published, trail_label, problem)
+    for key, publication in sorted(publications.items(), key=lambda item: item[1].messages[0].offset):
+        if key not in keys and str(publication.header.get("exported_at")) <= newest:
+            return TopicComparison(
+                False,
+                topic,
+                len(chain),
+                published,
+                key,
+                f"published ({publication.where()}, head {publication.header.get('head')}) but its file is not "
+                "in the chain",
+            )
+    return TopicComparison(True, topic, len(chain), published)
 
 
 # --- publishing --------------------------------------------------------------------------------------
@@ -657,6 +1152,74 @@ def publication_blocker(environment: Environment) -> str | None:
     return None
 
 
+def reader(environment: Environment, topic: str) -> tuple[str, str]:
+    """The component whose contract consumes the audit topic, and a consumer group under its own prefix:
+    the topic is read with least privilege (the compliance principal in the shipped contracts)."""
+    from event_broker_rollout.components import matches
+    from event_broker_rollout.security.stage import components_of
+
+    for component in components_of(environment).components:
+        if component.group and any(matches(pattern, topic) for pattern in component.consumes):
+            return component.principal, f"{component.group}.audit-verify"
+    raise PublishError(f"no component contract consumes the audit topic {topic} with a consumer group")
+
+
+def read_audit_topic(environment: Environment, *, timeout: float = 30.0) -> tuple[str, list[TopicMessage]]:
+    """Every message the audit topic holds now (each partition from its low to its high watermark), read
+    without committing offsets; returns (topic, messages)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from event_broker_rollout import clients
+    from event_broker_rollout.security.credentials import load_credentials, password_for
+
+    topic = audit_topic(environment)
+    principal, group = reader(environment, topic)
+    password = password_for(load_credentials(environment), principal)
+    consumer = Consumer(
+        {
+            **clients.kafka_config(environment, "secured", principal, password),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "client.id": "ebr-audit-verify",
+        }
+    )
+    messages: list[TopicMessage] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=min(timeout, 10.0))
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise AuditTopicMissing(f"audit topic {topic} is not available: {described and described.error}")
+        ends: dict[int, int] = {}
+        starts = []
+        for partition in sorted(described.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout
+        pending = dict(ends)
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            offset, partition = int(message.offset() or 0), int(message.partition() or 0)
+            if partition in pending and offset < pending[partition]:
+                key, value = message.key() or b"", message.value() or b""
+                messages.append(TopicMessage(key.decode(), value.decode(), partition, offset))
+            if offset >= ends.get(partition, 0) - 1:
+                pending.pop(partition, None)
+        if pending:
+            raise ClusterUnreachable(
+                f"{topic}: partitions {sorted(pending)} not read to their end within {timeout:.0f}s"
+            )
+    except KafkaException as error:
+        raise ClusterUnreachable(f"cannot read {topic} as {principal}: {error}") from None
+    finally:
+        consumer.close()
+    return topic, messages
+
+
 # --- exporting ---------------------------------------------------------------------------------------
 
 
@@ -669,10 +1232,13 @@ class Export:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """What the export task returns (XCom): paths, counts, hashes and the public key's id only."""
         return {
             "trail": str(self.path),
             "records": int(self.trail.header["records"]),
             "head": self.trail.head,
+            "previous_head": self.trail.previous_head,
+            "signed_by": self.trail.header["signature"]["key_id"],
             "published": self.published,
             "publication": self.publication,
         }
@@ -681,13 +1247,16 @@ class Export:
 def export_trail(
     runs: Sequence[RunRef],
     *,
+    environment: str,
+    signing_key: Ed25519PrivateKey,
     logs: Path | None = None,
     api: AirflowApi | None = None,
     people: Sequence[Entry] = (),
     out: Path | None = None,
 ) -> Export:
-    """Assemble and write the runs' trail: records from log files under ``logs`` (else from ``api``);
-    who triggered and approved from ``api`` when given, plus ``people`` a caller already knows."""
+    """Assemble, sign and write the runs' trail, chained to the environment's newest trail in the reports
+    folder: records from log files under ``logs`` (else from ``api``); who triggered and approved from
+    ``api`` when given, plus ``people`` a caller already knows."""
     if logs is None and api is None:
         raise ValueError("a trail needs log files or the REST API as its source")
     entries: list[Entry] = list(people)
@@ -710,8 +1279,19 @@ def export_trail(
     source = "log files" if logs is not None else "rest api"
     if api is not None and logs is not None:
         source += " + rest api"
-    trail = build_trail(runs, entries, source=source, notes=notes)
-    path = write_trail(trail, out or trail_path(runs[0]))
+    target = out or trail_path(runs[0])
+    root = paths.reports_dir()
+    with chain_lock(root, environment):
+        trail = build_trail(
+            runs,
+            entries,
+            source=source,
+            environment=environment,
+            signing_key=signing_key,
+            previous=previous_link(root, environment, target),
+            notes=notes,
+        )
+        path = write_trail(trail, target)
     return Export(path=path, trail=trail, notes=notes)
 
 
@@ -740,22 +1320,27 @@ def export_task_trail(
     approvals: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A DAG's export task: the current run's trail (plus ``extra_runs``, e.g. a rollout's stage runs)
-    from this Airflow's task log files, written beside the reports and published when the environment's
-    cluster is secured and reachable. ``approvals`` are HITL answers the DAG holds (an approval task's
-    XCom: chosen_options, responded_by_user, responded_at, task_id). Returns the trail's path, record
-    count, head and whether it was published."""
+    from this Airflow's task log files, signed with the key of the ``ebr_audit_signing`` connection,
+    chained to the environment's previous trail, written beside the reports and published when the
+    environment's cluster is secured and reachable. ``approvals`` are HITL answers the DAG holds (an
+    approval task's XCom: chosen_options, responded_by_user, responded_at, task_id). Returns the trail's
+    path, record count, head, previous head, signing key id and whether it was published."""
     from airflow.configuration import conf
 
     from event_broker_rollout.environment import load_environment
 
     runs = [RunRef(dag_id, str(context["run_id"])), *(RunRef(d, r) for d, r in extra_runs)]
     logs = Path(conf.get("logging", "base_log_folder"))
+    environment = load_environment(str(context["params"]["environment"]))
     # Without log files (an in-process dag.test() run) the trail says so and holds no records at all.
     logged = any(run_log_dir(logs, run).is_dir() for run in runs)
     exported = export_trail(
-        runs, logs=logs, people=_context_people(runs[0], context, approvals) if logged else ()
+        runs,
+        environment=environment.name,
+        signing_key=signing_key_from_airflow(),
+        logs=logs,
+        people=_context_people(runs[0], context, approvals) if logged else (),
     )
-    environment = load_environment(str(context["params"]["environment"]))
     blocker = publication_blocker(environment)
     if blocker is None:
         try:
@@ -773,11 +1358,15 @@ def export_task_trail(
         "audit.trail_export",
         target=str(exported.path),
         outcome="published" if exported.published else "written",
+        before=exported.trail.previous_head,
         after=exported.trail.head,
         records=records,
+        signed_by=exported.trail.header["signature"]["key_id"],
     )
     print(
-        f"audit trail: {exported.path} ({records} records, head {exported.trail.head}); {exported.publication}"
+        f"audit trail: {exported.path} ({records} records, head {exported.trail.head}, chained from "
+        f"{exported.trail.previous_head or 'nothing: the first trail of ' + environment.name}); "
+        f"{exported.publication}"
     )
     for note in exported.notes:
         print(f"note: {note}")
@@ -795,6 +1384,8 @@ def _runs_from(args: argparse.Namespace) -> list[RunRef]:
 
 def export_command(args: argparse.Namespace) -> int:
     runs = _runs_from(args)
+    if args.publish and args.publish != args.env:
+        raise SystemExit(f"--publish {args.publish}: a trail of {args.env} is published to {args.env} only")
     api = None
     if args.api:
         if not args.user or not args.password_file:
@@ -802,21 +1393,34 @@ def export_command(args: argparse.Namespace) -> int:
         api = AirflowApi.login(args.api, args.user, Path(args.password_file).read_text().strip())
     if args.logs is None and api is None:
         raise SystemExit("give --logs DIR (Airflow's base_log_folder) or --api URL")
-    exported = export_trail(
-        runs,
-        logs=Path(args.logs) if args.logs else None,
-        api=api,
-        out=Path(args.out) if args.out else None,
+    try:
+        key = (
+            signing_key_from_file(Path(args.signing_key)) if args.signing_key else signing_key_from_airflow()
+        )
+        exported = export_trail(
+            runs,
+            environment=args.env,
+            signing_key=key,
+            logs=Path(args.logs) if args.logs else None,
+            api=api,
+            out=Path(args.out) if args.out else None,
+        )
+    except (SigningKeyError, ChainError) as error:
+        print(f"not exported: {error}", file=sys.stderr)
+        return 2
+    trail = exported.trail
+    print(
+        f"trail: {exported.path} ({trail.header['records']} records, head {trail.head}, "
+        f"previous {trail.previous_head or 'none: the first trail of ' + args.env}, "
+        f"signed by {trail.header['signature']['key_id']})"
     )
-    records = exported.trail.header["records"]
-    print(f"trail: {exported.path} ({records} records, head {exported.trail.head})")
     for note in exported.notes:
         print(f"note: {note}")
     if args.publish:
         from event_broker_rollout.environment import load_environment
 
         try:
-            topic, delivered = publish_trail(exported.trail, load_environment(args.publish))
+            topic, delivered = publish_trail(trail, load_environment(args.publish))
         except PublishError as error:
             print(f"not published: {error}", file=sys.stderr)
             return 1
@@ -824,20 +1428,71 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def chain_lines(chain: Sequence[Path], root: Path) -> list[tuple[str, list[str]]]:
+    labelled = []
+    for trail in chain:
+        inside = trail.resolve().is_relative_to(root.resolve())
+        labelled.append(
+            (reports_relative(trail, root) if inside else str(trail), trail.read_text().splitlines())
+        )
+    return labelled
+
+
 def verify_command(args: argparse.Namespace) -> int:
-    result = verify_trail(Path(args.trail))
+    """The trail, the chain of trails before it, and (``--cluster``) the audit topic's copies; the first
+    break is named. Exit 0: intact; 1: a break; 2: not checkable (no key, topic not readable)."""
+    root = Path(args.reports) if args.reports else paths.reports_dir()
+    try:
+        keys = trusted_public_keys([Path(name) for name in args.public_key])
+    except SigningKeyError as error:
+        print(f"not verified: {error}", file=sys.stderr)
+        return 2
+    if args.trail:
+        path = Path(args.trail)
+    elif args.env:
+        trails = environment_trails(root, args.env)
+        if not trails:
+            print(f"not verified: no signed trail of {args.env} under {root}", file=sys.stderr)
+            return 2
+        path = trails[-1][0]
+    else:
+        raise SystemExit("give a trail file, or --env ENV for the environment's newest trail")
+    result = verify_trail(path, keys)
     print(result.summary())
-    return 0 if result.intact else 1
+    if not result.intact:
+        return 1
+    chain = verify_chain(path, keys, root)
+    print(chain.summary())
+    if not chain.intact:
+        return 1
+    if args.cluster:
+        from event_broker_rollout.environment import load_environment
+
+        try:
+            topic, messages = read_audit_topic(load_environment(args.cluster))
+        except (PublishError, OSError, ValueError) as error:
+            print(f"audit topic not compared: {error}", file=sys.stderr)
+            return 2
+        comparison = compare_with_topic(
+            chain_lines(chain.trails, root), messages, str(chain.environment), topic
+        )
+        print(comparison.summary())
+        if not comparison.agrees:
+            return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m event_broker_rollout.audit_trail")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser(
-        "export", help="assemble, chain and write the audit trail of one or more runs"
+        "export", help="assemble, chain, sign and write the audit trail of one or more runs"
     )
     export.add_argument("--dag-id", action="append", required=True, help="repeat with --run-id for each run")
     export.add_argument("--run-id", action="append", required=True)
+    export.add_argument(
+        "--env", required=True, help="the environment the runs rolled out (its chain of trails)"
+    )
     export.add_argument("--logs", help="Airflow's base_log_folder (task log files)")
     export.add_argument(
         "--api", help="Airflow's base URL, e.g. http://127.0.0.1:8080 (logs unless --logs; and people)"
@@ -846,11 +1501,29 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--password-file", help="file holding that user's password")
     export.add_argument("--out", help="where to write the trail (default: beside the first run's reports)")
     export.add_argument(
-        "--publish", metavar="ENV", help="publish it to ENV's audit topic (a secured cluster)"
+        "--signing-key",
+        help=f"Ed25519 private key file (PEM, mode 600); default: the Airflow connection {SIGNING_CONN_ID}",
+    )
+    export.add_argument(
+        "--publish", metavar="ENV", help="publish it to ENV's audit topic (a secured cluster; ENV = --env)"
     )
     export.set_defaults(handler=export_command)
-    verify = commands.add_parser("verify", help="check a trail file; name its first break")
-    verify.add_argument("trail")
+    verify = commands.add_parser(
+        "verify",
+        help="check a trail, the chain of trails before it and the audit topic; name the first break",
+    )
+    verify.add_argument("trail", nargs="?", help="a trail file (default: the newest trail of --env)")
+    verify.add_argument("--env", help="without a trail file: verify the newest trail of this environment")
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        help=f"trusted Ed25519 public key (PEM), repeatable; default: ${PUBLIC_KEY_ENV}, else the lab's",
+    )
+    verify.add_argument("--reports", help="the reports folder holding the chain (default: the project's)")
+    verify.add_argument(
+        "--cluster", metavar="ENV", help="also compare the chain with ENV's audit topic (a secured cluster)"
+    )
     verify.set_defaults(handler=verify_command)
     args = parser.parse_args(argv)
     result: int = args.handler(args)

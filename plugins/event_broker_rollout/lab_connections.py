@@ -15,6 +15,7 @@ from typing import Any
 
 from event_broker_rollout import paths
 from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.secret_files import write_secret
 
 
 def lab_inventory(state_dir: Path | None = None) -> dict[str, Any]:
@@ -54,12 +55,7 @@ def ensure_lab_credentials(environment: Environment) -> dict[str, str]:
     users = [environment.security.admin_user, *load_components(environment.security.components).principals()]
     wanted = {user: existing.get(user) or secrets.token_urlsafe(24) for user in users}
     if wanted != existing:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(wanted, handle, indent=2)
-        tmp.replace(path)
+        write_secret(path, json.dumps(wanted, indent=2))
     return wanted
 
 
@@ -90,6 +86,50 @@ def service_connections(environment: Environment) -> dict[str, dict[str, Any]]:
     return connections
 
 
+def _write_private(path: Path, text: str) -> None:
+    """A secret file: created 0600 before a byte is written, then moved into place."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
+def ensure_audit_signing_key(state_dir: Path | None = None) -> str:
+    """The lab deployment's audit-trail signing key (Ed25519, PKCS#8 PEM): generated once into the lab's
+    state (``secrets/audit-signing.key``, 0600) and kept for every later lab-up, so the lab's trails form
+    one chain; its public key, which verifiers need, is written beside it (``audit-signing.pub``)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from event_broker_rollout import audit_trail
+
+    state = state_dir or paths.lab_state_dir()
+    key_file = state / audit_trail.LAB_PRIVATE_KEY_FILE
+    if not key_file.exists():
+        _write_private(key_file, audit_trail.private_key_pem(Ed25519PrivateKey.generate()))
+    pem = key_file.read_text()
+    public = audit_trail.public_key_pem(audit_trail.load_private_key(pem, str(key_file)).public_key())
+    public_file = state / audit_trail.LAB_PUBLIC_KEY_FILE
+    if not public_file.is_file() or public_file.read_text() != public:
+        public_file.write_text(public)
+    return pem
+
+
+def audit_signing_connection(state_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``ebr_audit_signing``: the export tasks sign each trail with its password (the private key)."""
+    from event_broker_rollout.audit_trail import SIGNING_CONN_ID
+
+    return {
+        SIGNING_CONN_ID: {
+            "conn_type": "generic",
+            "description": "Ed25519 key signing the audit trails (password: PKCS#8 PEM)",
+            "password": ensure_audit_signing_key(state_dir),
+        }
+    }
+
+
 def connections_file() -> Path:
     return paths.lab_state_dir() / "airflow-connections.json"
 
@@ -100,11 +140,9 @@ def write_connections(environment_names: list[str]) -> Path:
     merged = ssh_connections(inventory)
     for name in environment_names:
         merged.update(service_connections(load_environment(name)))
+    merged.update(audit_signing_connection())
     target = connections_file()
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(target)
+    _write_private(target, json.dumps(merged, indent=2) + "\n")
     return target
 
 

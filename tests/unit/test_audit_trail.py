@@ -1,4 +1,5 @@
-"""The audit trail: records read from real Airflow 3.3 task logs (files and REST API), chained, verified.
+"""The audit trail: records read from real Airflow 3.3 task logs (files and REST API), chained, signed,
+linked run to run, verified, and compared with the audit topic's copy (fed as messages: no Kafka here).
 
 The fixtures come from a run of a small DAG on `airflow standalone` (see fixtures/airflow_logs/README.md):
 two mapped tasks that record a file change, a task that failed once and was retried, a check, and an
@@ -7,10 +8,13 @@ approval answered through the REST API.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import os
 import random
 import re
+import shutil
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +22,11 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from event_broker_rollout import audit as audit_module
-from event_broker_rollout import audit_trail
+from event_broker_rollout import audit_trail, lab_connections
 from event_broker_rollout.audit import (
     AUDIT_EVENT,
     RECORD_KEY,
@@ -29,7 +35,14 @@ from event_broker_rollout.audit import (
     audit_result,
     digest,
 )
-from event_broker_rollout.audit_trail import Entry, RunRef, build_trail, verify_trail, write_trail
+from event_broker_rollout.audit_trail import (
+    Entry,
+    RunRef,
+    TopicMessage,
+    compare_with_topic,
+    verify_chain,
+    write_trail,
+)
 from event_broker_rollout.environment import load_environment
 from event_broker_rollout.evidence import Result, Status, report_dir
 
@@ -40,6 +53,23 @@ RUN = RunRef("audit_probe", "manual__2026-11-27T15:20:44.901633+00:00")
 FIXED_TIME = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
 SECRET_WORDS = ("password", "secret", "token", "private_key")
 STAGE_DAGS = ("preflight", "infrastructure", "security", "schemas", "integration")
+# The deployment's signing key (the ebr_audit_signing connection's) and a stranger's.
+SIGNING_KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = Ed25519PrivateKey.generate()
+TRUSTED = [SIGNING_KEY.public_key()]
+ENVIRONMENT = "lab"
+
+
+def build_trail(runs, entries, *, signing_key=SIGNING_KEY, environment=ENVIRONMENT, **kwargs):
+    return audit_trail.build_trail(runs, entries, environment=environment, signing_key=signing_key, **kwargs)
+
+
+def verify_trail(path: Path):
+    return audit_trail.verify_trail(path, TRUSTED)
+
+
+def export_trail(runs, **kwargs):
+    return audit_trail.export_trail(runs, environment=ENVIRONMENT, signing_key=SIGNING_KEY, **kwargs)
 
 
 def all_keys(value: Any) -> list[str]:
@@ -56,6 +86,14 @@ def trail_lines(path: Path) -> list[dict[str, Any]]:
 
 def write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.fixture(autouse=True)
+def reports(monkeypatch, tmp_path) -> Path:
+    """Every test's own reports folder: the chain of trails lives there."""
+    root = tmp_path / "reports"
+    monkeypatch.setenv("EBR_REPORTS_DIR", str(root))
+    return root
 
 
 @pytest.fixture
@@ -221,7 +259,7 @@ def test_the_rest_api_yields_the_same_records_and_who_triggered_and_approved(fix
 
 
 def test_export_from_the_api_orders_trigger_approval_and_records_by_time(fixture_api, tmp_path):
-    exported = audit_trail.export_trail([RUN], api=fixture_api, out=tmp_path / "trail.jsonl")
+    exported = export_trail([RUN], api=fixture_api, out=tmp_path / "trail.jsonl")
     records = trail_lines(exported.path)[1:]
     assert [r["kind"] for r in records] == [
         "trigger",
@@ -279,7 +317,10 @@ def test_chain_round_trip(trail_file):
     assert result.head == header["head"] == records[-1]["hash"]
     assert records[0]["prev"] == header["chain_start"]
     assert all(later["prev"] == earlier["hash"] for earlier, later in itertools.pairwise(records))
-    assert result.summary() == f"trail intact: 5 records, head {header['head']}"
+    signer = audit_trail.key_id(SIGNING_KEY.public_key())
+    assert header["signature"]["key_id"] == signer and header["environment"] == ENVIRONMENT
+    assert header["previous"] is None  # the first trail of its environment
+    assert result.summary() == f"trail intact: 5 records, head {header['head']}, signed by {signer}"
 
 
 def test_an_edited_record_is_named(trail_file):
@@ -352,7 +393,275 @@ def test_a_header_rewritten_for_other_runs_does_not_match_its_chain(trail_file):
     write_lines(trail_file, lines)
     result = verify_trail(trail_file)
     assert (result.intact, result.break_at) == (False, 0)
-    assert "chain_start does not belong to the runs" in (result.problem or "")
+    assert "chain_start does not belong to the environment, runs and previous trail" in (result.problem or "")
+
+
+def rehash(lines: list[dict[str, Any]]) -> None:
+    """What a forger without the key can do: recompute every record hash, the head and the header hash."""
+    header, records = lines[0], lines[1:]
+    previous = header["chain_start"]
+    for record in records:
+        record["prev"] = previous
+        record["hash"] = previous = audit_trail.record_hash(record)
+    header["head"] = previous
+    header["header_hash"] = audit_trail.header_hash(header)
+
+
+def test_an_edited_record_with_every_hash_recomputed_fails_the_signature(trail_file):
+    lines = trail_lines(trail_file)
+    lines[3]["data"]["outcome"] = "ok"  # record 3, then the chain made whole again
+    rehash(lines)
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 0)
+    assert result.problem is not None and result.problem.startswith(
+        "signature does not verify with key sha256:"
+    )
+    assert "rewritten after signing" in result.problem
+
+
+def test_a_removed_record_with_every_hash_recomputed_fails_the_signature(trail_file):
+    lines = trail_lines(trail_file)
+    del lines[2]
+    for seq, record in enumerate(lines[1:], start=1):
+        record["seq"] = seq
+    lines[0]["records"] -= 1
+    lines[0]["counts"] = {"audit": 4}
+    rehash(lines)
+    write_lines(trail_file, lines)
+    result = verify_trail(trail_file)
+    assert (result.intact, result.break_at) == (False, 0)
+    assert "signature does not verify" in (result.problem or "")
+
+
+def test_a_trail_signed_with_another_key_is_named(tmp_path):
+    forged = write_trail(
+        build_trail([RUN], audit_trail.read_log_files(LOGS, RUN), source="t", signing_key=OTHER_KEY),
+        tmp_path / "forged.jsonl",
+    )
+    result = verify_trail(forged)
+    assert (result.intact, result.break_at) == (False, 0)
+    assert result.problem == (
+        f"signed by another key ({audit_trail.key_id(OTHER_KEY.public_key())}); "
+        f"trusted: {audit_trail.key_id(SIGNING_KEY.public_key())}"
+    )
+    # Re-signed by the stranger while claiming the trusted key's id: the signature itself fails.
+    lines = trail_lines(forged)
+    lines[0]["signature"]["key_id"] = audit_trail.key_id(SIGNING_KEY.public_key())
+    write_lines(forged, lines)
+    assert "signature does not verify" in (verify_trail(forged).problem or "")
+
+
+def test_an_unsigned_trail_and_a_verifier_without_a_key_are_refused(trail_file, monkeypatch, tmp_path):
+    monkeypatch.setenv(audit_trail.PUBLIC_KEY_ENV, str(tmp_path / "absent.pub"))
+    assert audit_trail.trusted_public_keys() == []
+    assert "no trusted public key" in (audit_trail.verify_trail(trail_file).problem or "")
+    lines = trail_lines(trail_file)
+    del lines[0]["signature"]
+    write_lines(trail_file, lines)
+    assert verify_trail(trail_file).problem == "unsigned: the header carries no ed25519 signature"
+
+
+# --- the run-to-run chain ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_logs(tmp_path) -> Path:
+    """A log folder where runs ``event_broker_stage<n>/manual__<n>`` and ``s<n>/r<n>`` logged what the
+    fixture run logged (five audit records each)."""
+    base = tmp_path / "logs"
+    for number in range(1, 5):
+        for dag_id, run_id in (
+            (f"event_broker_stage{number}", f"manual__{number}"),
+            (f"s{number}", f"r{number}"),
+        ):
+            shutil.copytree(
+                audit_trail.run_log_dir(LOGS, RUN), audit_trail.run_log_dir(base, RunRef(dag_id, run_id))
+            )
+    return base
+
+
+def export_runs(count: int, logs: Path) -> list[Path]:
+    """``count`` trails of the lab exported one after another into the reports folder, as tasks do."""
+    exported = []
+    for number in range(1, count + 1):
+        run = RunRef(f"event_broker_stage{number}", f"manual__{number}")
+        exported.append(export_trail([run], logs=logs).path)
+    return exported
+
+
+def test_each_trail_names_the_previous_trail_of_its_environment(reports, run_logs):
+    first, second, third = export_runs(3, run_logs)
+    headers = [trail_lines(path)[0] for path in (first, second, third)]
+    assert headers[0]["previous"] is None
+    assert headers[1]["previous"] == {
+        "trail": "event_broker_stage1/manual__1/audit-trail.jsonl",
+        "head": headers[0]["head"],
+    }
+    assert headers[2]["previous"]["head"] == headers[1]["head"]
+    # The chain runs through the records: the first record of a trail chains from the previous head.
+    assert headers[1]["chain_start"] == audit_trail.chain_start(
+        ENVIRONMENT, [RunRef("event_broker_stage2", "manual__2")], headers[0]["head"]
+    )
+    chain = verify_chain(third, TRUSTED, reports)
+    assert chain.intact, chain.summary()
+    assert chain.trails == [first, second, third]
+    # Another environment's trails form a chain of their own.
+    other = audit_trail.export_trail(
+        [RunRef("x", "y")], environment="dev", signing_key=SIGNING_KEY, logs=LOGS
+    )
+    assert trail_lines(other.path)[0]["previous"] is None
+    assert verify_chain(third, TRUSTED, reports).intact
+
+
+def test_a_trail_missing_from_the_chain_is_named(reports, run_logs):
+    _first, second, third = export_runs(3, run_logs)
+    second.unlink()
+    chain = verify_chain(third, TRUSTED, reports)
+    assert not chain.intact
+    assert chain.trail == "event_broker_stage3/manual__3/audit-trail.jsonl"
+    assert chain.problem == (
+        f"its previous trail event_broker_stage2/manual__2/audit-trail.jsonl is missing from {reports}"
+    )
+
+
+def test_a_trail_left_out_of_the_chain_is_named(reports, run_logs):
+    first, second, _third = export_runs(3, run_logs)
+    # An exporter that lost track of the newest trail chains from an older one: a fork.
+    forked = audit_trail.build_trail(
+        [RunRef("event_broker_stage4", "manual__4")],
+        [],
+        source="t",
+        environment=ENVIRONMENT,
+        signing_key=SIGNING_KEY,
+        previous={
+            "trail": "event_broker_stage2/manual__2/audit-trail.jsonl",
+            "head": trail_lines(second)[0]["head"],
+        },
+    )
+    path = write_trail(forked, reports / "event_broker_stage4" / "manual__4" / "audit-trail.jsonl")
+    chain = verify_chain(path, TRUSTED, reports)
+    assert (chain.intact, chain.trail) == (False, "event_broker_stage3/manual__3/audit-trail.jsonl")
+    assert chain.problem is not None and chain.problem.startswith("not in the chain")
+    assert chain.trails == [first, second, path]
+
+
+def test_a_replaced_trail_in_the_chain_is_named(reports, run_logs):
+    _first, second, third = export_runs(3, run_logs)
+    # Even re-exported and signed with the right key, the replacement's head is not the one its
+    # successor names.
+    replaced = audit_trail.build_trail(
+        [RunRef("event_broker_stage2", "manual__2")],
+        [],
+        source="t",
+        environment=ENVIRONMENT,
+        signing_key=SIGNING_KEY,
+        previous=trail_lines(second)[0]["previous"],
+    )
+    write_trail(replaced, second)
+    chain = verify_chain(third, TRUSTED, reports)
+    assert (chain.intact, chain.trail) == (False, "event_broker_stage3/manual__3/audit-trail.jsonl")
+    assert "as previous with another head" in (chain.problem or "")
+
+
+def test_a_tampered_trail_inside_the_chain_is_named_with_its_record(reports, run_logs):
+    _first, second, third = export_runs(3, run_logs)
+    lines = trail_lines(second)
+    lines[2]["data"]["outcome"] = "ok"
+    write_lines(second, lines)
+    chain = verify_chain(third, TRUSTED, reports)
+    assert (chain.intact, chain.trail) == (False, "event_broker_stage2/manual__2/audit-trail.jsonl")
+    assert (chain.problem or "").startswith("trail broken at record 2 (line 3): edited")
+
+
+def test_a_retried_export_replaces_the_newest_trail_in_its_place_and_never_an_older_one(reports, run_logs):
+    first, second = export_runs(2, run_logs)
+    again = export_trail([RunRef("event_broker_stage2", "manual__2")], logs=run_logs)
+    assert again.path == second
+    assert trail_lines(second)[0]["previous"]["head"] == trail_lines(first)[0]["head"]
+    assert verify_chain(second, TRUSTED, reports).intact
+    with pytest.raises(audit_trail.ChainError, match="already chained from by event_broker_stage2"):
+        export_trail([RunRef("event_broker_stage1", "manual__1")], logs=run_logs)
+
+
+# --- the audit topic's copy (messages as a consumer reads them; no Kafka in unit tests) -------------------
+
+
+def published(paths_: list[Path], *, first_offset: int = 0) -> list[TopicMessage]:
+    """The messages ``publish_trail`` produces for these trail files, at consecutive offsets."""
+    messages = []
+    for path in paths_:
+        lines = path.read_text().splitlines()
+        trail = audit_trail.Trail(header=json.loads(lines[0]), records=())
+        for line in lines:
+            messages.append(TopicMessage(trail.key, line, 0, first_offset + len(messages)))
+    return messages
+
+
+def labelled(paths_: list[Path], root: Path) -> list[tuple[str, list[str]]]:
+    return audit_trail.chain_lines(paths_, root)
+
+
+def test_a_chain_identical_to_the_topic_agrees(reports, run_logs):
+    trails = export_runs(3, run_logs)
+    # The first trail was exported before the cluster was secured: never published.
+    comparison = compare_with_topic(labelled(trails, reports), published(trails[1:]), ENVIRONMENT, "t")
+    assert comparison.agrees, comparison.summary()
+    assert (comparison.trails, comparison.published) == (3, 2)
+
+
+def test_a_file_that_differs_from_the_topic_is_named_even_when_re_signed(reports, run_logs):
+    trails = export_runs(3, run_logs)
+    messages = published(trails)
+    # Someone holding the key rewrites trail 2 and signs it again: the files verify, the topic disagrees.
+    lines = trail_lines(trails[1])
+    lines[3]["data"]["outcome"] = "ok"
+    rehash(lines)
+    audit_trail.sign_header(lines[0], SIGNING_KEY)
+    write_lines(trails[1], lines)
+    comparison = compare_with_topic(labelled(trails, reports), messages, ENVIRONMENT, "ops.rollout.audit.v1")
+    assert not comparison.agrees
+    assert comparison.trail == "event_broker_stage2/manual__2/audit-trail.jsonl"
+    offset = len(trail_lines(trails[0]))  # the header of trail 2 on the topic
+    assert comparison.problem == (
+        f"the header (line 1) differs from the topic's copy (partition 0 offset {offset})"
+    )
+    assert comparison.summary().startswith(
+        "audit topic ops.rollout.audit.v1 disagrees at event_broker_stage2"
+    )
+
+
+def test_a_record_missing_from_the_file_or_the_topic_is_named(reports, run_logs):
+    trails = export_runs(1, run_logs)
+    messages = published(trails)
+    comparison = compare_with_topic(labelled(trails, reports), messages[:-1], ENVIRONMENT, "t")
+    assert (
+        comparison.problem
+        == "record 5 is in the file but not on the topic (its copy ends at partition 0 offset 4)"
+    )
+
+
+def test_a_published_trail_whose_file_left_the_chain_is_named(reports, run_logs):
+    trails = export_runs(3, run_logs)
+    messages = published(trails)
+    comparison = compare_with_topic(labelled(trails[:2], reports), messages, ENVIRONMENT, "t")
+    assert comparison.agrees  # the chain verified up to trail 2 knows nothing later
+    trails[2].unlink()
+    newest = export_trail([RunRef("event_broker_stage4", "manual__4")], logs=run_logs).path
+    chain = [*trails[:2], newest]
+    comparison = compare_with_topic(labelled(chain, reports), messages, ENVIRONMENT, "t")
+    assert (comparison.agrees, comparison.trail) == (False, "event_broker_stage3/manual__3")
+    assert (comparison.problem or "").endswith("but its file is not in the chain")
+
+
+def test_a_republished_trail_is_compared_with_its_newest_copy(reports, run_logs):
+    (trail,) = export_runs(1, run_logs)
+    first_copy = published([trail])
+    again = export_trail([RunRef("event_broker_stage1", "manual__1")], logs=run_logs).path
+    messages = [*first_copy, *published([again], first_offset=len(first_copy))]
+    # Another environment's and the unsigned version 1 trails on the same topic are not this chain's.
+    messages.append(TopicMessage("x/y", json.dumps({"kind": "ebr.audit-trail", "version": 1}), 0, 99))
+    assert compare_with_topic(labelled([again], reports), messages, ENVIRONMENT, "t").agrees
 
 
 # --- secrets never reach a trail ------------------------------------------------------------------------
@@ -377,7 +686,7 @@ def test_the_exporter_strips_secret_fields_from_foreign_log_lines(tmp_path):
         RECORD_KEY: record,
     }
     (attempt_dir / "attempt=1.log").write_text("not json\n" + json.dumps(line) + "\n")
-    exported = audit_trail.export_trail([RunRef("d", "r")], logs=tmp_path, out=tmp_path / "trail.jsonl")
+    exported = export_trail([RunRef("d", "r")], logs=tmp_path, out=tmp_path / "trail.jsonl")
     text = exported.path.read_text()
     assert "leaked" not in text and "MHcC" not in text
     records = trail_lines(exported.path)[1:]
@@ -411,9 +720,28 @@ def task_context(run_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def no_cluster(monkeypatch, tmp_path):
-    monkeypatch.setenv("EBR_REPORTS_DIR", str(tmp_path / "reports"))
+def signing_connection(monkeypatch) -> str:
+    """The deployment's ebr_audit_signing connection, as Airflow reads one from its environment."""
+    pem = audit_trail.private_key_pem(SIGNING_KEY)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EBR_AUDIT_SIGNING", json.dumps({"conn_type": "generic", "password": pem})
+    )
+    return pem
+
+
+@pytest.fixture
+def no_cluster(monkeypatch, signing_connection):
     monkeypatch.setattr(audit_trail, "publication_blocker", lambda environment: "not published: test")
+
+
+def key_material(private_key: Ed25519PrivateKey) -> list[str]:
+    """Every spelling of a private key that could leak: its PEM, its PEM body, its raw bytes in base64."""
+    pem = audit_trail.private_key_pem(private_key)
+    raw = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+    return [pem, body, base64.b64encode(raw).decode(), raw.hex(), "PRIVATE KEY"]
 
 
 def test_export_task_trail_writes_the_run_trail_beside_the_reports(monkeypatch, no_cluster, tmp_path, logged):
@@ -439,10 +767,39 @@ def test_export_task_trail_writes_the_run_trail_beside_the_reports(monkeypatch, 
         "name": "Bob",
     }
     assert "free text" not in path.read_text()
-    assert verify_trail(path).summary() == f"trail intact: 7 records, head {outcome['head']}"
+    signer = audit_trail.key_id(SIGNING_KEY.public_key())
+    assert (
+        verify_trail(path).summary() == f"trail intact: 7 records, head {outcome['head']}, signed by {signer}"
+    )
+    assert (outcome["signed_by"], outcome["previous_head"]) == (signer, None)
     # The export is audited itself, so a rollout's trail carries each stage trail's head.
     exported = [e[RECORD_KEY] for e in logged if e.get("event") == AUDIT_EVENT]
     assert [(r["action"], r["after"]) for r in exported] == [("audit.trail_export", outcome["head"])]
+
+
+def test_the_signing_key_reaches_no_log_xcom_report_or_trail(
+    monkeypatch, no_cluster, tmp_path, logged, capsys
+):
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(LOGS))
+    first = audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
+    second = audit_trail.export_task_trail(task_context("manual__next"), "event_broker_schemas")
+    assert second["previous_head"] == first["head"]  # the runs of one environment form one chain
+    written = "".join(path.read_text() for path in (tmp_path / "reports").rglob("*") if path.is_file())
+    emitted = json.dumps([first, second]) + json.dumps(logged) + capsys.readouterr().out + written
+    assert not [spelling for spelling in key_material(SIGNING_KEY) if spelling in emitted]
+
+
+def test_without_the_signing_connection_no_trail_is_exported(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(LOGS))
+    monkeypatch.delenv("AIRFLOW_CONN_EBR_AUDIT_SIGNING", raising=False)
+    with pytest.raises(audit_trail.SigningKeyError, match="no Airflow connection ebr_audit_signing"):
+        audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
+    assert not (tmp_path / "reports").exists()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EBR_AUDIT_SIGNING", json.dumps({"conn_type": "generic", "password": "x"})
+    )
+    with pytest.raises(audit_trail.SigningKeyError, match="not an unencrypted PEM private key"):
+        audit_trail.signing_key_from_airflow()
 
 
 def test_export_task_trail_without_log_files_writes_an_empty_trail_saying_so(
@@ -548,27 +905,163 @@ def test_publish_reports_a_missing_audit_topic(fake_kafka):
 # --- command line ---------------------------------------------------------------------------------------
 
 
-def test_command_exports_and_verifies(tmp_path, capsys):
-    out = tmp_path / "trail.jsonl"
-    args = ["export", "--dag-id", RUN.dag_id, "--run-id", RUN.run_id, "--logs", str(LOGS), "--out", str(out)]
-    assert audit_trail.main(args) == 0
-    assert audit_trail.main(["verify", str(out)]) == 0
-    head = trail_lines(out)[0]["head"]
-    assert capsys.readouterr().out.splitlines()[-1] == f"trail intact: 5 records, head {head}"
-    lines = trail_lines(out)
+@pytest.fixture
+def key_files(tmp_path) -> tuple[Path, Path]:
+    """The signing key as a private file (0600 from its creation) and its public key for verifiers."""
+    private = tmp_path / "audit-signing.key"
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(audit_trail.private_key_pem(SIGNING_KEY))
+    public = tmp_path / "audit-signing.pub"
+    public.write_text(audit_trail.public_key_pem(SIGNING_KEY.public_key()))
+    return private, public
+
+
+def cli_export(run: RunRef, private: Path, logs: Path = LOGS) -> Path:
+    args = [
+        "export",
+        "--dag-id",
+        run.dag_id,
+        "--run-id",
+        run.run_id,
+        "--env",
+        ENVIRONMENT,
+        "--logs",
+        str(logs),
+    ]
+    assert audit_trail.main([*args, "--signing-key", str(private)]) == 0
+    return report_dir(run.dag_id, run.run_id) / "audit-trail.jsonl"
+
+
+def cli_verify(path: Path | None, public: Path, reports: Path) -> int:
+    where = [str(path)] if path else ["--env", ENVIRONMENT]
+    return audit_trail.main(["verify", *where, "--public-key", str(public), "--reports", str(reports)])
+
+
+def test_command_exports_and_verifies(reports, key_files, capsys):
+    private, public = key_files
+    first = cli_export(RunRef("event_broker_preflight", "manual__1"), private)
+    second = cli_export(RUN, private)
+    capsys.readouterr()
+    assert cli_verify(second, public, reports) == 0
+    head, signer = trail_lines(second)[0]["head"], audit_trail.key_id(SIGNING_KEY.public_key())
+    assert capsys.readouterr().out.splitlines() == [
+        f"trail intact: 5 records, head {head}, signed by {signer}",
+        f"chain intact: 2 trails of lab, from {first}",
+    ]
+    assert cli_verify(None, public, reports) == 0  # the environment's newest trail
+    lines = trail_lines(second)
     del lines[4]
-    write_lines(out, lines)
-    assert audit_trail.main(["verify", str(out)]) == 1
+    write_lines(second, lines)
+    capsys.readouterr()
+    assert cli_verify(second, public, reports) == 1
     assert (
         capsys.readouterr().out.strip()
         == "trail broken at record 4 (line 5): removed: record(s) 4 missing; this place holds record 5"
     )
 
 
+def edit_record(path: Path) -> None:
+    lines = trail_lines(path)
+    lines[3]["data"]["outcome"] = "ok"
+    write_lines(path, lines)
+
+
+def edit_record_and_rehash(path: Path) -> None:
+    lines = trail_lines(path)
+    lines[3]["data"]["outcome"] = "ok"
+    rehash(lines)
+    write_lines(path, lines)
+
+
+def drop_record(path: Path) -> None:
+    lines = trail_lines(path)
+    del lines[2]
+    write_lines(path, lines)
+
+
+def sign_with_another_key(path: Path) -> None:
+    lines = trail_lines(path)
+    audit_trail.sign_header(lines[0], OTHER_KEY)
+    write_lines(path, lines)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (edit_record, "trail broken at record 3 (line 4): edited: its content no longer matches its hash"),
+        (edit_record_and_rehash, "trail broken at the header (line 1): signature does not verify with key"),
+        (drop_record, "trail broken at record 2 (line 3): removed: record(s) 2 missing"),
+        (sign_with_another_key, "trail broken at the header (line 1): signed by another key"),
+    ],
+)
+def test_audit_verify_names_each_kind_of_tampering_anywhere_in_the_chain(
+    reports, key_files, capsys, tamper, expected, run_logs
+):
+    private, public = key_files
+    runs = [RunRef(f"event_broker_stage{n}", f"manual__{n}") for n in (1, 2, 3)]
+    first, middle, newest = (cli_export(run, private, run_logs) for run in runs)
+    tamper(middle)
+    capsys.readouterr()
+    assert cli_verify(middle, public, reports) == 1
+    assert capsys.readouterr().out.startswith(expected)
+    # Verifying the newest trail walks the chain back and names the tampered one.
+    assert cli_verify(newest, public, reports) == 1
+    output = capsys.readouterr().out.splitlines()
+    assert output[-1].startswith(
+        f"chain broken at event_broker_stage2/manual__2/audit-trail.jsonl: {expected}"
+    )
+    assert first.is_file()
+
+
+def test_audit_verify_names_a_trail_missing_from_the_chain(reports, key_files, capsys, run_logs):
+    private, public = key_files
+    _first, middle, newest = (cli_export(RunRef(f"s{n}", f"r{n}"), private, run_logs) for n in (1, 2, 3))
+    middle.unlink()
+    capsys.readouterr()
+    assert cli_verify(newest, public, reports) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"chain broken at s3/r3/audit-trail.jsonl: its previous trail s2/r2/audit-trail.jsonl is missing from {reports}"
+    )
+
+
+def test_command_refuses_a_signing_key_file_others_can_read(reports, key_files, capsys):
+    private, _public = key_files
+    private.chmod(0o640)
+    args = ["export", "--dag-id", "d", "--run-id", "r", "--env", ENVIRONMENT, "--logs", str(LOGS)]
+    assert audit_trail.main([*args, "--signing-key", str(private)]) == 2
+    assert "readable by others" in capsys.readouterr().err
+    assert not reports.exists()
+
+
+def test_the_lab_signing_key_is_generated_once_private_and_in_the_connections(tmp_path):
+    pem = lab_connections.ensure_audit_signing_key(tmp_path)
+    key_file = tmp_path / "secrets" / "audit-signing.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert lab_connections.ensure_audit_signing_key(tmp_path) == pem == key_file.read_text()
+    public = audit_trail.load_public_key(tmp_path / "audit-signing.pub")
+    private = audit_trail.load_private_key(pem, "test")
+    assert audit_trail.key_id(public) == audit_trail.key_id(private.public_key())
+    connection = lab_connections.audit_signing_connection(tmp_path)["ebr_audit_signing"]
+    assert (connection["conn_type"], connection["password"]) == ("generic", pem)
+
+
 def test_command_takes_several_runs_in_pairs(tmp_path):
     with pytest.raises(SystemExit, match="pairs"):
         audit_trail.main(
-            ["export", "--dag-id", "a", "--dag-id", "b", "--run-id", "r", "--logs", str(tmp_path)]
+            [
+                "export",
+                "--dag-id",
+                "a",
+                "--dag-id",
+                "b",
+                "--run-id",
+                "r",
+                "--env",
+                "lab",
+                "--logs",
+                str(tmp_path),
+            ]
         )
 
 
