@@ -72,7 +72,8 @@ def event_broker_infrastructure() -> None:
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def proceed(plans: dict[str, Any], params: dict[str, Any]) -> bool:
-        """Stop here on a dry run (the report shows the plan), or when a host could not be planned."""
+        """Stop here on a dry run (the report shows the plan), or before any change when a host could not
+        be planned or a change step would refuse (another cluster's data, a foreign port, file or install)."""
         stage.planned_hosts(plans)
         return not params["dry_run"]
 
@@ -114,7 +115,10 @@ def event_broker_infrastructure() -> None:
         context = get_current_context()
         ti = context["ti"]
         plans = ti.xcom_pull(task_ids="plan") or {}
-        results = stage.plan_results(plans, params["dry_run"]) if params["dry_run"] or not plans else []
+        if params["dry_run"]:
+            results = stage.plan_results(plans, dry_run=True)
+        else:  # a run that stopped at its plan shows why (an unreachable host, a refusal)
+            results = stage.blocking_results(plans)
         results += dag_support.results_from(
             *(ti.xcom_pull(task_ids=task_id) for task_id in REPORTED_TASKS),
             *(ti.xcom_pull(task_ids="install", map_indexes=i) for i in range(len(plans))),

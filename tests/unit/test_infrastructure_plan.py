@@ -1,18 +1,23 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from event_broker_rollout.environment import load_environment, load_sizing_profiles
-from event_broker_rollout.infrastructure import desired, health
+from event_broker_rollout.infrastructure import desired, health, preconditions
 from event_broker_rollout.infrastructure.plan import (
+    HostPlan,
     Observed,
     ServiceStatus,
     mask_secrets,
     parse_observation,
     plan_host,
 )
+from event_broker_rollout.infrastructure.preconditions import Holder, Occupancy
 
 
 def with_material_dir(environment, directory):
@@ -128,15 +133,35 @@ def observation_matching(state: desired.HostState, running: bool = True) -> Obse
     )
 
 
+SERVICE_PID = 100  # our services' pid in ``observation_matching``
+
+
+def occupancy_matching(state: desired.HostState) -> Occupancy:
+    """A rolled-out host: our marked files, our installs, our services on their ports."""
+    return Occupancy(
+        markers={f.path: "marked" for f in state.files},
+        install_dirs={i.name: "ours" for i in state.installs},
+        current_links={i.name: "ours" for i in state.installs},
+        listeners={port: [Holder(SERVICE_PID, (SERVICE_PID, 1), "java")] for port, _ in state.ports},
+    )
+
+
 def test_nothing_to_do_plans_nothing(lab1_state):
-    plan = plan_host(lab1_state, observation_matching(lab1_state), "E7wgiw9MQ16ue4RNGgSA6Q", {})
+    plan = plan_host(
+        lab1_state,
+        observation_matching(lab1_state),
+        "E7wgiw9MQ16ue4RNGgSA6Q",
+        {},
+        occupancy_matching(lab1_state),
+    )
     assert (plan.changes, plan.start, plan.restart, plan.problems) == ([], [], [], [])
     assert "service:kafka" in plan.unchanged and "storage:/var/lib/kafka/data" in plan.unchanged
 
 
 def test_fresh_host_plans_everything_and_starts_services(lab1_state):
     fresh = Observed(services={}, formatted={"/var/lib/kafka/data": "no"})
-    plan = plan_host(lab1_state, fresh, "E7wgiw9MQ16ue4RNGgSA6Q", {})
+    plan = plan_host(lab1_state, fresh, "E7wgiw9MQ16ue4RNGgSA6Q", {}, Occupancy())
+    assert plan.problems == []
     kinds = [c.kind for c in plan.changes]
     assert kinds.count("install") == 2 and kinds.count("format") == 1 and "user" in kinds
     assert plan.start == ["kafka", "schema-registry"] and plan.restart == []
@@ -147,7 +172,9 @@ def test_a_changed_config_restarts_only_its_service_and_shows_a_diff(lab1_state)
     observed.files["/etc/kafka/server.properties"] = "0" * 64
     server = next(f for f in lab1_state.files if f.path == "/etc/kafka/server.properties")
     on_host = server.content.replace("min.insync.replicas=2", "min.insync.replicas=1")
-    plan = plan_host(lab1_state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {server.path: on_host})
+    plan = plan_host(
+        lab1_state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {server.path: on_host}, occupancy_matching(lab1_state)
+    )
     (change,) = plan.changes
     assert change.kind == "file" and plan.restart == ["kafka"] and plan.start == []
     assert "-min.insync.replicas=1" in change.diff and "+min.insync.replicas=2" in change.diff
@@ -156,9 +183,15 @@ def test_a_changed_config_restarts_only_its_service_and_shows_a_diff(lab1_state)
 def test_a_log_dir_formatted_for_another_cluster_is_never_touched(lab1_state):
     observed = observation_matching(lab1_state)
     observed.formatted["/var/lib/kafka/data"] = "SomeOtherClusterId0000"
-    plan = plan_host(lab1_state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {})
-    assert plan.problems and "refusing" in plan.problems[0]
+    plan = plan_host(lab1_state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {}, occupancy_matching(lab1_state))
+    (problem,) = plan.problems
+    assert problem.id == "infra.storage.cluster_id[/var/lib/kafka/data]" and not problem.met
+    assert problem.observed == "cluster.id=SomeOtherClusterId0000"
+    assert problem.expected == "not formatted, or cluster.id=E7wgiw9MQ16ue4RNGgSA6Q"
+    assert "refusing to touch it" in problem.message
     assert not [c for c in plan.changes if c.kind == "format"]
+    assert "storage:/var/lib/kafka/data" not in plan.unchanged
+    assert HostPlan.from_dict(plan.to_dict()) == plan  # travels through XCom intact
 
 
 def test_observation_parsing():
@@ -206,3 +239,193 @@ def test_a_broker_that_refuses_connections_is_silent_whatever_the_metadata_says(
         assert health.silent_brokers(servers, skip_address="10.77.0.11") == [f"127.0.0.1:{gone}"]
         # the broker about to be restarted is not asked
         assert health.silent_brokers(servers, skip_address="127.0.0.1") == []
+
+
+def refusals(state, observed, occupancy):
+    plan = plan_host(state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {}, occupancy)
+    return {problem.id: problem for problem in plan.problems}
+
+
+def test_a_file_this_project_did_not_write_is_never_overwritten(lab1_state):
+    occupancy = occupancy_matching(lab1_state)
+    occupancy.markers["/etc/kafka/server.properties"] = "unmarked"
+    occupancy.markers["/etc/kafka/kafka.env"] = "notafile"
+    found = refusals(lab1_state, observation_matching(lab1_state), occupancy)
+    assert set(found) == {
+        "infra.file.managed[/etc/kafka/server.properties]",
+        "infra.file.managed[/etc/kafka/kafka.env]",
+    }
+    server = found["infra.file.managed[/etc/kafka/server.properties]"]
+    assert server.observed == "present without 'Managed by event-broker-rollout'"
+    assert "refusing to overwrite it" in server.message
+
+
+def test_only_files_whose_template_carries_the_marker_are_judged_by_it(lab1_state):
+    judged = set(preconditions.observe_command(lab1_state))
+    assert "/etc/kafka/server.properties" in judged and "/etc/event-broker/services/kafka.conf" in judged
+    assert desired.SERVICE_WRAPPER not in judged  # a script of our own folder, with no marker line
+    occupancy = occupancy_matching(lab1_state)
+    occupancy.markers[desired.SERVICE_WRAPPER] = "unmarked"
+    assert refusals(lab1_state, observation_matching(lab1_state), occupancy) == {}
+
+
+def test_an_install_folder_or_current_link_of_another_installation_is_refused(lab1_state):
+    occupancy = occupancy_matching(lab1_state)
+    occupancy.install_dirs["kafka"] = "other"
+    occupancy.current_links["schema-registry"] = "other"
+    found = refusals(lab1_state, observation_matching(lab1_state), occupancy)
+    assert set(found) == {
+        "infra.install.dir[/opt/kafka/kafka_2.13-4.1.2]",
+        "infra.install.current[/opt/schema-registry/current]",
+    }
+    assert (
+        "occupied by another installation" in found["infra.install.dir[/opt/kafka/kafka_2.13-4.1.2]"].message
+    )
+    occupancy = Occupancy(current_links={"kafka": "dangling"})  # a link to nothing is ours to repoint
+    assert refusals(lab1_state, Observed(formatted={"/var/lib/kafka/data": "no"}), occupancy) == {}
+
+
+def test_a_port_held_by_a_process_that_is_not_our_service_is_refused(lab1_state):
+    observed = observation_matching(lab1_state, running=False)
+    observed.services = {"kafka": ServiceStatus(False), "schema-registry": ServiceStatus(False)}
+    occupancy = occupancy_matching(lab1_state)
+    occupancy.listeners = {
+        9092: [Holder(4242, (4242, 1), "java")],  # another Kafka, started by hand: our service is stopped
+        8081: [Holder(None, (), "unknown")],  # ss could not name it
+    }
+    found = refusals(lab1_state, observed, occupancy)
+    assert set(found) == {"infra.port.owner[9092]", "infra.port.owner[8081]"}
+    assert found["infra.port.owner[9092]"].observed == "java (pid 4242, not ours)"
+    assert found["infra.port.owner[9092]"].expected == "free, or held by this project's kafka"
+    assert "refusing to start beside it" in found["infra.port.owner[9092]"].message
+
+
+def test_a_port_held_by_our_service_or_its_child_process_is_ours(lab1_state):
+    occupancy = occupancy_matching(lab1_state)
+    occupancy.listeners[8081] = [Holder(4300, (4300, SERVICE_PID, 1), "java")]  # forked by the start script
+    assert refusals(lab1_state, observation_matching(lab1_state), occupancy) == {}
+
+
+def test_lab_ports_follow_the_security_phase(lab):
+    profiles = load_sizing_profiles()
+    plain = desired.desired_state(lab, lab.host("lab1"), "lab", profiles["lab"], phase="plaintext")
+    secured = desired.desired_state(lab, lab.host("lab1"), "lab", profiles["lab"], phase="secured")
+    assert dict(plain.ports) == {9092: "kafka", 9093: "kafka", 8081: "schema-registry"}
+    assert {9094, 9095, 8443} <= set(dict(secured.ports))
+
+
+def test_occupancy_parsing():
+    text = (
+        "marker /etc/kafka/server.properties unmarked\n"
+        "marker /etc/my dir/x.conf marked\n"
+        "installdir kafka other\ncurrent kafka dangling\n"
+        "listen 9092 4242 4242,300,1 java\nlisten 9092 unknown - unknown\n"
+    )
+    occupancy = preconditions.parse_occupancy(text)
+    assert occupancy.markers == {"/etc/kafka/server.properties": "unmarked", "/etc/my dir/x.conf": "marked"}
+    assert (occupancy.install_dirs, occupancy.current_links) == ({"kafka": "other"}, {"kafka": "dangling"})
+    assert occupancy.listeners[9092] == [Holder(4242, (4242, 300, 1), "java"), Holder(None, (), "unknown")]
+
+
+def tree_snapshot(root: Path) -> list[tuple[str, float, int]]:
+    return sorted((str(p), p.lstat().st_mtime, p.lstat().st_mode) for p in root.rglob("*"))
+
+
+def test_the_observation_script_reads_a_real_tree_and_changes_nothing(tmp_path):
+    """The constant script run by sh on a local tree: every state it reports, values with shell syntax kept
+    literal, a real listener on loopback traced to this process, and the tree untouched."""
+    marker = preconditions.MANAGED_MARKER
+    etc = tmp_path / "etc $(touch pwned)"
+    etc.mkdir()
+    (etc / "ours.properties").write_text(f"# {marker} (cluster x)\na=1\n")
+    (etc / "foreign.properties").write_text("# hand-written\na=1\n")
+    (etc / "a-folder.conf").mkdir()
+    opt = tmp_path / "opt"
+    (opt / "kafka_ours").mkdir(parents=True)
+    (opt / "kafka_ours" / ".ebr-installed").write_text("kafka_ours.tgz\n")
+    (opt / "current").symlink_to(opt / "kafka_ours")
+    (opt / "other" / "kafka_foreign").mkdir(parents=True)  # another installation, without our marker
+    (opt / "other" / "current").symlink_to(opt / "other" / "kafka_foreign")
+    (opt / "dangling").mkdir()
+    (opt / "dangling" / "current").symlink_to(opt / "gone")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def install(name: str, top: str, base: Path) -> desired.Install:
+        return desired.Install(name, Path(f"{top}.tgz"), str(base), top, ())
+
+    state = desired.HostState(
+        host="local",
+        service_user="kafka",
+        directories=(),
+        installs=(
+            install("ours", "kafka_ours", opt),
+            install("foreign", "kafka_foreign", opt / "other"),
+            install("dangling", "kafka_new", opt / "dangling"),
+        ),
+        files=tuple(
+            desired.ManagedFile(str(etc / name), f"# {marker}\n")
+            for name in ("ours.properties", "foreign.properties", "a-folder.conf", "absent.conf")
+        ),
+        services=(),
+        ports=((port, "kafka"),),
+    )
+    before = tree_snapshot(tmp_path)
+    try:
+        argv = preconditions.observe_command(state)
+        output = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+    finally:
+        listener.close()
+    assert tree_snapshot(tmp_path) == before and not (tmp_path / "pwned").exists()
+    occupancy = preconditions.parse_occupancy(output)
+    assert occupancy.markers == {
+        str(etc / "ours.properties"): "marked",
+        str(etc / "foreign.properties"): "unmarked",
+        str(etc / "a-folder.conf"): "notafile",
+        str(etc / "absent.conf"): "absent",
+    }
+    assert occupancy.install_dirs == {"ours": "ours", "foreign": "other", "dangling": "absent"}
+    assert occupancy.current_links == {"ours": "ours", "foreign": "other", "dangling": "dangling"}
+    (holder,) = occupancy.listeners[port]
+    assert holder.pid == os.getpid() and holder.lineage[0] == os.getpid() and holder.lineage[-1] == 1
+    judged = {p.id: p.met for p in preconditions.evaluate(state, occupancy, {}, {"kafka": os.getppid()}, "x")}
+    assert judged[f"infra.port.owner[{port}]"]  # this process descends from the "service" (its parent)
+    assert not preconditions.evaluate(state, occupancy, {}, {"kafka": 1_000_000_000}, "x")[-1].met
+
+
+def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(lab, lab1_state):
+    from event_broker_rollout.infrastructure import stage
+    from event_broker_rollout.infrastructure.preconditions import ChangeRefused
+
+    clean = plan_host(
+        lab1_state,
+        observation_matching(lab1_state),
+        "E7wgiw9MQ16ue4RNGgSA6Q",
+        {},
+        occupancy_matching(lab1_state),
+    )
+    observed = observation_matching(lab1_state)
+    observed.formatted["/var/lib/kafka/data"] = "SomeOtherClusterId0000"
+    foreign = plan_host(lab1_state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {}, occupancy_matching(lab1_state))
+    extra = {"systemd": False, "phase": "plaintext", "recorded_phase": "plaintext"}
+    plans = {"lab1": {**foreign.to_dict(), **extra}, "lab2": {**clean.to_dict(), "host": "lab2", **extra}}
+
+    with pytest.raises(
+        ChangeRefused,
+        match=r"lab1: data folder /var/lib/kafka/data is formatted for cluster "
+        r"SomeOtherClusterId0000.*nothing was changed",
+    ):
+        stage.planned_hosts(plans)
+    with pytest.raises(ChangeRefused, match="lab1: data folder /var/lib/kafka/data"):
+        stage.install_host(lab, plans, "lab1")  # refuses before it opens a session
+    (blocking,) = stage.blocking_results(plans)
+    assert (blocking.id, blocking.host, blocking.status, blocking.severity) == (
+        "infra.storage.cluster_id[/var/lib/kafka/data]",
+        "lab1",
+        "fail",
+        "blocking",
+    )
+    assert blocking.observed == "cluster.id=SomeOtherClusterId0000"
+    assert stage.planned_hosts({"lab2": plans["lab2"]})["lab2"].problems == []

@@ -252,3 +252,54 @@ def test_unreachable_host_is_a_blocking_finding_naming_host_and_error():
     lab = load_environment("lab")
     result = checks.unreachable(lab.host("lab2"), "lab2 (10.77.0.12): unreachable (connection timed out)")
     assert result.status is Status.FAIL and result.host == "lab2" and "timed out" in result.message
+
+
+def test_what_a_change_step_would_refuse_is_a_blocking_preflight_finding(profiles):
+    """Preflight judges the infrastructure plan's observation: each place a change step would take is a
+    result (pass when ours or free), and what it would refuse fails, naming host, place and owner."""
+    from event_broker_rollout.infrastructure import desired, preconditions
+
+    lab = load_environment("lab").model_copy(update={"security": None})  # as preflight judges it
+    host = lab.host("lab2")
+    state = desired.desired_state(lab, host, "lab", profiles["lab"])
+    occupancy = preconditions.Occupancy(
+        markers={"/etc/kafka/server.properties": "unmarked"},
+        listeners={9093: [preconditions.Holder(77, (77, 1), "java")]},
+    )
+    judged = preconditions.evaluate(
+        state,
+        occupancy,
+        {"/var/lib/kafka/data": "OtherCluster0000000000"},
+        {"kafka": None},
+        lab.kafka.cluster_id,
+    )
+    results = by_id(checks.change_precondition_checks(host, judged))
+    failed = {r.id for r in results.values() if r.status is Status.FAIL}
+    assert failed == {
+        "infra.storage.cluster_id[/var/lib/kafka/data]",
+        "infra.file.managed[/etc/kafka/server.properties]",
+        "infra.port.owner[9093]",
+    }
+    storage = results["infra.storage.cluster_id[/var/lib/kafka/data]"]
+    assert (storage.host, storage.severity, storage.observed) == (
+        "lab2",
+        "blocking",
+        "cluster.id=OtherCluster0000000000",
+    )
+    assert storage.expected == f"not formatted, or cluster.id={lab.kafka.cluster_id}"
+    assert "/var/lib/kafka/data is formatted for cluster OtherCluster0000000000" in storage.message
+    passed = {r.id for r in results.values() if r.status is Status.PASS}
+    assert {
+        "infra.port.owner[9092]",
+        "infra.file.managed[/etc/kafka/kafka.env]",
+        "infra.install.dir[/opt/kafka/kafka_2.13-4.1.2]",
+    } <= passed
+
+
+def test_preconditions_that_cannot_be_judged_are_a_warning_with_the_reason():
+    host = load_environment("lab").host("lab1")
+    result = checks.change_preconditions_unjudged(
+        host, "installing from a package repository is not supported"
+    )
+    assert (result.id, result.status, result.severity) == ("infra.preconditions", Status.WARN, "advisory")
+    assert "package repository" in result.message

@@ -113,6 +113,7 @@ class HostState:
     files: tuple[ManagedFile, ...]
     services: tuple[Service, ...]
     data_dirs: tuple[str, ...] = field(default_factory=tuple)
+    ports: tuple[tuple[int, str], ...] = ()  # (port, service that listens on it)
 
 
 def archive_top_dir(archive: Path) -> str:
@@ -294,7 +295,20 @@ def desired_state(
         files=tuple(files),
         services=tuple(services),
         data_dirs=tuple(environment.kafka.data_dirs) if kafka else (),
+        ports=tuple(service_ports(environment, host, layout, phase)),
     )
+
+
+def service_ports(
+    environment: Environment, host: Host, layout: ListenerLayout, phase: str
+) -> list[tuple[int, str]]:
+    """The ports this host's services listen on in ``phase``: Kafka's listeners, the registry's HTTP(S)."""
+    ports = [(int(listener.rpartition(":")[2]), KAFKA_SERVICE) for listener in layout.listeners]
+    if "schema_registry" in host.roles:
+        ports.append((environment.schema_registry.port, REGISTRY_SERVICE))
+        if https_mode(environment, phase) != "off" and environment.security is not None:
+            ports.append((environment.security.registry_https_port, REGISTRY_SERVICE))
+    return ports
 
 
 def _registry(

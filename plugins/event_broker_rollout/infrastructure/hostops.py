@@ -195,7 +195,7 @@ def apply_host_plan(
     All or nothing: if anything fails, the host's previous files are put back before the error is raised.
     """
     if plan.problems:
-        raise RemoteError(f"{plan.host}: " + "; ".join(plan.problems))
+        raise RemoteError(f"{plan.host}: " + "; ".join(problem.message for problem in plan.problems))
     ensure_directories(session, state)
     results: list[Result] = []
     file_changes = [c for c in plan.changes if c.kind == "file"]

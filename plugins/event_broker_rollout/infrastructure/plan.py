@@ -12,7 +12,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from event_broker_rollout.infrastructure import preconditions
 from event_broker_rollout.infrastructure.desired import SERVICE_WRAPPER, HostState
+from event_broker_rollout.infrastructure.preconditions import Occupancy, Precondition
 from event_broker_rollout.shell import script
 
 ABSENT = "absent"
@@ -137,7 +139,8 @@ class HostPlan:
     start: list[str]  # services not running
     restart: list[str]  # running services whose files or install changed
     unchanged: list[str]  # items already as desired (reported "ok")
-    problems: list[str]  # things the stage must not fix by itself (e.g. a foreign cluster id)
+    # What a change step would refuse (e.g. another cluster's data folder): the stage changes nothing.
+    problems: list[Precondition]
     running: dict[str, ServiceStatus]
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +150,7 @@ class HostPlan:
             "start": self.start,
             "restart": self.restart,
             "unchanged": self.unchanged,
-            "problems": self.problems,
+            "problems": [problem.to_dict() for problem in self.problems],
             "running": {name: asdict(status) for name, status in self.running.items()},
         }
 
@@ -159,7 +162,7 @@ class HostPlan:
             start=list(data["start"]),
             restart=list(data["restart"]),
             unchanged=list(data["unchanged"]),
-            problems=list(data["problems"]),
+            problems=[Precondition(**problem) for problem in data["problems"]],
             running={name: ServiceStatus(**status) for name, status in data["running"].items()},
         )
 
@@ -185,13 +188,26 @@ def unified_diff(path: str, before: str | None, after: str) -> str:
     return "\n".join(diff)
 
 
+def host_preconditions(
+    state: HostState, observed: Observed, occupancy: Occupancy, cluster_id: str
+) -> list[Precondition]:
+    """Every place the change steps would take on this host, judged (see ``preconditions``)."""
+    service_pids = {name: status.pid for name, status in observed.services.items() if status.running}
+    return preconditions.evaluate(state, occupancy, observed.formatted, service_pids, cluster_id)
+
+
 def plan_host(
-    state: HostState, observed: Observed, cluster_id: str, current_contents: dict[str, str]
+    state: HostState,
+    observed: Observed,
+    cluster_id: str,
+    current_contents: dict[str, str],
+    occupancy: Occupancy,
 ) -> HostPlan:
-    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files."""
+    """Compare desired with observed. ``current_contents`` holds the on-host text of changed files;
+    ``occupancy`` who holds the places the change steps would take (its refusals become ``problems``)."""
     changes: list[Change] = []
     unchanged: list[str] = []
-    problems: list[str] = []
+    problems = [p for p in host_preconditions(state, observed, occupancy, cluster_id) if not p.met]
     needs_restart: set[str] = set()
 
     if not observed.user_present:
@@ -240,11 +256,7 @@ def plan_host(
                     state.host, "format", directory, before="unformatted", after=f"cluster.id={cluster_id}"
                 )
             )
-        elif formatted != cluster_id:
-            problems.append(
-                f"{directory} is formatted for cluster {formatted}, not {cluster_id}: refusing to touch it"
-            )
-        else:
+        elif formatted == cluster_id:
             unchanged.append(f"storage:{directory}")
 
     start: list[str] = []

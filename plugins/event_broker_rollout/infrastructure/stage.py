@@ -9,12 +9,13 @@ time behind the gates -> registry -> registry gate.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from event_broker_rollout.audit import audit
 from event_broker_rollout.environment import Environment, Host, sizing_profile
 from event_broker_rollout.evidence import Result, Severity, Status
-from event_broker_rollout.infrastructure import hostops
+from event_broker_rollout.infrastructure import hostops, preconditions
 from event_broker_rollout.infrastructure.desired import (
     KAFKA_SERVICE,
     REGISTRY_SERVICE,
@@ -23,7 +24,8 @@ from event_broker_rollout.infrastructure.desired import (
     desired_state,
     kafka_tool,
 )
-from event_broker_rollout.infrastructure.plan import HostPlan, plan_host
+from event_broker_rollout.infrastructure.plan import HostPlan, Observed, plan_host
+from event_broker_rollout.infrastructure.preconditions import ChangeRefused, Occupancy
 from event_broker_rollout.preflight.network import in_parallel
 from event_broker_rollout.remote import RemoteError, RemoteHost
 from event_broker_rollout.shell import Command
@@ -67,24 +69,53 @@ def plan_environment(environment: Environment, target_phase: str | None = None) 
         host = environment.host(name)
         try:
             with session(environment, host) as remote:
-                facts = remote.run_command(
-                    Command.of("test", "-d", "/run/systemd/system")
-                    .and_then("echo", "systemd")
-                    .then("cat", "--", SECURITY_PHASE_FILE)
-                    .quiet(),
-                    timeout=10,
-                ).stdout.split()
-                systemd = "systemd" in facts
-                recorded = next((word for word in facts if word != "systemd"), "plaintext")
-                phase = target_phase or recorded
-                state = host_state(environment, host, systemd, phase)
-                observed, contents = hostops.observe(remote, state)
+                seen = observe_host(remote, environment, host, target_phase)
         except RemoteError as error:
             return {"host": name, "error": str(error)}
-        plan = plan_host(state, observed, environment.kafka.cluster_id, contents)
-        return {**plan.to_dict(), "systemd": systemd, "phase": phase, "recorded_phase": recorded}
+        plan = plan_host(
+            seen.state, seen.observed, environment.kafka.cluster_id, seen.contents, seen.occupancy
+        )
+        return {
+            **plan.to_dict(),
+            "systemd": seen.systemd,
+            "phase": seen.phase,
+            "recorded_phase": seen.recorded,
+        }
 
     return in_parallel([h.name for h in host_order(environment)], plan_one)
+
+
+@dataclass
+class HostObservation:
+    state: HostState
+    observed: Observed
+    contents: dict[str, str]  # current text of changed managed files (see ``hostops.observe``)
+    occupancy: Occupancy
+    systemd: bool
+    phase: str  # the phase planned
+    recorded: str  # the phase the host records
+
+
+def observe_host(
+    remote: RemoteHost, environment: Environment, host: Host, target_phase: str | None = None
+) -> HostObservation:
+    """Read-only: the host's desired state (in its recorded phase, or ``target_phase``) and what is there."""
+    facts = remote.run_command(
+        Command.of("test", "-d", "/run/systemd/system")
+        .and_then("echo", "systemd")
+        .then("cat", "--", SECURITY_PHASE_FILE)
+        .quiet(),
+        timeout=10,
+    ).stdout.split()
+    systemd = "systemd" in facts
+    recorded = next((word for word in facts if word != "systemd"), "plaintext")
+    phase = target_phase or recorded
+    state = host_state(environment, host, systemd, phase)
+    observed, contents = hostops.observe(remote, state)
+    occupancy = preconditions.parse_occupancy(
+        remote.run_argv(preconditions.observe_command(state), timeout=60, check=True).stdout
+    )
+    return HostObservation(state, observed, contents, occupancy, systemd, phase, recorded)
 
 
 def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
@@ -96,10 +127,7 @@ def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
             results.append(Result(id="host.reachable", status=Status.FAIL, host=name, message=data["error"]))
             continue
         plan = HostPlan.from_dict(data)
-        for problem in plan.problems:
-            results.append(
-                Result(id="infra.storage.cluster_id", status=Status.FAIL, host=name, message=problem)
-            )
+        results += refusal_results(name, plan.problems)
         for change in plan.changes:
             results.append(
                 Result(
@@ -136,16 +164,49 @@ def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
     return results
 
 
+def refusal_results(host_name: str, problems: list[preconditions.Precondition]) -> list[Result]:
+    return [
+        Result(
+            id=problem.id,
+            status=Status.FAIL,
+            host=host_name,
+            message=problem.message,
+            observed=problem.observed,
+            expected=problem.expected,
+            severity=Severity.BLOCKING,
+        )
+        for problem in problems
+    ]
+
+
+def blocking_results(plans: dict[str, Any]) -> list[Result]:
+    """What stopped the stage at its plan: unreachable hosts and what a change step would refuse."""
+    results: list[Result] = []
+    for name, data in plans.items():
+        if "error" in data:
+            results.append(Result(id="host.reachable", status=Status.FAIL, host=name, message=data["error"]))
+        else:
+            results += refusal_results(name, HostPlan.from_dict(data).problems)
+    return results
+
+
 def planned_hosts(plans: dict[str, Any]) -> dict[str, HostPlan]:
+    """The plans, or an error before any change: a host could not be planned, or a change step would refuse."""
     unreachable = [name for name, data in plans.items() if "error" in data]
     if unreachable:
         raise RemoteError(f"unreachable during planning: {', '.join(unreachable)}; nothing was changed")
-    return {name: HostPlan.from_dict(data) for name, data in plans.items()}
+    planned = {name: HostPlan.from_dict(data) for name, data in plans.items()}
+    refused = [f"{name}: {problem.message}" for name, plan in planned.items() for problem in plan.problems]
+    if refused:
+        raise ChangeRefused("; ".join(refused) + "; nothing was changed")
+    return planned
 
 
 def install_host(environment: Environment, plans: dict[str, Any], host_name: str) -> list[dict[str, Any]]:
     """Create the service user and unpack new binaries beside the running ones (nothing restarts here)."""
     plan = HostPlan.from_dict(plans[host_name])
+    if plan.problems:
+        raise ChangeRefused(f"{host_name}: " + "; ".join(problem.message for problem in plan.problems))
     pending = [c for c in plan.changes if c.kind in ("user", "install")]
     if not pending:
         return [

@@ -8,12 +8,13 @@ deployment mode is reported as skipped, with the reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from event_broker_rollout.environment import Environment, Host, SizingProfile, SizingTier
 from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.infrastructure.preconditions import Precondition
 from event_broker_rollout.preflight import tls_material
 from event_broker_rollout.preflight.facts import HostFacts, java_major
 
@@ -343,6 +344,36 @@ def port_checks(host: Host, facts: HostFacts, environment: Environment) -> list[
             )
         )
     return results
+
+
+def change_precondition_checks(host: Host, preconditions: Sequence[Precondition]) -> list[Result]:
+    """What the infrastructure stage's change steps would refuse on this host (another cluster's data
+    folder, a foreign listener on a port, a file or install folder that is not ours), so a run stops
+    before its first change rather than midway."""
+    return [
+        Result(
+            id=precondition.id,
+            status=Status.PASS if precondition.met else Status.FAIL,
+            host=host.name,
+            observed=precondition.observed,
+            expected=precondition.expected,
+            message=precondition.message,
+            severity=BLOCKING,
+        )
+        for precondition in preconditions
+    ]
+
+
+def change_preconditions_unjudged(host: Host, reason: str) -> Result:
+    return Result(
+        id="infra.preconditions",
+        status=Status.WARN,
+        host=host.name,
+        observed=reason,
+        expected="the places the infrastructure stage would change, observed",
+        message=f"not judged here ({reason}); the infrastructure stage's plan judges them before any change",
+        severity=ADVISORY,
+    )
 
 
 def subnet_checks(host: Host, facts: HostFacts, environment: Environment) -> list[Result]:

@@ -12,8 +12,10 @@ from typing import Any
 
 from event_broker_rollout.audit import audit_result
 from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.environment import Environment, sizing_profile
+from event_broker_rollout.environment import Environment, Host, sizing_profile
 from event_broker_rollout.evidence import Result, utcnow
+from event_broker_rollout.infrastructure import stage as infrastructure
+from event_broker_rollout.infrastructure.plan import host_preconditions
 from event_broker_rollout.preflight import checks, governance, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
 from event_broker_rollout.remote import RemoteError, RemoteHost
@@ -43,6 +45,7 @@ def inspect_host(
             remote_clock = float(session.run_argv(["date", "+%s.%N"], timeout=10, check=True).stdout.strip())
             after = time.time()
             raw = session.run_argv(facts_command(environment, list(host.roles), mode), timeout=60, check=True)
+            refusals = change_precondition_checks(session, environment, host)
     except RemoteError as error:
         return {
             "host": host.name,
@@ -57,6 +60,7 @@ def inspect_host(
     results = [
         checks.reachable(host, facts),
         *checks.host_checks(host, facts, environment, profile_name, profile, mode),
+        *refusals,
     ]
     return {
         "host": host.name,
@@ -65,6 +69,22 @@ def inspect_host(
         "clock": clock,
         "results": _dicts(results),
     }
+
+
+def change_precondition_checks(session: RemoteHost, environment: Environment, host: Host) -> list[Result]:
+    """The infrastructure plan's read-only observation of this host, judged as its change steps judge it.
+
+    Judged without the security section: its desired state would issue node certificates (a write on the
+    Airflow side). The TLS files and the secured ports are judged by the plan the infrastructure and
+    security stages make before their first change.
+    """
+    plain = environment.model_copy(update={"security": None})
+    try:
+        seen = infrastructure.observe_host(session, plain, host)
+    except (ValueError, RemoteError) as error:
+        return [checks.change_preconditions_unjudged(host, str(error))]
+    judged = host_preconditions(seen.state, seen.observed, seen.occupancy, environment.kafka.cluster_id)
+    return checks.change_precondition_checks(host, judged)
 
 
 def inspect_network(
