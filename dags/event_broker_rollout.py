@@ -4,7 +4,9 @@
    without a change ticket stops here, before any host is touched.
 2. **Preflight** — the hosts against the guide's prerequisites.
 3. **Plan and approval** (environments under change control) — the infrastructure stage's dry run, shown
-   to an approver; a rejection stops the rollout and is recorded with who and when.
+   to an approver; a rejection stops the rollout and is recorded with who and when. Whoever triggered
+   the rollout cannot approve it, nor can anyone outside the environment's `approvers`: such an answer
+   is recorded as refused and the approval is asked again.
 4. **Infrastructure, security, schemas, integration** — each stage DAG runs with the same environment and
    the controller waits for it without holding a worker slot; the first failed stage stops the rollout.
 5. **Audit trail and report** — the hash-chained trail of every stage's task logs (who triggered, who

@@ -6,6 +6,7 @@ terminal or a test, through the same API the UI uses.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,9 @@ TERMINAL_RUN_STATES = {"success", "failed"}
 # back in "scheduled", not "queued"). An answer sent from here waits until the request is this old;
 # the health gates' triggers hold back for the same race (triggers.MIN_DEFERRAL_SECONDS).
 ANSWER_NOT_BEFORE_SECONDS = 15.0
+# The XCom in which an approval task says when it last asked (an ISO time): a request asked again after
+# a refused answer keeps its first created_at, and the resumed task its first start_date.
+LAST_ASKED_XCOM_KEY = "last_asked_at"
 # The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
 ROLLOUT_DAGS = (
     "event_broker_rollout",
@@ -36,6 +40,17 @@ def seconds_before_answering(asked_at: datetime, now: datetime) -> float:
     """The wait left until a request is ANSWER_NOT_BEFORE_SECONDS old; never longer, whatever the clocks say."""
     age = (now - asked_at).total_seconds()
     return min(ANSWER_NOT_BEFORE_SECONDS, max(0.0, ANSWER_NOT_BEFORE_SECONDS - age))
+
+
+def xcom_text(value: Any) -> str | None:
+    """An XCom entry's value as the REST API returns it unchanged (a string, or a string's JSON)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
 
 
 class AirflowApiError(RuntimeError):
@@ -122,6 +137,20 @@ class AirflowApi:
         data = self.request("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails")
         return list(data.get("hitl_details", []))
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any | None:
+        """A task's XCom value as stored, or None when the task has not pushed that key."""
+        path = (
+            f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/xcomEntries/{quote(key, safe='')}"
+        )
+        try:
+            entry = self.request("GET", path, params={"map_index": map_index})
+        except AirflowApiError as error:
+            if "HTTP 404" in str(error):
+                return None
+            raise
+        return entry.get("value")
+
     def answer_approval(
         self, dag_id: str, run_id: str, task_id: str, option: str, map_index: int = -1
     ) -> Any:
@@ -131,10 +160,15 @@ class AirflowApi:
         )
         request = self.request("GET", path)
         # A cleared task asks again under its first created_at; the asking attempt's start_date is later.
-        asked_at = max(
+        # A task that asks again after refusing an answer says when in its XCom.
+        asked = [
             datetime.fromisoformat(request["created_at"]),
             datetime.fromisoformat(request["task_instance"]["start_date"]),
-        )
+        ]
+        last_asked = xcom_text(self.xcom(dag_id, run_id, task_id, LAST_ASKED_XCOM_KEY, map_index))
+        if last_asked:
+            asked.append(datetime.fromisoformat(last_asked))
+        asked_at = max(asked)
         time.sleep(seconds_before_answering(asked_at, datetime.now(UTC)))
         return self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
 

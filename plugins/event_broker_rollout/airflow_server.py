@@ -22,8 +22,14 @@ from pathlib import Path
 
 from event_broker_rollout import paths
 from event_broker_rollout.lab_connections import connections_file
+from event_broker_rollout.secret_files import write_secret
 
 USER = "admin"
+# A second login, for rollouts under change control: whoever triggers a rollout may not approve it
+# (config/environments/lab-change-controlled.yaml lists approver1). Role `user`: it may trigger runs and
+# answer approvals, not change connections, variables or configuration.
+APPROVER = "approver1"
+USER_ROLES = {USER: "admin", APPROVER: "user"}
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -59,21 +65,25 @@ def settings() -> ServerSettings:
     return ServerSettings(home=home, port=int(os.environ.get("EBR_AIRFLOW_PORT", DEFAULT_PORT)))
 
 
-def password(server: ServerSettings) -> str:
-    """The admin password, generated on first use (SimpleAuthManager reads it from this file)."""
-    if not server.passwords_file.is_file():
+def password(server: ServerSettings, user: str = USER) -> str:
+    """A login's password. Every configured user's is generated on first use, before Airflow starts:
+    SimpleAuthManager reads them from this file, and would print one it had to make up into its log."""
+    path = server.passwords_file
+    passwords = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [name for name in USER_ROLES if name not in passwords]
+    if missing:
         server.home.mkdir(parents=True, exist_ok=True)
-        server.passwords_file.write_text(json.dumps({USER: secrets.token_urlsafe(12)}))
-        server.passwords_file.chmod(0o600)
-    return str(json.loads(server.passwords_file.read_text())[USER])
+        path.touch(mode=0o600)
+        path.chmod(0o600)  # touch's mode applies only to a new file
+        passwords.update({name: secrets.token_urlsafe(12) for name in missing})
+        path.write_text(json.dumps(passwords))
+    return str(passwords[user])
 
 
 def _generated_secret(path: Path, nbytes: int) -> str:
     """A secret made once and kept 0600 beside the server's state (stable across restarts)."""
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(nbytes))
+        write_secret(path, secrets.token_urlsafe(nbytes))
     return path.read_text().strip()
 
 
@@ -95,7 +105,9 @@ def server_environment(server: ServerSettings) -> dict[str, str]:
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(server.port),
             "AIRFLOW__API__BASE_URL": server.url,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{name}:{role}" for name, role in USER_ROLES.items()
+            ),
             # One JWT signing secret for every component, long enough for HS512.
             "AIRFLOW__API_AUTH__JWT_SECRET": _generated_secret(server.home / "jwt_secret", 64),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(server.passwords_file),

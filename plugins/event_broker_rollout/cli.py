@@ -131,6 +131,11 @@ def airflow_command(args: argparse.Namespace) -> int:
         print(
             f"login: {airflow_server.USER} / {airflow_server.password(server)}   (stop it: make airflow-down)"
         )
+        approver = airflow_server.APPROVER
+        print(
+            f"approver login: {approver} / {airflow_server.password(server, approver)}"
+            "   (approves rollouts under change control that admin triggered)"
+        )
     elif args.action == "down":
         print("Airflow stopped" if airflow_server.stop(server) else "Airflow was not running")
     else:

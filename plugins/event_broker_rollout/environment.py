@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from event_broker_rollout import paths
 from event_broker_rollout.config_types import (
@@ -206,12 +206,27 @@ class Security(Strict):
     components: ProjectPath = "config/components.yaml"
 
 
+class Approvers(Strict):
+    """Who may approve a rollout under change control: Airflow user names and Airflow roles (a role
+    counts where the auth manager can tell a user's role). Whoever triggered a rollout never approves it."""
+
+    users: list[Identifier] = Field(default_factory=list)
+    roles: list[Identifier] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def someone_can_approve(self) -> Approvers:
+        if not self.users and not self.roles:
+            raise ValueError("name at least one user or role, or leave approvers out")
+        return self
+
+
 class Environment(Strict):
     name: Identifier
     description: FreeText = ""
     sizing_profile: Identifier
     deployment_mode: DeploymentMode = DeploymentMode.BARE_METAL
     requires_approval: bool = False
+    approvers: Approvers | None = None
     distribution: Distribution
     schema_registry: SchemaRegistry
     kafka: Kafka
@@ -446,6 +461,11 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                             message=f"{address} is outside the cluster subnet {subnet}",
                         )
                     )
+
+    if raw.get("approvers") is not None and raw.get("requires_approval") is not True:
+        problems.append(
+            ConfigProblem(path="approvers", message="approvers decide only with requires_approval: true")
+        )
 
     for key in ("catalog", "policies"):
         value = raw.get(key)

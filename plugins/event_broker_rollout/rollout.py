@@ -8,7 +8,7 @@ change ticket fails here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,11 +44,16 @@ class RolloutRequest:
     approval_required: bool
     knowledge_acknowledged: tuple[str, ...] = ()
     stage_conf: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The environment's approvers (none listed: anyone but whoever triggered the rollout).
+    approver_users: tuple[str, ...] = ()
+    approver_roles: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stages"] = list(self.stages)
         data["knowledge_acknowledged"] = list(self.knowledge_acknowledged)
+        data["approver_users"] = list(self.approver_users)
+        data["approver_roles"] = list(self.approver_roles)
         data["stage_conf"] = {name: dict(conf) for name, conf in self.stage_conf.items()}
         return data
 
@@ -62,6 +67,8 @@ class RolloutRequest:
             approval_required=bool(data["approval_required"]),
             knowledge_acknowledged=tuple(data.get("knowledge_acknowledged", ())),
             stage_conf={name: dict(conf) for name, conf in (data.get("stage_conf") or {}).items()},
+            approver_users=tuple(data.get("approver_users") or ()),
+            approver_roles=tuple(data.get("approver_roles") or ()),
         )
 
 
@@ -89,6 +96,7 @@ def build_request(environment: Environment, params: Mapping[str, Any]) -> Rollou
     if problems:
         raise RolloutRequestError("; ".join(problems))
     knowledge = tuple(params.get("knowledge_acknowledged") or ())
+    approvers = environment.approvers
     return RolloutRequest(
         environment=environment.name,
         stages=stages,
@@ -97,6 +105,8 @@ def build_request(environment: Environment, params: Mapping[str, Any]) -> Rollou
         approval_required=approval_required,
         knowledge_acknowledged=knowledge,
         stage_conf={name: stage_conf(name, environment.name, dry_run, knowledge) for name in stages},
+        approver_users=tuple(approvers.users) if approvers else (),
+        approver_roles=tuple(approvers.roles) if approvers else (),
     )
 
 
@@ -155,6 +165,98 @@ def approval_user(approval: Mapping[str, Any]) -> str:
     return str(user)
 
 
+def user_roles_from_config(entries: Iterable[str]) -> dict[str, str]:
+    """``user:role[:teams]`` entries (SimpleAuthManager's ``simple_auth_manager_users``) -> {user: role}."""
+    roles: dict[str, str] = {}
+    for entry in entries:
+        user, _, rest = entry.strip().partition(":")
+        if user and rest:
+            roles[user] = rest.split(":", 1)[0]
+    return roles
+
+
+def _same_role(a: str, b: str) -> bool:
+    return a.casefold() == b.casefold()  # Airflow's roles are case-insensitive (admin, ADMIN)
+
+
+def _responder_names(answer: Mapping[str, Any]) -> set[str]:
+    user = answer.get("responded_by_user") or {}
+    if not isinstance(user, Mapping):
+        return {str(user)} if user else set()
+    return {str(user[key]) for key in ("id", "name") if user.get(key)}
+
+
+def _is_approver(request: RolloutRequest, names: set[str], user_roles: Mapping[str, str] | None) -> bool:
+    if not request.approver_users and not request.approver_roles:
+        return True  # none listed: anyone Airflow lets answer (separation of duties still holds)
+    if names & set(request.approver_users):
+        return True
+    held = {user_roles[name] for name in names if user_roles and name in user_roles}
+    return any(_same_role(role, wanted) for role in held for wanted in request.approver_roles)
+
+
+def _approver_list(request: RolloutRequest) -> str:
+    listed = [*request.approver_users, *(f"role {role}" for role in request.approver_roles)]
+    return ", ".join(listed)
+
+
+def answer_refusal(
+    request: RolloutRequest,
+    answer: Mapping[str, Any],
+    triggered_by: str | None,
+    user_roles: Mapping[str, str] | None,
+) -> str | None:
+    """Why an answer to the approval must not count (None: it counts).
+
+    Separation of duties: an Approve counts only from an approver (when the environment lists them) who
+    did not trigger the rollout. A Reject counts from an approver or from whoever triggered the rollout
+    (withdrawing one's own change changes nothing). ``user_roles`` maps user names to their Airflow role;
+    None when the auth manager cannot tell, and then only approvers listed by name count.
+    """
+    names = _responder_names(answer)
+    who = approval_user(answer)
+    if not names:
+        return "the answer names no user"
+    requester = triggered_by is not None and triggered_by in names
+    approver = _is_approver(request, names, user_roles)
+    if not approved(answer):
+        if requester or approver:
+            return None
+        return f"{who} is neither an approver ({_approver_list(request)}) nor who triggered this rollout"
+    if triggered_by is None:
+        return "who triggered this rollout is unknown: no approval can be shown to come from someone else"
+    if requester:
+        return f"{who} triggered this rollout and may not approve it (separation of duties)"
+    if not approver:
+        roles_unknown = " (the auth manager does not tell roles)" if user_roles is None else ""
+        return f"{who} is not an approver ({_approver_list(request)}){roles_unknown}"
+    return None
+
+
+def approval_assignees(
+    request: RolloutRequest, triggered_by: str | None, user_roles: Mapping[str, str] | None
+) -> list[str]:
+    """The user names for the approval request's ``assigned_users``: Airflow refuses (HTTP 403) an answer from anyone else.
+
+    The listed approvers, roles expanded to the users holding them, plus whoever triggered the rollout
+    (who may reject it, and whose approval is refused by the task and so recorded, not just blocked).
+    Empty (anyone with access to the DAG may answer; the task checks every answer) when no approvers are
+    listed, or when ``user_roles`` is None: then the auth manager's user ids are not known to be user
+    names, and role holders cannot be listed.
+    """
+    if user_roles is None or not (request.approver_users or request.approver_roles):
+        return []
+    users = set(request.approver_users)
+    users |= {
+        user
+        for user, role in user_roles.items()
+        if any(_same_role(role, wanted) for wanted in request.approver_roles)
+    }
+    if triggered_by:
+        users.add(triggered_by)
+    return sorted(users)
+
+
 def approval_body(
     request: RolloutRequest,
     preflight_report: Mapping[str, Any] | None,
@@ -165,7 +267,9 @@ def approval_body(
     lines = [
         f"**Environment:** `{request.environment}`  ",
         f"**Change ticket:** `{request.change_ticket}`  ",
-        f"**Stages:** {', '.join(request.stages)}",
+        f"**Stages:** {', '.join(request.stages)}  ",
+        f"**May approve:** {_approver_list(request) or 'anyone'}, except whoever triggered the rollout "
+        "(who may only reject it)",
         "",
     ]
     if preflight_report is not None:

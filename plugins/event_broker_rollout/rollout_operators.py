@@ -12,10 +12,12 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Context
+from airflow.sdk import Context, conf
 from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.execution_time.hitl import HITLUser
 
 from event_broker_rollout import rollout
+from event_broker_rollout.airflow_api import LAST_ASKED_XCOM_KEY
 from event_broker_rollout.audit import audit
 from event_broker_rollout.evidence import utcnow
 from event_broker_rollout.rollout_report import load_stage_report
@@ -24,6 +26,8 @@ REQUEST_TASK_ID = "validate_request"
 APPROVAL_TASK_ID = "approval"
 PLAN_TASK_ID = "dry_run_plan"
 ANSWER_KEY = "answer"  # the approval's XCom: chosen_options, responded_by_user, responded_at
+REFUSED_KEY = "refused"  # the approval's XCom: every answer that did not count, and why
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 def rollout_request(context: Context) -> rollout.RolloutRequest:
@@ -77,11 +81,22 @@ class StageRunOperator(TriggerDagRunOperator):
         return super().execute(context)
 
 
+def configured_user_roles() -> dict[str, str] | None:
+    """Each Airflow user's role, when the auth manager is SimpleAuthManager (its users are configuration
+    every Airflow component reads); None for any other auth manager, whose roles a task cannot look up."""
+    if conf.get("core", "auth_manager", fallback=SIMPLE_AUTH_MANAGER) != SIMPLE_AUTH_MANAGER:
+        return None
+    return rollout.user_roles_from_config(conf.getlist("core", "simple_auth_manager_users", fallback=[]))
+
+
 class RolloutApprovalOperator(ApprovalOperator):
     """The change gate: an approver reads the dry-run plan and approves or rejects the rollout.
 
-    A rejection skips the stages that change hosts (they check the answer themselves too), and the
-    rollout report records who decided and when.
+    Separation of duties (rollout.answer_refusal): whoever triggered the rollout may not approve it, and
+    only the environment's approvers may. An answer that does not count is recorded (audit record, XCom
+    for the report) and the request is asked again; the task keeps waiting, with a fresh response
+    timeout. A rejection skips the stages that change hosts (they check the answer themselves too), and
+    the rollout report records who decided and when.
     """
 
     def __init__(self, *, response_timeout: timedelta = timedelta(hours=24), **kwargs: Any) -> None:
@@ -107,21 +122,40 @@ class RolloutApprovalOperator(ApprovalOperator):
             load_stage_report("preflight", preflight_run),
             load_stage_report(rollout.PLAN_STAGE, plan_run),
         )
-        context["ti"].xcom_push(key="asked_at", value=utcnow().isoformat())
+        triggered_by = context["dag_run"].triggering_user_name
+        assignees = rollout.approval_assignees(request, triggered_by, configured_user_roles())
+        # SimpleAuthManager's user id is the user name (assignees are listed only for it).
+        self.assigned_users = [HITLUser(id=name, name=name) for name in assignees]
+        asked_at = utcnow().isoformat()
+        context["ti"].xcom_push(key="asked_at", value=asked_at)
+        context["ti"].xcom_push(key=LAST_ASKED_XCOM_KEY, value=asked_at)
         audit(
-            "rollout.approval.request", target=run_id, outcome="awaiting", change_ticket=request.change_ticket
+            "rollout.approval.request",
+            target=run_id,
+            outcome="awaiting",
+            change_ticket=request.change_ticket,
+            triggered_by=triggered_by,
+            approver_users=list(request.approver_users),
+            approver_roles=list(request.approver_roles),
+            assigned_users=assignees,
         )
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" not in event:  # a timeout has no answer to record; the base class fails the task
-            # Recorded before the base class acts: on a rejection it skips the downstream tasks by
-            # raising, so nothing after it would run (and a resumed task's return value is not kept).
             answer = {
                 "chosen_options": list(event["chosen_options"]),
                 "responded_by_user": dict(event.get("responded_by_user") or {}),
                 "responded_at": str(event.get("responded_at")),
             }
+            triggered_by = context["dag_run"].triggering_user_name
+            refusal = rollout.answer_refusal(
+                rollout_request(context), answer, triggered_by, configured_user_roles()
+            )
+            if refusal is not None:
+                return self._ask_again(context, answer, refusal)
+            # Recorded before the base class acts: on a rejection it skips the downstream tasks by
+            # raising, so nothing after it would run (and a resumed task's return value is not kept).
             context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
             audit(
                 "rollout.approval.answer",
@@ -131,6 +165,26 @@ class RolloutApprovalOperator(ApprovalOperator):
                 responded_at=answer["responded_at"],
             )
         return super().execute_complete(context, event)
+
+    def _ask_again(self, context: Context, answer: dict[str, Any], refusal: str) -> Any:
+        """Record an answer that does not count, then ask again: Airflow's request for this task
+        instance is kept and its answer cleared (upsert_hitl_detail), and the task waits once more."""
+        ti = context["ti"]
+        refused = list(ti.xcom_pull(task_ids=ti.task_id, key=REFUSED_KEY) or [])
+        refused.append({**answer, "reason": refusal})
+        ti.xcom_push(key=REFUSED_KEY, value=refused)
+        audit(
+            "rollout.approval.refused",
+            target=context["run_id"],
+            outcome="refused",
+            chosen_options=answer["chosen_options"],
+            responded_by=rollout.approval_user(answer),
+            responded_at=answer["responded_at"],
+            reason=refusal,
+        )
+        self.log.warning("Answer refused, asking again: %s", refusal)
+        ti.xcom_push(key=LAST_ASKED_XCOM_KEY, value=utcnow().isoformat())
+        return super().execute(context)
 
 
 STAGE_TASKS = (
@@ -153,3 +207,8 @@ def triggered_stage_runs(context: Context) -> list[tuple[str, str]]:
 def approval_answers(context: Context) -> list[dict[str, Any]]:
     answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID, key=ANSWER_KEY)
     return [{**answer, "task_id": APPROVAL_TASK_ID}] if answer else []
+
+
+def refused_answers(context: Context) -> list[dict[str, Any]]:
+    """The approval's answers that did not count (who, when, which option, why), in order."""
+    return list(context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID, key=REFUSED_KEY) or [])

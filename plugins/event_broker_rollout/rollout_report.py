@@ -136,6 +136,25 @@ def approval_result(
     )
 
 
+def refused_answer_results(refused: Sequence[Mapping[str, Any]]) -> list[Result]:
+    """One warning per answer the approval did not count (separation of duties): who, when, why."""
+    results = []
+    for number, answer in enumerate(refused, start=1):
+        chosen = ", ".join(answer.get("chosen_options") or []) or "no option"
+        who = {"by": approval_user(answer), "at": str(answer.get("responded_at")), "chosen": chosen}
+        results.append(
+            Result(
+                f"rollout.approval.refused[{number}]",
+                Status.WARN,
+                f"{chosen} by {who['by']} at {who['at']} did not count: {answer.get('reason')}; asked again",
+                observed=who,
+                expected="an answer from an approver who did not trigger the rollout",
+                severity=Severity.ADVISORY,
+            )
+        )
+    return results
+
+
 def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
@@ -235,10 +254,12 @@ def build_report(
     approval: Mapping[str, Any] | None,
     approval_task_state: str | None,
     approval_asked: datetime | None,
+    refused_answers: Sequence[Mapping[str, Any]] = (),
 ) -> StageReport:
     rollout_dir = report_dir(dag_id, run_id)
     results = [stage_result(outcome, rollout_dir) for outcome in outcomes]
     results.append(approval_result(request, approval, approval_task_state))
+    results += refused_answer_results(refused_answers)
     ran = [o for o in outcomes if o.report is not None and not o.plan_only]
     bars = timeline_bars(outcomes, approval, approval_asked)
     summary = {
@@ -274,6 +295,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
         APPROVAL_TASK_ID,
         PLAN_TASK_ID,
         REQUEST_TASK_ID,
+        refused_answers,
     )
 
     ti = context["ti"]
@@ -334,6 +356,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
         approval=approval,
         approval_task_state=states.get(APPROVAL_TASK_ID),
         approval_asked=asked,
+        refused_answers=refused_answers(context),
     )
     trail = ti.xcom_pull(task_ids="export_audit_trail") or {}
     report.summary = {

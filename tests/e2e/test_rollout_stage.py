@@ -1,7 +1,8 @@
 """The rollout as operators run it: the controller DAG on the project's Airflow (standalone, scheduler,
 triggerer), triggered through the REST API, onto the rolled-out lab.
 
-Change control is exercised on `lab-change-controlled` (the lab under a change ticket and an approval).
+Change control is exercised on `lab-change-controlled` (the lab under a change ticket and an approval):
+`admin` triggers, and `approver1` (a second Airflow login, role `user`) is the approver it needs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from event_broker_rollout.airflow_api import AirflowApiError
+from event_broker_rollout import airflow_server
+from event_broker_rollout.airflow_api import AirflowApi, AirflowApiError
 from event_broker_rollout.audit_trail import verify_trail
 from event_broker_rollout.evidence import report_dir
 from tests.conftest import REPO, needs_root, secure_client_config
@@ -48,6 +50,32 @@ def wait_for_task_state(api, run_id: str, task_id: str, state: str, timeout: flo
         assert api.dag_run(CONTROLLER, run_id)["state"] not in ("success", "failed"), states
         time.sleep(3)
     raise AssertionError(f"{task_id} never reached {state}: {task_states(api, run_id)}")
+
+
+def wait_until_asked_again(api, run_id: str, timeout: float = 300) -> dict:
+    """After an answer that did not count: the approval task waits again, its request unanswered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if task_states(api, run_id).get("approval") == "awaiting_input":
+            [request] = api.hitl_details(CONTROLLER, run_id)
+            if not request["response_received"]:
+                return request
+        assert api.dag_run(CONTROLLER, run_id)["state"] == "running", task_states(api, run_id)
+        time.sleep(3)
+    raise AssertionError(f"the approval was not asked again: {task_states(api, run_id)}")
+
+
+@pytest.fixture
+def approver_api(airflow_api):
+    """The second login: an approver of lab-change-controlled who did not trigger the rollout."""
+    server = airflow_server.settings()
+    approver = airflow_server.APPROVER
+    return AirflowApi(server.url, approver, airflow_server.password(server, approver))
+
+
+def trail_records(run_id: str) -> list[dict]:
+    trail = report_dir(CONTROLLER, run_id) / "audit-trail.jsonl"
+    return [json.loads(line) for line in trail.read_text().splitlines()[1:]]
 
 
 def stage_run_exists(api, stage: str, run_id: str) -> bool:
@@ -105,26 +133,45 @@ def test_with_a_ticket_the_rollout_waits_for_approval_and_a_rejection_stops_it(a
     assert "rejected by admin" in html
 
 
-def test_an_approved_rollout_runs_its_stages_and_records_who_approved(airflow_api):
-    run_id = airflow_api.trigger(
+def test_approval_by_whoever_triggered_is_refused_and_an_approvers_answer_proceeds(airflow_api, approver_api):
+    run_id = airflow_api.trigger(  # as admin
         CONTROLLER, {"environment": GATED, "change_ticket": "CHG-1002", "stages": ["schemas"]}
     )
     wait_for_task_state(airflow_api, run_id, "approval", "awaiting_input")
-    assert task_states(airflow_api, run_id)["stage_schemas"] is None
+    [request] = airflow_api.hitl_details(CONTROLLER, run_id)
+    # The approvers (approver1, and role admin: admin) plus the requester, who may only reject.
+    assert sorted(user["id"] for user in request["assigned_users"]) == ["admin", "approver1"]
 
-    airflow_api.answer_approval(CONTROLLER, run_id, "approval", "Approve")
+    airflow_api.answer_approval(CONTROLLER, run_id, "approval", "Approve")  # admin approves own rollout
+    wait_until_asked_again(airflow_api, run_id)
+
+    states = task_states(airflow_api, run_id)
+    assert states["stage_schemas"] is None, "a refused approval must not start a stage that changes hosts"
+    assert airflow_api.dag_run(CONTROLLER, run_id)["state"] == "running"
+
+    approver_api.answer_approval(CONTROLLER, run_id, "approval", "Approve")
     run = airflow_api.wait_for_run(CONTROLLER, run_id, timeout=300)
 
     assert run["state"] == "success", task_states(airflow_api, run_id)
     results = results_by_id(rollout_report(run_id))
     assert results["rollout.approval"]["status"] == "pass"
-    assert results["rollout.approval"]["observed"]["by"] == "admin"
+    assert results["rollout.approval"]["observed"]["by"] == "approver1"
+    refused = results["rollout.approval.refused[1]"]
+    assert refused["status"] == "warn" and refused["observed"]["by"] == "admin"
+    assert "admin triggered this rollout and may not approve it" in refused["message"]
+    assert "rollout.approval.refused[2]" not in results
     assert results["rollout.stage[schemas]"]["status"] == "pass"
     assert results["rollout.stage[preflight]"]["status"] == "skipped"
-    trail = report_dir(CONTROLLER, run_id) / "audit-trail.jsonl"
-    records = [json.loads(line) for line in trail.read_text().splitlines()[1:]]
+
+    records = trail_records(run_id)
+    actions = [r["data"] for r in records if r["kind"] == "audit" and r["dag_id"] == CONTROLLER]
+    [refusal] = [a for a in actions if a["action"] == "rollout.approval.refused"]
+    assert refusal["details"]["responded_by"] == "admin" and refusal["outcome"] == "refused"
+    assert "separation of duties" in refusal["details"]["reason"]
+    [accepted] = [a for a in actions if a["action"] == "rollout.approval.answer"]
+    assert accepted["details"]["responded_by"] == "approver1" and accepted["outcome"] == "approved"
     approvals = [r for r in records if r["kind"] == "approval"]
-    assert approvals and "admin" in json.dumps(approvals[0]["data"])
+    assert approvals and "approver1" in json.dumps(approvals[0]["data"])
 
 
 def drift_a_topic_config() -> None:

@@ -38,3 +38,14 @@ def test_nothing_running_is_reported_as_such(tmp_path):
         server.pid_file.write_text(garbage)
         assert airflow_server.running_pid(server) is None
     assert airflow_server.stop(server) is False and not server.pid_file.exists()
+
+
+def test_every_login_is_generated_before_airflow_starts_and_kept_private(tmp_path):
+    server = ServerSettings(home=tmp_path, port=18080)
+    server.passwords_file.write_text('{"admin": "kept"}')  # a file from before the approver existed
+    server.passwords_file.chmod(0o644)
+    approver = airflow_server.password(server, airflow_server.APPROVER)
+    assert airflow_server.password(server) == "kept" and approver not in ("", "kept")
+    assert stat.S_IMODE(server.passwords_file.stat().st_mode) == 0o600
+    users = airflow_server.server_environment(server)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert users == "admin:admin,approver1:user"

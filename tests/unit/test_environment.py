@@ -137,3 +137,16 @@ def test_extends_cycles_and_unknown_bases_are_refused(tmp_path, monkeypatch):
         envmod.load_environment("a")
     with pytest.raises(EnvironmentConfigError, match="no such environment file"):
         envmod.load_environment("c")
+
+
+def test_approvers_need_change_control_and_at_least_one_user_or_role(lab_raw, profiles):
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment({**lab_raw, "approvers": {"users": ["approver1"]}}, "x.yaml", profiles)
+    assert "approvers: approvers decide only with requires_approval: true" in str(caught.value)
+    gated = {**lab_raw, "requires_approval": True}
+    with pytest.raises(EnvironmentConfigError, match="name at least one user or role"):
+        parse_environment({**gated, "approvers": {"users": [], "roles": []}}, "x.yaml", profiles)
+    with pytest.raises(EnvironmentConfigError, match=r"approvers\.users\[0\]: .*identifier"):
+        parse_environment({**gated, "approvers": {"users": ["ad min"]}}, "x.yaml", profiles)
+    environment = parse_environment({**gated, "approvers": {"roles": ["admin"]}}, "x.yaml", profiles)
+    assert environment.approvers is not None and environment.approvers.roles == ["admin"]

@@ -193,3 +193,87 @@ def test_the_timeline_scales_bars_to_their_duration():
     svg = rollout_report.timeline_svg(bars, width=530)  # 300 px of bars for 40 s
     widths = [float(part.split('"')[0]) for part in svg.split('width="')[2:4]]
     assert widths == [75.0, 225.0]
+
+
+# --- separation of duties: who may answer the approval ----------------------------------------------
+
+ROLES = rollout.user_roles_from_config(["admin:admin", "approver1:user", "cara:ADMIN", "dan:viewer"])
+
+
+def answer(user: str, option: str = "Approve") -> dict:
+    return {"chosen_options": [option], "responded_by_user": {"id": user, "name": user}, "responded_at": "t"}
+
+
+@pytest.fixture(scope="module")
+def gated_request(gated):
+    return build_request(gated, {"change_ticket": "CHG-5"})
+
+
+def test_the_change_controlled_lab_lists_its_approvers(gated_request):
+    assert gated_request.approver_users == ("approver1",) and gated_request.approver_roles == ("admin",)
+    assert RolloutRequest.from_dict(gated_request.to_dict()) == gated_request
+    assert "**May approve:** approver1, role admin, except whoever triggered" in rollout.approval_body(
+        gated_request, None, None
+    )
+
+
+def test_users_roles_come_from_the_simple_auth_managers_user_list():
+    assert ROLES == {"admin": "admin", "approver1": "user", "cara": "ADMIN", "dan": "viewer"}
+    assert rollout.user_roles_from_config(["team-user:op:team1", "", "no-role"]) == {"team-user": "op"}
+
+
+def test_whoever_triggered_the_rollout_may_not_approve_it_even_as_an_approver(gated_request):
+    refusal = rollout.answer_refusal(gated_request, answer("admin"), "admin", ROLES)
+    assert refusal == "admin triggered this rollout and may not approve it (separation of duties)"
+    listed = rollout.answer_refusal(gated_request, answer("approver1"), "approver1", ROLES)
+    assert listed is not None and "separation of duties" in listed
+
+
+def test_an_approver_by_name_or_by_role_may_approve_someone_elses_rollout(gated_request):
+    assert rollout.answer_refusal(gated_request, answer("approver1"), "admin", ROLES) is None
+    assert rollout.answer_refusal(gated_request, answer("cara"), "admin", ROLES) is None  # role ADMIN
+    assert rollout.answer_refusal(gated_request, answer("admin"), "approver1", ROLES) is None
+
+
+def test_anyone_else_is_refused_and_told_who_may_approve(gated_request):
+    refusal = rollout.answer_refusal(gated_request, answer("dan"), "admin", ROLES)
+    assert refusal == "dan is not an approver (approver1, role admin)"
+    unknown_roles = rollout.answer_refusal(gated_request, answer("cara"), "admin", None)
+    assert unknown_roles is not None and "the auth manager does not tell roles" in unknown_roles
+    assert rollout.answer_refusal(gated_request, answer("approver1"), "admin", None) is None  # by name
+
+
+def test_an_approval_needs_to_know_who_triggered_and_who_answered(gated_request):
+    unknown = rollout.answer_refusal(gated_request, answer("approver1"), None, ROLES)
+    assert unknown is not None and "who triggered this rollout is unknown" in unknown
+    nameless = {"chosen_options": ["Approve"], "responded_by_user": {}, "responded_at": "t"}
+    assert rollout.answer_refusal(gated_request, nameless, "admin", ROLES) == "the answer names no user"
+
+
+def test_a_rejection_counts_from_an_approver_or_the_requester_withdrawing(gated_request):
+    assert rollout.answer_refusal(gated_request, answer("admin", "Reject"), "admin", ROLES) is None
+    assert rollout.answer_refusal(gated_request, answer("approver1", "Reject"), "admin", ROLES) is None
+    refusal = rollout.answer_refusal(gated_request, answer("dan", "Reject"), "admin", ROLES)
+    assert refusal == "dan is neither an approver (approver1, role admin) nor who triggered this rollout"
+
+
+def test_without_listed_approvers_anyone_but_the_requester_may_approve(lab):
+    open_request = build_request(lab, {})
+    assert rollout.answer_refusal(open_request, answer("dan"), "admin", ROLES) is None
+    assert rollout.answer_refusal(open_request, answer("admin"), "admin", ROLES) is not None
+
+
+def test_the_request_is_assigned_to_the_approvers_and_the_requester(gated_request, lab):
+    # role admin expanded to admin and cara; the requester (not an approver) may still reject.
+    assert rollout.approval_assignees(gated_request, "dan", ROLES) == ["admin", "approver1", "cara", "dan"]
+    # Not for another auth manager (user ids unknown) nor without listed approvers: the task checks.
+    assert rollout.approval_assignees(gated_request, "admin", None) == []
+    assert rollout.approval_assignees(build_request(lab, {}), "admin", ROLES) == []
+
+
+def test_answers_that_did_not_count_are_warnings_in_the_report(gated_request):
+    refused = [{**answer("admin"), "reason": "admin triggered this rollout and may not approve it"}]
+    [result] = rollout_report.refused_answer_results(refused)
+    assert result.id == "rollout.approval.refused[1]" and result.status is Status.WARN
+    assert result.observed == {"by": "admin", "at": "t", "chosen": "Approve"}
+    assert "Approve by admin at t did not count: admin triggered this rollout" in result.message
