@@ -13,10 +13,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout import paths
+import requests
+
+from event_broker_rollout import airflow_server, paths
+from event_broker_rollout.airflow_api import AirflowApiError
+from event_broker_rollout.environment import available_environments, environment_file
 
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 # DAGs that `stage` runs besides the rollout stages: the scheduled compliance re-verification.
@@ -51,6 +56,45 @@ def ensure_database(home: Path) -> None:
     marker.touch()
 
 
+class CommandLineError(Exception):
+    """An expected mistake on the command line: reported in one line with what is allowed, no traceback."""
+
+
+def parse_conf(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CommandLineError(
+            f"CONF is not JSON ({error.msg}, column {error.colno}); write it like CONF='{{\"dry_run\": true}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise CommandLineError(f"CONF must be a JSON object of params, not {type(value).__name__}")
+    return value
+
+
+def run_conf(args: argparse.Namespace) -> dict[str, Any]:
+    """``--conf`` with ``--env`` as its default environment, the environment checked to exist."""
+    conf = parse_conf(args.conf)
+    conf.setdefault("environment", args.env)
+    environment = str(conf["environment"])
+    if not environment_file(environment).is_file():
+        known = ", ".join(available_environments())
+        raise CommandLineError(f"unknown environment {environment!r} (known: {known})")
+    return conf
+
+
+def check_params(dag_id: str, conf: dict[str, Any], params: Iterable[str]) -> None:
+    allowed = sorted(params)
+    unknown = sorted(set(conf) - set(allowed))
+    if unknown:
+        raise CommandLineError(
+            f"unknown param{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {dag_id} "
+            f"(allowed: {', '.join(allowed)})"
+        )
+
+
 def default_connections_file() -> Path | None:
     from event_broker_rollout.lab_connections import connections_file
 
@@ -72,7 +116,14 @@ def run_dag(dag_id: str, conf: dict[str, Any], connections: Path | None) -> tupl
     dag = bag.get_dag(dag_id)
     if dag is None:
         raise SystemExit(f"no DAG {dag_id} in {bag.dag_folder}")
-    dag_run = dag.test(run_conf=conf, conn_file_path=str(connections) if connections else None)
+    check_params(dag_id, conf, dag.params.keys())
+    from airflow.sdk.exceptions import ParamValidationError
+
+    try:
+        dag_run = dag.test(run_conf=conf, conn_file_path=str(connections) if connections else None)
+    except ParamValidationError as error:
+        # Airflow's message quotes the whole JSON schema over many lines; its first line names the problem.
+        raise CommandLineError(f"invalid params for {dag_id}: {str(error).strip().splitlines()[0]}") from None
     return str(dag_run.state), str(dag_run.run_id)
 
 
@@ -83,8 +134,7 @@ def report_path(dag_id: str, run_id: str) -> Path:
 
 
 def stage_command(args: argparse.Namespace) -> int:
-    conf: dict[str, Any] = json.loads(args.conf) if args.conf else {}
-    conf.setdefault("environment", args.env)
+    conf = run_conf(args)
     dag_id = f"event_broker_{args.stage}"
     connections = Path(args.connections) if args.connections else default_connections_file()
     state, run_id = run_dag(dag_id, conf, connections)
@@ -97,9 +147,16 @@ def stage_command(args: argparse.Namespace) -> int:
 def rollout_command(args: argparse.Namespace) -> int:
     from event_broker_rollout.rollout_driver import run_rollout
 
-    conf: dict[str, Any] = json.loads(args.conf) if args.conf else {}
-    conf.setdefault("environment", args.env)
-    state, _run_id = run_rollout(conf, keep_airflow=args.keep_airflow, timeout=args.timeout)
+    conf = run_conf(args)
+    try:
+        state, _run_id = run_rollout(conf, keep_airflow=args.keep_airflow, timeout=args.timeout)
+    except AirflowApiError as error:
+        raise CommandLineError(f"the rollout was refused by Airflow: {error}") from None
+    except requests.ConnectionError:
+        url = airflow_server.settings().url
+        raise CommandLineError(
+            f"Airflow is not reachable at {url} (see .airflow-server/standalone.log; make airflow-up)"
+        ) from None
     return 0 if state == "success" else 1
 
 
@@ -122,8 +179,6 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def airflow_command(args: argparse.Namespace) -> int:
-    from event_broker_rollout import airflow_server
-
     server = airflow_server.settings()
     if args.action == "up":
         started = airflow_server.start(server)
@@ -171,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     server.set_defaults(handler=airflow_command)
     args = parser.parse_args(argv)
     handler = args.handler
-    result: int = handler(args)
+    try:
+        result: int = handler(args)
+    except CommandLineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return result
 
 
