@@ -8,6 +8,7 @@ so re-running this stage after security keeps the secured listeners.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -17,6 +18,7 @@ import jinja2
 from event_broker_rollout import paths
 from event_broker_rollout.environment import Environment, Host, SizingProfile
 from event_broker_rollout.security.tls_policy import SERVER_CIPHER_SUITES
+from event_broker_rollout.shell import command_line, double_quoted
 
 KAFKA_SERVICE = "kafka"
 REGISTRY_SERVICE = "schema-registry"
@@ -35,15 +37,39 @@ NOFILE = 100_000
 
 @cache
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # Files a shell sources (the env files, the ebr-service definitions) put every value through this.
+    templates.filters["shell_dq"] = double_quoted
+    return templates
+
+
+class UnsafeValueError(ValueError):
+    """A value holds a control character: in a rendered file it would start a line of its own."""
+
+
+def _refuse_control_characters(template: str, name: str, value: object) -> None:
+    """A newline in, say, a data dir would append its own line to server.properties; the error names
+    the value's key, never the value (it may be a secret)."""
+    if isinstance(value, str):
+        if any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in value):
+            raise UnsafeValueError(f"{template}: the value of {name} contains a control character; refused")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                _refuse_control_characters(template, f"{name}[{index}] key", item[0])
+                _refuse_control_characters(template, f"{name}[{item[0]}]", item[1])
+            else:
+                _refuse_control_characters(template, f"{name}[{index}]", item)
 
 
 def render(template: str, **values: object) -> str:
+    for name, value in values.items():
+        _refuse_control_characters(template, name, value)
     return _templates().get_template(template).render(**values)
 
 
@@ -99,7 +125,7 @@ class Install:
 class Service:
     name: str
     description: str
-    exec_start: str
+    exec_start: str  # its words quoted (``shell.command_line``): ebr-service runs it with sh
     env_file: str
     log_file: str
 
@@ -274,7 +300,9 @@ def desired_state(
             Service(
                 KAFKA_SERVICE,
                 f"Apache Kafka {distribution.version} (KRaft {'+'.join(kafka)})",
-                f"{kafka_tool(environment, 'kafka-server-start')} {KAFKA_CONFIG_DIR}/server.properties",
+                command_line(
+                    [kafka_tool(environment, "kafka-server-start"), f"{KAFKA_CONFIG_DIR}/server.properties"]
+                ),
                 f"{KAFKA_CONFIG_DIR}/kafka.env",
                 f"{KAFKA_LOG_DIR}/kafka.out",
             )
@@ -374,7 +402,7 @@ def _registry(
             owner=user,
             restarts=restart,
         )
-        exec_start = f"{registry.install_dir}/current/bin/apicurio-registry-start.sh"
+        exec_start = command_line([f"{registry.install_dir}/current/bin/apicurio-registry-start.sh"])
         description = f"Apicurio Registry {registry.version} (Confluent-compatible API)"
     else:
         config = ManagedFile(
@@ -392,7 +420,9 @@ def _registry(
             owner=user,
             restarts=restart,
         )
-        exec_start = f"{environment.distribution.install_dir}/current/bin/schema-registry-start {config.path}"
+        exec_start = command_line(
+            [f"{environment.distribution.install_dir}/current/bin/schema-registry-start", config.path]
+        )
         description = f"Confluent Schema Registry {registry.version}"
     files = [*files, config, env_file]
     services = [

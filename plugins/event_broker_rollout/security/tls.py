@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from event_broker_rollout.environment import Environment, Host
+from event_broker_rollout.secret_files import write_secret
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
@@ -51,13 +52,6 @@ def node_names(host: Host) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) a node's certificate must cover."""
     dns = [host.name, *host.advertised_names]
     return sorted(set(dns)), [str(host.address)]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def ensure_internal_ca(
@@ -106,7 +100,7 @@ def ensure_internal_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(
+    write_secret(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -250,7 +244,7 @@ def node_material(environment: Environment, host: Host) -> NodeMaterial:
         if not validate_node_material(existing, host, tls.renew_before_days):
             return existing
     fresh = issue_node_certificate(host, ca_cert, ca_key, tls.validity_days)
-    _write_private(key_path, fresh.key_pem.encode())
+    write_secret(key_path, fresh.key_pem)
     cert_path.write_text(fresh.cert_pem)
     return fresh
 
