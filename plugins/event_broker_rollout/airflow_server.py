@@ -23,7 +23,6 @@ from pathlib import Path
 from event_broker_rollout import paths
 from event_broker_rollout.lab_connections import connections_file
 from event_broker_rollout.secret_files import write_secret
-from event_broker_rollout.secret_files import write_secret
 
 USER = "admin"
 # A second login, for rollouts under change control: whoever triggers a rollout may not approve it

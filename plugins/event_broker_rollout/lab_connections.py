@@ -16,7 +16,6 @@ from typing import Any
 from event_broker_rollout import paths
 from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.secret_files import write_secret
-from event_broker_rollout.secret_files import write_secret
 
 
 def lab_inventory(state_dir: Path | None = None) -> dict[str, Any]:
