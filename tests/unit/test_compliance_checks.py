@@ -273,6 +273,32 @@ def test_legacy_tls_accepted_fails_and_mtls_negotiation_counts_as_accepted(polic
     )
 
 
+def test_a_tls12_suite_without_ecdhe_and_aead_accepted_fails(policy):
+    refused = tls_endpoint(
+        outside_policy_suites=Handshake("1.2", False, error="SSLV3_ALERT_HANDSHAKE_FAILURE")
+    )
+    result = checks.protocol_versions(policy, [refused])[0]
+    assert result.status is Status.PASS
+    assert result.observed["TLS 1.2 without ECDHE+AEAD"] == "refused (SSLV3_ALERT_HANDSHAKE_FAILURE)"
+    accepted = tls_endpoint(
+        outside_policy_suites=Handshake(
+            "1.2", True, protocol="TLSv1.2", cipher="AES128-SHA256", days_left=300
+        )
+    )
+    result = checks.protocol_versions(policy, [accepted])[0]
+    assert result.status is Status.FAIL
+    assert "accepts TLS 1.2 AES128-SHA256 (not ECDHE with AEAD)" in result.message
+    # On an mTLS listener the suite is agreed before the missing client certificate is refused.
+    mtls = tls_endpoint(
+        9095,
+        "INTERNAL",
+        "SSL",
+        client_certificate_required=True,
+        outside_policy_suites=Handshake("1.2", False, error="SSLV3_ALERT_BAD_CERTIFICATE"),
+    )
+    assert checks.protocol_versions(policy, [mtls])[0].status is Status.FAIL
+
+
 @pytest.mark.parametrize(
     ("days", "status"),
     [(31, Status.PASS), (30, Status.WARN), (8, Status.WARN), (7, Status.FAIL), (-2, Status.FAIL)],

@@ -3,9 +3,14 @@ per file, each named by its check and file; and the cipher suites the brokers an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +25,7 @@ from event_broker_rollout.environment import Environment, Host, load_environment
 from event_broker_rollout.evidence import Result, Status, stage_failed
 from event_broker_rollout.infrastructure import desired
 from event_broker_rollout.preflight import stage, tls_material
-from event_broker_rollout.security import tls, tls_policy
+from event_broker_rollout.security import tls, tls_policy, verify
 
 NOW = dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)
 CHECK_IDS = [
@@ -432,3 +437,60 @@ def test_brokers_and_the_registry_render_the_restricted_suites(tmp_path):
 def test_a_cluster_without_tls_renders_no_cipher_suites():
     lab = load_environment("lab").model_copy(update={"security": None})
     assert "ssl.cipher.suites" not in rendered(lab, "lab1", "plaintext", "/etc/kafka/server.properties")
+
+
+# --- the compliance run's probe of suites outside the policy, against a real TLS server on loopback -----
+
+
+@contextlib.contextmanager
+def loopback_tls_server(tmp_path: Path, ciphers: str) -> Iterator[tuple[int, str]]:
+    """A TLS 1.2+ server on 127.0.0.1 with an internal-CA (P-256) certificate offering ``ciphers``
+    (OpenSSL names); yields (port, CA file). It answers handshakes until the block ends."""
+    ca_cert, ca_key = tls.ensure_internal_ca(tmp_path / "ca", "loopback")
+    loopback = Host(name="localhost", address="127.0.0.1", ssh_conn_id="local", roles=["broker"])
+    material = tls.issue_node_certificate(loopback, ca_cert, ca_key, 30)
+    (tmp_path / "node.pem").write_text(material.cert_pem + material.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    context.load_cert_chain(tmp_path / "node.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection, contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True):
+                pass  # the handshake is all a probe asks for
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    try:
+        yield listener.getsockname()[1], str(tmp_path / "ca" / "ca.crt")
+    finally:
+        stopping.set()
+        socket.create_connection(listener.getsockname()).close()  # wakes the waiting accept()
+        worker.join(timeout=10)
+        listener.close()
+
+
+def test_the_outside_policy_probe_is_refused_by_an_ecdhe_aead_only_server(tmp_path):
+    with loopback_tls_server(tmp_path, "ECDHE+AESGCM:ECDHE+CHACHA20") as (port, ca_file):
+        probe = verify.tls_handshake(
+            "127.0.0.1", port, ssl.TLSVersion.TLSv1_2, ca_file, tls_policy.OUTSIDE_POLICY_TLS12_PROBE
+        )
+        assert probe["accepted"] is False
+        allowed = verify.tls_handshake("127.0.0.1", port, ssl.TLSVersion.TLSv1_2, ca_file)
+        assert allowed["accepted"] is True and allowed["cipher"].startswith("ECDHE-ECDSA-")
+
+
+def test_the_outside_policy_probe_catches_a_server_offering_cbc_suites(tmp_path):
+    with loopback_tls_server(tmp_path, "ALL:@SECLEVEL=0") as (port, ca_file):
+        probe = verify.tls_handshake(
+            "127.0.0.1", port, ssl.TLSVersion.TLSv1_2, ca_file, tls_policy.OUTSIDE_POLICY_TLS12_PROBE
+        )
+    assert probe["accepted"] is True
+    assert "GCM" not in probe["cipher"] and "CHACHA20" not in probe["cipher"]

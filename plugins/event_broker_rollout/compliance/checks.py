@@ -219,14 +219,20 @@ def protocol_versions(policy: CompliancePolicy, endpoints: Sequence[Endpoint]) -
             problems.append(f"accepts TLS {', '.join(legacy)}")
         if not modern:
             problems.append("no TLS 1.2 or 1.3 handshake")
+        outside = endpoint.outside_policy_suites
+        observed = {f"TLS {s.version}": _handshake_outcome(endpoint, s) for s in endpoint.handshakes}
+        if outside is not None:
+            observed["TLS 1.2 without ECDHE+AEAD"] = _handshake_outcome(endpoint, outside)
+            if _negotiated(endpoint, outside):
+                problems.append(f"accepts TLS 1.2 {outside.cipher or 'suites'} (not ECDHE with AEAD)")
         results.append(
             findings.result(
                 "compliance.tls.protocol-versions",
                 not problems,
                 host=endpoint.host,
                 target=endpoint.target,
-                observed={f"TLS {s.version}": _handshake_outcome(endpoint, s) for s in endpoint.handshakes},
-                expected="TLS 1.0/1.1 refused; TLS 1.2 or 1.3 accepted",
+                observed=observed,
+                expected="TLS 1.0/1.1 refused; TLS 1.2 or 1.3 accepted; TLS 1.2 only with ECDHE and AEAD",
                 message=f"TLS versions of {endpoint.target}: "
                 + ("; ".join(problems) if problems else f"only {', '.join(f'TLS {v}' for v in modern)}"),
             )

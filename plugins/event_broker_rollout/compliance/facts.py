@@ -32,6 +32,7 @@ from event_broker_rollout.schemas.registry import SubjectPlan, observe
 from event_broker_rollout.schemas.subjects import SubjectSchema
 from event_broker_rollout.schemas.topics import ObservedTopic, observe_topics
 from event_broker_rollout.security import access, verify
+from event_broker_rollout.security.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
 from event_broker_rollout.shell import script
 
 TIMEOUT = 15.0
@@ -144,6 +145,8 @@ class Endpoint:
     plaintext_answer: bool | None = None  # Kafka answered a plaintext request; None: nothing listens
     handshakes: tuple[Handshake, ...] = ()
     kafka: bool = True  # a Kafka port (probed with a plaintext Kafka request too)
+    # TLS 1.2 offering only suites outside the policy (not ECDHE with AEAD): it must be refused.
+    outside_policy_suites: Handshake | None = None
 
     @property
     def tls(self) -> bool:
@@ -213,9 +216,11 @@ def is_tls(protocol: str) -> bool:
     return protocol in (*TLS_PROTOCOLS, "HTTPS")
 
 
-def handshake(address: str, port: int, name: str, version: ssl.TLSVersion, ca_file: str) -> Handshake:
+def handshake(
+    address: str, port: int, name: str, version: ssl.TLSVersion, ca_file: str, ciphers: str | None = None
+) -> Handshake:
     """One handshake pinned to one version, chain and hostname verified against the cluster CA."""
-    outcome = verify.tls_handshake(address, port, version, ca_file)
+    outcome = verify.tls_handshake(address, port, version, ca_file, ciphers)
     if not outcome["accepted"]:
         return Handshake(name, False, offered=outcome.get("offered", True), error=str(outcome.get("error")))
     return Handshake(
@@ -236,6 +241,13 @@ def probe_endpoint(target: EndpointTarget, ca_file: str) -> Endpoint:
         if is_tls(target.protocol)
         else ()
     )
+    outside_policy = (
+        handshake(
+            target.address, target.port, "1.2", ssl.TLSVersion.TLSv1_2, ca_file, OUTSIDE_POLICY_TLS12_PROBE
+        )
+        if is_tls(target.protocol)
+        else None
+    )
     return Endpoint(
         host=target.host,
         address=target.address,
@@ -246,6 +258,7 @@ def probe_endpoint(target: EndpointTarget, ca_file: str) -> Endpoint:
         plaintext_answer=plaintext,
         handshakes=handshakes,
         kafka=target.kafka,
+        outside_policy_suites=outside_policy,
     )
 
 

@@ -19,6 +19,12 @@ TLS13_CIPHER_SUITES = ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_
 # Java (JSSE) names, as Kafka's ssl.cipher.suites and Quarkus's quarkus.http.ssl.cipher-suites take them.
 SERVER_CIPHER_SUITES = (*TLS13_CIPHER_SUITES, *TLS12_CIPHER_SUITES)
 
+# What a TLS 1.2 client offers to prove a server refuses everything else: every suite but ECDHE with
+# AEAD (OpenSSL names; PSK and SRP suites left out, as Java servers offer neither).
+OUTSIDE_POLICY_TLS12_PROBE = (
+    "ALL:!ECDHE+AESGCM:!ECDHE+CHACHA20:!ECDHE+AESCCM:!ECDHE+ARIAGCM:!PSK:!SRP:!aNULL:!eNULL:@SECLEVEL=0"
+)
+
 MIN_RSA_BITS = 2048
 # Named curves Java's TLS stack signs with, P-256 and stronger.
 ACCEPTED_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")

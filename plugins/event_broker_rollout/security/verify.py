@@ -50,12 +50,17 @@ def plaintext_answers(address: str, port: int) -> bool | None:
     return correlation == CORRELATION_ID
 
 
-def tls_handshake(address: str, port: int, version: ssl.TLSVersion, ca_file: str | None) -> dict[str, Any]:
-    """Handshake pinned to one TLS version; the client lowers its own security level so it really offers it."""
+def tls_handshake(
+    address: str, port: int, version: ssl.TLSVersion, ca_file: str | None, ciphers: str | None = None
+) -> dict[str, Any]:
+    """Handshake pinned to one TLS version (and, given ``ciphers``, to those TLS 1.2 suites); the client
+    lowers its own security level so it really offers them."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = version
     context.maximum_version = version
-    if version < ssl.TLSVersion.TLSv1_2:
+    if ciphers:
+        context.set_ciphers(ciphers)
+    elif version < ssl.TLSVersion.TLSv1_2:
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     if ca_file:
         context.load_verify_locations(ca_file)
