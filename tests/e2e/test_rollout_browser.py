@@ -1,5 +1,6 @@
 """An operator's path through the Airflow UI, in a real browser (Debian's Chromium, headless, driven by
-Playwright): log in, open the rollout DAG, fill the trigger form for the lab, trigger, watch it succeed.
+Playwright): log in, open the rollout DAG, fill the trigger form for the lab, trigger, watch it succeed,
+then find the run on the "Rollouts" page (the project's plugin) and open its report from there.
 Screenshots of every step are kept in test-artifacts/browser/.
 """
 
@@ -10,8 +11,9 @@ import shutil
 import time
 
 import pytest
+import requests
 
-from event_broker_rollout import airflow_server
+from event_broker_rollout import airflow_server, rollouts_page
 from tests.conftest import REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -92,3 +94,25 @@ def test_an_operator_triggers_the_rollout_from_the_ui_and_watches_it_succeed(air
     page.get_by_text(re.compile(r"^success$", re.IGNORECASE)).first.wait_for()
     shot(page, "04-run-succeeded")
     assert state == "success"
+
+    # The evidence, from inside the UI: the Rollouts page (in the navigation, under Browse) lists the run
+    # with its verdict and links to its report, served behind the same login.
+    page.goto(f"{server.url}/plugin/rollouts")
+    page.frame_locator("iframe").get_by_role("heading", name="Rollouts").wait_for()
+    shot(page, "05-rollouts-in-the-ui")
+    page.goto(f"{server.url}{rollouts_page.URL_PREFIX}/")
+    row = page.locator("tr", has_text=run_id)
+    row.get_by_text("passed").wait_for()
+    shot(page, "06-rollouts-page")
+    row.get_by_role("link", name="report").click()
+    page.wait_for_url(re.compile(r"/reports/event_broker_rollout/"))
+    page.get_by_text("rollout.stage[preflight]").first.wait_for()
+    page.get_by_text("rollout.stage[schemas]").first.wait_for()
+    shot(page, "07-rollout-report")
+
+    # Without a session or token, neither the page nor a report file is served.
+    report = rollouts_page.report_url(CONTROLLER, run_id)
+    for path in (f"{rollouts_page.URL_PREFIX}/", report, report.replace("report.html", "report.json")):
+        assert requests.get(f"{server.url}{path}", timeout=10).status_code == 401, path
+        forged = {"Authorization": "Bearer not-a-token"}
+        assert requests.get(f"{server.url}{path}", headers=forged, timeout=10).status_code in (401, 403)
