@@ -61,6 +61,10 @@ def _first(samples, predicate):
     return next(s for s in samples if predicate(s))
 
 
+def _nth(samples, event_name, n):
+    return [s for s in samples if s.event_name == event_name][n]
+
+
 def _code(sample):
     concept = sample.value["data"].get("code")
     return concept["coding"][0]["code"] if concept else None
@@ -119,6 +123,18 @@ def bogus_status(samples):
     return event, "bogus-status"
 
 
+def observation_without_code(samples):
+    event = _nth(samples, "observation-recorded", 3)
+    event.value["data"]["code"] = {"coding": [], "text": None}  # valid Avro, no FHIR code
+    return event, "observation-without-code"
+
+
+def encounter_status_outside_value_set(samples):
+    event = _first(samples, lambda s: s.value.get("hl7trigger") == "A03")
+    event.value["data"]["status"] = "discharged-home"
+    return event, "discharged-home"
+
+
 def key_not_patient(samples):
     event = _first(samples, lambda s: s.event_name == "observation-recorded")
     moved = SampleEvent(event.event_name, event.topic, "another-patient-key", event.value)
@@ -133,17 +149,86 @@ def out_of_order(samples):
     return stream[-1], str(epoch_ms(stream[-1].value["time"]))
 
 
+# One Safe Harbor identifier of each kind, each in its own event and in a field the kinds above do not
+# use: (rule, event name, the field's setter, planted text).
+def _set(*path):
+    def setter(data, text):
+        node = data
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = text
+
+    return setter
+
+
+IDENTIFIER_PLANTS = [
+    (
+        "phi.name-in-free-text",
+        "medication-request-created",
+        _set("dosageInstruction", 0, "text"),
+        "Give to John Smith at bedside",
+    ),
+    ("phi.geographic-subdivision", "observation-recorded", _set("code", "text"), "home 42 Oak Street"),
+    ("phi.date", "diagnostic-report-finalized", _set("conclusionCode", 0, "text"), "seen 03/14/2026"),
+    ("phi.phone-fax", "consent-changed", _set("scope", "text"), "call (617) 555-0199"),
+    ("phi.email", "observation-recorded", _set("category", 0, "text"), "reply jane.doe@example.org"),
+    ("phi.ssn", "patient-upserted", _set("name", 0, "given", 0), "Ines 078-05-1120"),
+    ("phi.mrn", "encounter-event", _set("class", "display"), "inpatient MRN 4402119"),
+    (
+        "phi.health-plan-number",
+        "medication-request-created",
+        _set("reasonCode", 0, "text"),
+        "Member ID: XKZ4471029",
+    ),
+    ("phi.account-number", "observation-recorded", _set("meta", "security", 0, "display"), "Acct # 0012345"),
+    (
+        "phi.certificate-licence-number",
+        "diagnostic-report-finalized",
+        _set("category", 0, "text"),
+        "licence 12345678",
+    ),
+    ("phi.vehicle-identifier", "consent-changed", _set("policyRule", "text"), "VIN 1HGCM82633A004352"),
+    ("phi.device-identifier", "encounter-event", _set("subject", "display"), "pacemaker S/N PX-99812"),
+    (
+        "phi.url",
+        "medication-request-created",
+        _set("medicationCodeableConcept", "text"),
+        "see https://portal.example.com/p/1",
+    ),
+    ("phi.ip-address", "observation-recorded", _set("encounter", "display"), "from 192.168.10.4"),
+    ("phi.biometric-photo", "diagnostic-report-finalized", _set("result", 0, "display"), "wound photo.jpg"),
+    ("phi.other-unique-number", "consent-changed", _set("category", 0, "text"), "ref 99120453"),
+]
+
+
+def _identifier_plant(rule_id, event_name, setter, text, n):
+    def plant(samples):
+        # From the end, past the last one (out_of_order's): the other defects pick the first events.
+        event = _nth(samples, event_name, -2 - n)
+        setter(event.value["data"], text)
+        return event, text
+
+    plant.__name__ = rule_id.removeprefix("phi.")
+    return plant, {rule_id}
+
+
 DEFECTS = [
     (future_time, {"time.not-in-future"}),
     (invalid_loinc, {"code.loinc-check-digit", "observation.ucum-unit"}),
-    (ssn_in_name, {"phi.identifiers-in-names"}),
-    (mrn_in_free_text, {"phi.identifiers-in-free-text"}),
+    (ssn_in_name, {"phi.ssn"}),
+    (mrn_in_free_text, {"phi.mrn"}),
     (unknown_patient, {"reference.known-patient"}),
     (wrong_unit, {"observation.ucum-unit"}),
     (implausible_value, {"observation.physiologic-range"}),
-    (bogus_status, {"fhir.status-value-set"}),
+    (bogus_status, {"fhir.r4-valid"}),
+    (observation_without_code, {"fhir.r4-valid", "required.code"}),
+    (encounter_status_outside_value_set, {"fhir.r4-valid", "adt.trigger-status"}),
     (key_not_patient, {"kafka.key-matches-patient"}),
     (out_of_order, {"time.patient-order"}),
+    *(
+        _identifier_plant(*plant, [other[1] for other in IDENTIFIER_PLANTS[:n]].count(plant[1]))
+        for n, plant in enumerate(IDENTIFIER_PLANTS)
+    ),
 ]
 
 
@@ -192,7 +277,7 @@ def test_failing_run_results_and_data_docs_hold_no_failing_value(catalog, genera
     pages = list(docs.rglob("*.html"))
     assert any("validations" in str(page) for page in pages)
     html = "".join(page.read_text() for page in pages)
-    assert "No SSN- or MRN-like strings in names" in html  # the rules are there, by name
+    assert "No social security number" in html  # the rules are there, by name
     reported = json.dumps([r.to_dict() for r in report.results()])
     for name, (_, bad_value) in planted.items():
         for output in (gx_json, html, reported):

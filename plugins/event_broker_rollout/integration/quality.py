@@ -1,18 +1,21 @@
 """Data quality of consumed events: a Great Expectations suite, and which events to dead-letter.
 
-Each consumed event becomes one flat row (``flatten``); ``prepare`` adds the columns some rules need
-(check digits, the value's place in its physiologic range, per-patient order, known patients). A rule
+Each consumed event becomes one flat row (``flatten``, which also validates the resource as FHIR R4:
+per event, like decoding); ``prepare`` adds the columns some rules need (check digits, the value's place
+in its physiologic range, per-patient order, known patients, where Safe Harbor identifiers are). A rule
 is one GX expectation with a stable id and a human name and, when it is about single events, the
 same predicate in pandas: GX gives the verdict for the report, pandas names the rows to dead-letter.
 
 Nothing leaves this module with a value from the data in it. GX echoes failing values by default
 (``partial_unexpected_list``): it runs with ``BOOLEAN_ONLY`` results here, the Data Docs are built from
 those results, and the report carries rule ids, names and counts. The suite itself holds only
-reference data (value sets, code/unit pairs, patterns, the clock).
+reference data (value sets, code/unit pairs, the clock); where a rule found something, the report
+names field paths (``data.conclusion``), never what it found.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -25,15 +28,16 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from event_broker_rollout import paths
 from event_broker_rollout.catalog import Catalog
 from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.integration import fhir, identifiers
 from event_broker_rollout.integration.events import epoch_ms
 from event_broker_rollout.synthetic import (
     ACT_REASON_SYSTEM,
     ADT_ENCOUNTER_STATUS,
     ICD10CM_SYSTEM,
     LOINC_SYSTEM,
-    LOINC_UCUM_UNITS,
     PHYSIOLOGIC_RANGES,
     RXNORM_SYSTEM,
     SNOMED_SYSTEM,
@@ -78,13 +82,14 @@ COLUMNS = (
     "htest",
     "name_text",
     "free_text",
+    "text_fields",
+    "fhir_issues",
     "schema_id",
     "registered_schema_id",
     "produced_at_ms",
     "consumed_at_ms",
 )
 _PATIENT_PREFIX = "Patient/"
-_TEXT_KEYS = frozenset({"text", "display", "conclusion"})
 _CODE_COLUMNS = {
     LOINC_SYSTEM: "loinc_codes",
     SNOMED_SYSTEM: "snomed_codes",
@@ -107,45 +112,20 @@ def _patient_id(reference: Any) -> str | None:
     return None
 
 
-class _Gathered:
-    __slots__ = ("codes", "names", "text")
-
-    def __init__(self) -> None:
-        self.codes: dict[str, list[str]] = {}
-        self.names: list[str] = []
-        self.text: list[str] = []
-
-
-def _walk(node: Any, gathered: _Gathered) -> None:
-    """Codings by system, free text, and the displays of references (which name people)."""
+def _walk(node: Any, codes: dict[str, list[str]]) -> None:
+    """Codings by system (references hold none)."""
     if isinstance(node, dict):
         if "reference" in node:
-            display = node.get("display")
-            if isinstance(display, str):
-                gathered.names.append(display)
             return
         system, code = node.get("system"), node.get("code")
         if isinstance(system, str) and isinstance(code, str):
-            gathered.codes.setdefault(system, []).append(code)
-        for key, item in node.items():
-            if isinstance(item, str):
-                if key in _TEXT_KEYS:
-                    gathered.text.append(item)
-            elif isinstance(item, dict | list):
-                _walk(item, gathered)
+            codes.setdefault(system, []).append(code)
+        for item in node.values():
+            if isinstance(item, dict | list):
+                _walk(item, codes)
     elif isinstance(node, list):
         for item in node:
-            _walk(item, gathered)
-
-
-def _human_names(data: Mapping[str, Any]) -> list[str]:
-    names = []
-    for name in data.get("name") or []:
-        if isinstance(name, dict):
-            names += [
-                part for part in [name.get("family"), *(name.get("given") or [])] if isinstance(part, str)
-            ]
-    return names
+            _walk(item, codes)
 
 
 def flatten(
@@ -162,8 +142,10 @@ def flatten(
 ) -> dict[str, Any]:
     """One consumed event (the decoded envelope) as a row of ``COLUMNS``; times in epoch ms.
 
-    Codes are gathered from every coding of the resource by system (``|``-joined), names from the
-    Patient's names and reference displays, free text from ``text``/``display``/``conclusion``.
+    Codes are gathered from every coding of the resource by system (``|``-joined); texts from the
+    schema's text fields (``fhir.text_fields``): ``text_fields`` holds (field path, kind, text) per
+    text, ``name_text`` / ``free_text`` a kind's texts joined; ``fhir_issues`` the field paths where
+    the resource is not valid FHIR R4 (``|``-joined), null when it is.
     """
     data = event.get("data")
     if not isinstance(data, Mapping):
@@ -176,8 +158,13 @@ def flatten(
     coding = (concept.get("coding") or [None])[0] if isinstance(concept, Mapping) else None
     quantity = data.get("valueQuantity")
     quantity = quantity if isinstance(quantity, Mapping) else {}
-    gathered = _Gathered()
-    _walk(data, gathered)
+    codes: dict[str, list[str]] = {}
+    _walk(data, codes)
+    texts = tuple(
+        (field.name, field.kind, text)
+        for field in (fhir.text_fields().get(resource_type, ()) if isinstance(resource_type, str) else ())
+        for text in fhir.values_at(data, field.path)
+    )
     security = (data.get("meta") or {}).get("security") or []
     row = {
         "topic": topic,
@@ -207,17 +194,23 @@ def flatten(
             and item.get("code") == "HTEST"
             for item in security
         ),
-        "name_text": "\n".join(_human_names(data) + gathered.names) or None,
-        "free_text": "\n".join(gathered.text) or None,
+        "name_text": _joined(texts, "name"),
+        "free_text": _joined(texts, "free_text"),
+        "text_fields": texts,
+        "fhir_issues": "|".join(fhir.validate(data)) or None,
         "schema_id": schema_id,
         "registered_schema_id": registered_schema_id,
         "produced_at_ms": produced_at,
         "consumed_at_ms": consumed_at,
     }
     for system, column in _CODE_COLUMNS.items():
-        codes = gathered.codes.get(system)
-        row[column] = "|".join(codes) if codes else None
+        found = codes.get(system)
+        row[column] = "|".join(found) if found else None
     return row
+
+
+def _joined(texts: Iterable[tuple[str, str, str]], kind: str) -> str | None:
+    return identifiers.FIELD_SEPARATOR.join(text for _, of_kind, text in texts if of_kind == kind) or None
 
 
 def _all_valid(check: Callable[[str], bool]) -> Callable[[Any], Any]:
@@ -254,13 +247,16 @@ def prepare(
     * ``in_patient_order``: not older than the patient's previous event in the topic (offset order;
       events in the future are judged by their own rule, not here, so one bad clock flags one event);
     * ``patient_known``: the resource's patient is among this run's Patient events or ``known_patients``;
-    * ``topic_type``, ``topic_resource``, ``resource_status``: pairs as one value (``pair_key``), null
-      when either part is missing (the required-field rules report that).
+    * ``topic_type``, ``topic_resource``: pairs as one value (``pair_key``), null when either part is
+      missing (the required-field rules report that);
+    * ``found_column(rule id)`` per identifier rule: the field paths where it found an identifier
+      (``|``-joined), null where none.
     """
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
     frame["topic_type"] = _pair_column(frame, "topic", "type")
     frame["topic_resource"] = _pair_column(frame, "topic", "resource_type")
-    frame["resource_status"] = _pair_column(frame, "resource_type", "status")
+    for rule_id, found in identifiers.scan(frame, identifiers.identifier_rules()).items():
+        frame[found_column(rule_id)] = found
     frame["loinc_valid"] = frame["loinc_codes"].map(_all_valid(loinc_is_valid)).astype("boolean")
     frame["snomed_valid"] = frame["snomed_codes"].map(_all_valid(snomed_is_valid)).astype("boolean")
 
@@ -289,55 +285,21 @@ def prepare(
     return frame
 
 
+def found_column(rule_id: str) -> str:
+    return f"found[{rule_id}]"
+
+
 # --- rules ---------------------------------------------------------------------------------------
 
-# FHIR R4 required value sets of the resources' status elements (Patient has none).
-STATUS_VALUE_SETS: Mapping[str, tuple[str, ...]] = {
-    "Encounter": (
-        "planned",
-        "arrived",
-        "triaged",
-        "in-progress",
-        "onleave",
-        "finished",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    ),
-    "Observation": (
-        "registered",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    ),
-    "DiagnosticReport": (
-        "registered",
-        "partial",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "appended",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    ),
-    "MedicationRequest": (
-        "active",
-        "on-hold",
-        "cancelled",
-        "completed",
-        "entered-in-error",
-        "stopped",
-        "draft",
-        "unknown",
-    ),
-    "Consent": ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error"),
-}
+LOINC_UCUM_TABLE = paths.INCLUDE_DIR / "reference" / "loinc_ucum_units.csv"
+
+
+def load_loinc_units(table: Path = LOINC_UCUM_TABLE) -> dict[str, str]:
+    """LOINC code -> the UCUM unit its observations carry."""
+    with table.open(newline="") as source:
+        return {row["loinc"]: row["ucum"] for row in csv.DictReader(source)}
+
+
 CODED_RESOURCES = ("Observation", "DiagnosticReport", "MedicationRequest")
 # CloudEvents types per catalog event name.
 EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
@@ -356,10 +318,6 @@ EVENT_TYPES: Mapping[str, tuple[str, ...]] = {
 }
 _ICD10CM = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?"
 _RXNORM = r"[0-9]{1,10}"
-SSN_PATTERN = r"\b\d{3}-\d{2}-\d{4}\b"
-# A medical record number by name, or a long run of digits (record, account and member numbers).
-MRN_PATTERNS = (r"(?i)\b(?:mrn|mr#|medical record)", r"\b\d{7,}\b")
-IDENTIFIER_PATTERNS = (SSN_PATTERN, *MRN_PATTERNS)
 
 Where = tuple[str, tuple[Any, ...]]  # (column, allowed values): the rows a rule applies to
 
@@ -370,6 +328,8 @@ class Rule:
     name: str
     expectation: Expectation
     failing: Callable[[pd.DataFrame], pd.Series] | None  # rows breaking it; None: about the whole table
+    fields_column: str | None = None  # per row, the field paths ('|'-joined) where it is broken
+    scans: tuple[str, ...] = ()  # the field paths it reads, when it says so
 
 
 @dataclass(frozen=True)
@@ -466,23 +426,17 @@ def _regex(rule_id: str, name: str, column: str, pattern: str) -> Rule:
     )
 
 
-def _no_match(rule_id: str, name: str, column: str, patterns: Sequence[str]) -> Rule:
+def _null(rule_id: str, name: str, column: str, scans: tuple[str, ...] = ()) -> Rule:
+    """The column holds, per row, the field paths where the rule is broken: null means none."""
     import great_expectations.expectations as gxe
-
-    def failing(frame: pd.DataFrame) -> pd.Series:
-        present = frame[column].notna()
-        hits = pd.Series(False, index=frame.index)
-        for pattern in patterns:
-            hits |= present & _matches(frame[column], pattern)
-        return hits
 
     return Rule(
         rule_id,
         name,
-        gxe.ExpectColumnValuesToNotMatchRegexList(
-            column=column, regex_list=list(patterns), **_meta(rule_id, name)
-        ),
-        failing,
+        gxe.ExpectColumnValuesToBeNull(column=column, **_meta(rule_id, name)),
+        lambda frame: frame[column].notna(),
+        fields_column=column,
+        scans=scans,
     )
 
 
@@ -584,7 +538,7 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "required.status",
             "FHIR status present (every resource but Patient)",
             "status",
-            where=("resource_type", tuple(STATUS_VALUE_SETS)),
+            where=("resource_type", fhir.STATUS_RESOURCES),
         ),
         _not_null("required.code", "Coded concept present", "code", where=("resource_type", CODED_RESOURCES)),
         _not_null(
@@ -638,11 +592,10 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
         _row_count(
             "count.produced-equals-consumed", "Consumed events equal produced events", settings.expected_rows
         ),
-        _in_set(
-            "fhir.status-value-set",
-            "FHIR status is in the resource's value set",
-            "resource_status",
-            [pair_key(resource, status) for resource, codes in STATUS_VALUE_SETS.items() for status in codes],
+        _null(
+            "fhir.r4-valid",
+            "Resource is valid FHIR R4 (structure, types, required elements, required bindings)",
+            "fhir_issues",
         ),
         # Patient events carry a trigger but no status: ignored, as are encounters without a trigger.
         _pair_in_set(
@@ -674,7 +627,7 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "UCUM unit matches the LOINC code",
             "code",
             "unit",
-            LOINC_UCUM_UNITS.items(),
+            load_loinc_units().items(),
         ),
         _between(
             "observation.physiologic-range",
@@ -697,17 +650,9 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             [True],
         ),
         _in_set("reference.known-patient", "Resource references a known patient", "patient_known", [True]),
-        _no_match(
-            "phi.identifiers-in-names",
-            "No SSN- or MRN-like strings in names",
-            "name_text",
-            IDENTIFIER_PATTERNS,
-        ),
-        _no_match(
-            "phi.identifiers-in-free-text",
-            "No SSN- or MRN-like strings in free text",
-            "free_text",
-            IDENTIFIER_PATTERNS,
+        *(
+            _null(rule.id, rule.name, found_column(rule.id), scans=rule.scans())
+            for rule in identifiers.identifier_rules()
         ),
     ]
 
@@ -728,6 +673,8 @@ class RuleOutcome:
     success: bool
     events: int | None  # events breaking the rule; None for a rule about the whole table
     evaluated: bool = True  # False: GX raised while evaluating it (counted as a failure)
+    fields: tuple[str, ...] = ()  # field paths where the failing events break it (rules that say)
+    scans: tuple[str, ...] = ()
 
 
 @dataclass
@@ -775,13 +722,21 @@ class QualityReport:
                 message = f"{outcome.name}: failed"
             else:
                 message = f"{outcome.name}: failed ({outcome.events} events)"
+                if outcome.fields:
+                    message += f" in {', '.join(outcome.fields)}"
+            observed: dict[str, Any] | None = None
+            if outcome.events is not None:
+                observed = {"failing_events": outcome.events}
+                if outcome.fields:
+                    observed["fields"] = list(outcome.fields)
             results.append(
                 Result(
                     id=f"quality[{outcome.id}]",
                     status=Status.PASS if outcome.success else Status.FAIL,
                     message=message,
-                    observed={"failing_events": outcome.events} if outcome.events is not None else None,
+                    observed=observed,
                     expected={"failing_events": 0} if outcome.events is not None else None,
+                    details={"scans": list(outcome.scans)} if outcome.scans else {},
                 )
             )
         return results
@@ -908,12 +863,18 @@ def assess(
     for rule in rules:
         success, evaluated = verdicts.get(rule.id, (False, False))
         events = None
+        fields: set[str] = set()
         if rule.failing is not None:
             rows_failing = frame.index[rule.failing(frame).to_numpy(dtype=bool)]
             events = len(rows_failing)
             for row in rows_failing:
                 dead_letter.setdefault(int(row), []).append(rule.id)
-        outcomes.append(RuleOutcome(rule.id, rule.name, success, events, evaluated))
+            if rule.fields_column is not None:
+                for joined in frame.loc[rows_failing, rule.fields_column].dropna():
+                    fields.update(joined.split("|"))
+        outcomes.append(
+            RuleOutcome(rule.id, rule.name, success, events, evaluated, tuple(sorted(fields)), rule.scans)
+        )
     return QualityReport(
         outcomes=outcomes,
         event_ids=frame["event_id"].tolist(),
