@@ -319,6 +319,13 @@ def model_problems(model: type[ModelT], raw: Any) -> tuple[ModelT | None, list[C
         return None, control + structural
 
 
+def beyond(refused: list[ConfigProblem], more: list[ConfigProblem]) -> list[ConfigProblem]:
+    """``more`` without the problems at paths already ``refused``: a rule across fields adds nothing to a
+    value its own type refused, and it would quote that value back (it may be a secret in the wrong field)."""
+    paths_refused = {problem.path for problem in refused}
+    return [problem for problem in more if problem.path not in paths_refused]
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -470,7 +477,7 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
     for key in ("catalog", "policies"):
         value = raw.get(key)
         if isinstance(value, str) and not paths.resolve_project_path(value).is_file():
-            problems.append(ConfigProblem(path=key, message=f"file not found: {value}"))
+            problems.append(ConfigProblem(path=key, message="file not found (relative to the project root)"))
     return problems
 
 
@@ -499,7 +506,7 @@ def parse_environment(raw: Any, source: str, profiles: Mapping[str, SizingProfil
     if not isinstance(raw, Mapping):
         raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
     environment, problems = model_problems(Environment, raw)
-    problems.extend(cross_field_problems(raw, profiles))
+    problems.extend(beyond(problems, cross_field_problems(raw, profiles)))
     if problems or environment is None:
         raise EnvironmentConfigError(source, problems)
     return environment
@@ -544,7 +551,8 @@ def _resolve_extends(raw: Any, source: Path, chain: tuple[Path, ...]) -> Any:
             str(source),
             [
                 ConfigProblem(
-                    path="extends", message=f"must name another environment, without cycles: {base_name!r}"
+                    path="extends",
+                    message="must name another environment of config/environments/, without cycles",
                 )
             ],
         )

@@ -27,7 +27,7 @@ from event_broker_rollout.config_types import (
     TopicName,
     UnixName,
 )
-from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, model_problems
+from event_broker_rollout.environment import ConfigProblem, EnvironmentConfigError, beyond, model_problems
 from event_broker_rollout.evidence import Severity
 
 POLICY_FILE = "config/compliance.yaml"
@@ -265,7 +265,7 @@ def parse_policy(raw: Any, source: str, catalog: Catalog, policies: Policies) ->
     if not isinstance(raw, Mapping):
         raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
     policy, problems = model_problems(CompliancePolicy, raw)
-    problems.extend(cross_field_problems(raw, catalog, policies))
+    problems.extend(beyond(problems, cross_field_problems(raw, catalog, policies)))
     if problems or policy is None:
         raise EnvironmentConfigError(source, problems)
     return policy
