@@ -23,9 +23,9 @@ MAX_PATH_LENGTH = 255
 MAX_TEXT_LENGTH = 1000
 MAX_NAME_LENGTH = 128
 
-# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: each can end a line in a
-# log, a properties file or a shell, or hide text from a reviewer.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls, DEL, C1 controls, the Unicode line/paragraph separators and bidirectional overrides:
+# each can end a line in a log, a properties file or a shell, or hide text from a reviewer.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 # Characters a path may hold: no space, quote, `$`, backtick, `;`, `|`, `&`, `*`, `~`, brackets...
 _PATH_CHARS = re.compile(r"^[A-Za-z0-9._+@/-]+$")
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}([-.][A-Za-z0-9]+)?$")

@@ -399,3 +399,99 @@ def test_lab_state_paths_are_checked_after_expansion(tmp_path, monkeypatch):
     assert any(
         ":security.tls.material_dir: absolute path" in line for line in _lines(environment_file("lab"))
     )
+
+
+@pytest.mark.parametrize(
+    "where, value, rule",
+    [
+        (("kafka", "data_dirs", 0), "/" + "d" * 300, "absolute path: longer than 255"),
+        (("description",), "x" * 1001, "free text: longer than 1000"),
+        (("description",), "looks fine\u202etxt.exe", "control character"),
+        (("distribution", "install_dir"), "opt/kafka", "absolute path: must be absolute"),
+        (("distribution", "install_dir"), "/opt/kafka/", "absolute path: must be normalized"),
+        (("distribution", "install_dir"), "/opt//kafka", "absolute path: must be normalized"),
+        (("distribution", "install_dir"), "/opt/-rf", "absolute path: no path component may start with '-'"),
+        (("distribution", "version"), "4.1", None),
+        (("distribution", "version"), "7.9.0-ce", None),
+        (("distribution", "version"), "4", "version: "),
+        (("kafka", "service_user"), "Kafka", "unix user/group name: "),
+        (("kafka", "service_user"), "cp-kafka", None),
+    ],
+)
+def test_bounds_and_forms(tmp_path, where, value, rule):
+    source = _lab_with(tmp_path, lambda raw: planted_in_place(raw, where, value))
+    path = envmod.yaml_path(where)
+    lines = [line for line in _lines(source) if line.startswith(f"{display_name(source)}:{path}: ")]
+    if rule is None:
+        assert lines == []
+    else:
+        assert any(rule in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "ldap, rule",
+    [
+        (
+            {
+                "url": "ldaps://ldap.example.org:636",
+                "user_dn_template": "uid={username},ou=kafka,dc=example,dc=org",
+            },
+            None,
+        ),
+        (
+            {
+                "url": "ldap://[2001:db8::1]:389",
+                "user_dn_template": "cn={username},ou=Kafka Users,dc=example",
+            },
+            None,
+        ),
+        (
+            {"url": "https://ldap.example.org", "user_dn_template": "uid={username},dc=org"},
+            "ldap.url: ldap url",
+        ),
+        (
+            {"url": "ldaps://user:pw@ldap.example.org", "user_dn_template": "uid={username},dc=org"},
+            "ldap.url: ldap url",
+        ),
+        (
+            {"url": "ldaps://ldap.example.org/?x", "user_dn_template": "uid={username},dc=org"},
+            "ldap.url: ldap url",
+        ),
+        (
+            {"url": "ldaps://ldap.example.org", "user_dn_template": "uid=admin,dc=org"},
+            "ldap.user_dn_template: ldap dn",
+        ),
+        (
+            {"url": "ldaps://ldap.example.org", "user_dn_template": "uid={username},dc=o\\,rg"},
+            "ldap.user_dn_template: ldap dn",
+        ),
+        (
+            {"url": "ldaps://ldap.example.org", "user_dn_template": "uid={username};dc=org"},
+            "ldap.user_dn_template: ldap dn",
+        ),
+    ],
+)
+def test_ldap_url_by_scheme_and_dn_syntax(tmp_path, ldap, rule):
+    source = _lab_with(tmp_path, lambda raw: raw["security"].update(ldap=ldap))
+    lines = [line for line in _lines(source) if ":security.ldap." in line]
+    if rule is None:
+        assert lines == []
+    else:
+        assert any(f"security.{rule}" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "realm, refused", [("EXAMPLE.ORG", False), ("example.org", False), ("EXAMPLE ORG", True)]
+)
+def test_kerberos_realm(tmp_path, realm, refused):
+    kerberos = {"realm": realm, "keytab_dir": "/etc/security/keytabs"}
+    source = _lab_with(tmp_path, lambda raw: raw["security"].update(kerberos=kerberos))
+    lines = [line for line in _lines(source) if ":security.kerberos.realm: kerberos realm" in line]
+    assert bool(lines) is refused
+
+
+def planted_in_place(raw: Any, keys: tuple[Any, ...], value: str) -> None:
+    target = raw
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
