@@ -94,7 +94,7 @@ def _principal_claims(
         path = f"hosts[{index}].name"
         claims.append(_Claim(host.name, env_file, path, "host", "a host name"))
         node = f"{NODE_PRINCIPAL_PREFIX}{host.name}"
-        claims.append(_Claim(node, env_file, path, "host", f"the node certificate of host {host.name}"))
+        claims.append(_Claim(node, env_file, path, "node", f"the node certificate of host {host.name}"))
     if environment.security is not None:
         claims.append(
             _Claim(
@@ -112,9 +112,7 @@ def _principal_claims(
             )
         )
     for name in components.service_principals:
-        claims.append(
-            _Claim(name, comp_file, f"service_principals.{name}", "component", "a service principal")
-        )
+        claims.append(_Claim(name, comp_file, f"service_principals.{name}", "service", "a service principal"))
     return claims
 
 
@@ -126,7 +124,7 @@ def principal_problems(
     problems: list[FileProblem] = []
     claims = _principal_claims(environment, env_file, components, comp_file)
     for claim in claims:
-        if claim.kind != "host" and claim.principal.startswith(NODE_PRINCIPAL_PREFIX):
+        if claim.kind not in ("host", "node") and claim.principal.startswith(NODE_PRINCIPAL_PREFIX):
             problems.append(
                 FileProblem(
                     claim.file,

@@ -288,6 +288,14 @@ def test_a_component_principal_equal_to_a_host_name_is_refused_naming_both_files
     assert f"{display_name(source)}:hosts[0].name" in line
 
 
+def test_a_component_principal_named_like_a_host_is_refused_naming_both_files(tmp_path):
+    components = _components_with(tmp_path, lambda raw: raw["components"][4].update(principal="lab1"))
+    source = _lab_with(tmp_path, lambda raw: raw["security"].update(components=str(components)))
+    (line,) = [line for line in _lines(source) if "principal collision" in line]
+    assert line.startswith(f"{components}:components[4].principal: ")
+    assert f"{display_name(source)}:hosts[0].name" in line
+
+
 def test_a_component_named_like_a_node_certificate_is_refused(tmp_path):
     components = _components_with(tmp_path, lambda raw: raw["components"][0].update(principal="node-lab1"))
     source = _lab_with(tmp_path, lambda raw: raw["security"].update(components=str(components)))
@@ -316,6 +324,23 @@ def test_principals_that_would_share_an_identity_are_refused(tmp_path, change, h
     source = _lab_with(tmp_path, change)
     collisions = [line for line in _lines(source) if "principal collision" in line]
     assert any(here in line and there in line for line in collisions), collisions
+
+
+def test_a_host_named_like_another_hosts_node_certificate_is_refused(tmp_path):
+    source = _lab_with(tmp_path, lambda raw: raw["hosts"][1].update(name="node-lab1"))
+    (line,) = [line for line in _lines(source) if "principal collision" in line]
+    assert line.startswith(f"{display_name(source)}:hosts[1].name: ")
+    assert "node certificate of host lab1" in line and f"{display_name(source)}:hosts[0].name" in line
+
+
+def test_a_component_named_like_a_service_principal_is_refused(tmp_path):
+    components = _components_with(tmp_path, lambda raw: raw["components"][2].update(principal="canary"))
+    source = _lab_with(tmp_path, lambda raw: raw["security"].update(components=str(components)))
+    collisions = [line for line in _lines(source) if "principal collision" in line]
+    assert any(
+        line.startswith(f"{components}:service_principals.canary: ") and "components[2].principal" in line
+        for line in collisions
+    ), collisions
 
 
 # --- referenced material, the command and the stages ------------------------------------------------
