@@ -26,7 +26,6 @@ import base64
 import binascii
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -990,12 +989,38 @@ class TopicComparison:
         return f"audit topic {self.topic} disagrees at {self.trail}: {self.problem}"
 
 
+def _line_difference(lines: Sequence[str], publication: Publication) -> str | None:
+    """The first line where a file and its copy on the topic differ (as JSON), records before the header:
+    a changed record is named even though the header (its head) changed with it."""
+    copy = [message.value for message in publication.messages]
+    count = max(len(lines), len(copy))
+    for line in [*range(1, count), 0]:
+        on_file = lines[line] if line < len(lines) else None
+        on_topic = copy[line] if line < len(copy) else None
+        if on_file is not None and on_topic is not None and _json_object(on_file) == _json_object(on_topic):
+            continue
+        where = "the header" if line == 0 else f"record {line}"
+        if on_file is None:
+            return f"{where} is on the topic ({publication.where(line)}) but not in the file"
+        if on_topic is None:
+            return f"{where} is in the file but not on the topic (its copy ends at {publication.where(line)})"
+        return f"{where} (line {line + 1}) differs from the topic's copy ({publication.where(line)})"
+    return None
+
+
 def compare_with_topic(
-    chain: Sequence[tuple[str, Sequence[str]]], messages: Iterable[TopicMessage], environment: str, topic: str
+    chain: Sequence[tuple[str, Sequence[str]]],
+    messages: Iterable[TopicMessage],
+    environment: str,
+    topic: str,
+    *,
+    whole_chain: bool = True,
 ) -> TopicComparison:
     """Compare each trail of a chain (``(label, lines)``, oldest first) with its newest copy on the audit
-    topic, line by line as JSON; then that every trail of the environment the topic holds, exported no
-    later than the chain's last, is in the chain. Names the first difference."""
+    topic, line by line as JSON; then that every trail of the environment the topic holds is in the chain
+    (``whole_chain``: the chain ends at the environment's newest file, so a published trail whose file
+    was removed is named; otherwise only those exported before the chain's last). Names the first
+    difference."""
     publications = topic_publications(messages, environment)
     keys: set[str] = set()
     published = 0
@@ -1011,35 +1036,21 @@ def compare_with_topic(
         if publication is None:
             continue
         published += 1
-        copy = [message.value for message in publication.messages]
-        for line, (on_file, on_topic) in enumerate(itertools.zip_longest(lines, copy)):
-            if (
-                on_file is not None
-                and on_topic is not None
-                and _json_object(on_file) == _json_object(on_topic)
-            ):
-                continue
-            where = "the header" if line == 0 else f"record {line}"
-            if on_file is None:
-                problem = f"{where} is on the topic ({publication.where(line)}) but not in the file"
-            elif on_topic is None:
-                problem = f"{where} is in the file but not on the topic (its copy ends at {publication.where(line)})"
-            else:
-                problem = (
-                    f"{where} (line {line + 1}) differs from the topic's copy ({publication.where(line)})"
-                )
+        problem = _line_difference(lines, publication)
+        if problem is not None:
             return TopicComparison(False, topic, len(chain), published, trail_label, problem)
     for key, publication in sorted(publications.items(), key=lambda item: item[1].messages[0].offset):
-        if key not in keys and str(publication.header.get("exported_at")) <= newest:
-            return TopicComparison(
-                False,
-                topic,
-                len(chain),
-                published,
-                key,
-                f"published ({publication.where()}, head {publication.header.get('head')}) but its file is not "
-                "in the chain",
-            )
+        if key in keys or (not whole_chain and str(publication.header.get("exported_at")) > newest):
+            continue
+        return TopicComparison(
+            False,
+            topic,
+            len(chain),
+            published,
+            key,
+            f"published ({publication.where()}, head {publication.header.get('head')}) but its file is not "
+            "in the chain",
+        )
     return TopicComparison(True, topic, len(chain), published)
 
 
@@ -1473,8 +1484,10 @@ def verify_command(args: argparse.Namespace) -> int:
         except (PublishError, OSError, ValueError) as error:
             print(f"audit topic not compared: {error}", file=sys.stderr)
             return 2
+        newest = environment_trails(root, str(chain.environment))
+        whole = bool(newest) and newest[-1][0].resolve() == path.resolve()
         comparison = compare_with_topic(
-            chain_lines(chain.trails, root), messages, str(chain.environment), topic
+            chain_lines(chain.trails, root), messages, str(chain.environment), topic, whole_chain=whole
         )
         print(comparison.summary())
         if not comparison.agrees:

@@ -622,9 +622,9 @@ def test_a_file_that_differs_from_the_topic_is_named_even_when_re_signed(reports
     comparison = compare_with_topic(labelled(trails, reports), messages, ENVIRONMENT, "ops.rollout.audit.v1")
     assert not comparison.agrees
     assert comparison.trail == "event_broker_stage2/manual__2/audit-trail.jsonl"
-    offset = len(trail_lines(trails[0]))  # the header of trail 2 on the topic
-    assert comparison.problem == (
-        f"the header (line 1) differs from the topic's copy (partition 0 offset {offset})"
+    offset = len(trail_lines(trails[0])) + 3  # record 3 of trail 2 on the topic
+    assert (
+        comparison.problem == f"record 3 (line 4) differs from the topic's copy (partition 0 offset {offset})"
     )
     assert comparison.summary().startswith(
         "audit topic ops.rollout.audit.v1 disagrees at event_broker_stage2"
@@ -644,9 +644,12 @@ def test_a_record_missing_from_the_file_or_the_topic_is_named(reports, run_logs)
 def test_a_published_trail_whose_file_left_the_chain_is_named(reports, run_logs):
     trails = export_runs(3, run_logs)
     messages = published(trails)
-    comparison = compare_with_topic(labelled(trails[:2], reports), messages, ENVIRONMENT, "t")
-    assert comparison.agrees  # the chain verified up to trail 2 knows nothing later
+    older = compare_with_topic(labelled(trails[:2], reports), messages, ENVIRONMENT, "t", whole_chain=False)
+    assert older.agrees  # a chain verified up to trail 2 knows nothing of later trails
     trails[2].unlink()
+    # The newest file removed: the chain now ends at trail 2, and the topic still holds trail 3.
+    comparison = compare_with_topic(labelled(trails[:2], reports), messages, ENVIRONMENT, "t")
+    assert (comparison.agrees, comparison.trail) == (False, "event_broker_stage3/manual__3")
     newest = export_trail([RunRef("event_broker_stage4", "manual__4")], logs=run_logs).path
     chain = [*trails[:2], newest]
     comparison = compare_with_topic(labelled(chain, reports), messages, ENVIRONMENT, "t")
