@@ -11,7 +11,16 @@ from tests.conftest import REPO, needs_root, run_stage
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
 
 BAD_FILE = REPO / "include" / "sample_events" / "bad_events.jsonl"
-PLANTED = ("219-09-9999", "MRN 4402119", "8867-3", "[degF]", "5e1f0c3a-9d2b-4c7e-8f10-000000000bad")
+PLANTED = (
+    "219-09-9999",
+    "MRN 4402119",
+    "8867-3",
+    "[degF]",
+    "5e1f0c3a-9d2b-4c7e-8f10-000000000bad",
+    "j.roe@example.net",
+    "617-555-0148",
+    "12 Birch Lane",
+)
 
 
 def test_synthetic_events_flow_end_to_end_and_pass_every_expectation(integration_ready):
@@ -42,7 +51,9 @@ def test_a_bad_feed_fails_names_the_expectations_dead_letters_and_leaks_nothing(
     for rule in (
         "time.not-in-future",
         "code.loinc-check-digit",
-        "phi.identifiers-in-names",
+        "phi.ssn",
+        "phi.email",
+        "fhir.r4-valid",
         "reference.known-patient",
     ):
         assert any(rule in check_id for check_id in failed), (rule, failed)

@@ -274,13 +274,20 @@ def identifier_rules(given_names_table: Path = GIVEN_NAMES_TABLE) -> tuple[Ident
     )
 
 
-def _contains(texts: pd.Series, pattern: re.Pattern[str]) -> np.ndarray:
-    """Whether each text matches, searching each distinct text once (events repeat displays)."""
-    codes, distinct = pd.factorize(texts)
-    if not len(distinct):
-        return np.zeros(len(texts), dtype=bool)
-    found = pd.Series(distinct, dtype=object).str.contains(pattern, regex=True).to_numpy(dtype=bool)
-    return np.where(codes >= 0, found[np.maximum(codes, 0)], False)
+class _DistinctTexts:
+    """A column's texts, each distinct one searched once (events repeat their displays)."""
+
+    def __init__(self, texts: pd.Series) -> None:
+        codes, distinct = pd.factorize(texts)
+        self.present = codes >= 0
+        self.codes = np.maximum(codes, 0)
+        self.distinct = pd.Series(distinct, dtype=object)
+
+    def contains(self, pattern: re.Pattern[str]) -> np.ndarray:
+        if self.distinct.empty:
+            return np.zeros(len(self.present), dtype=bool)
+        found = self.distinct.str.contains(pattern, regex=True).to_numpy(dtype=bool)
+        return self.present & found[self.codes]
 
 
 def _fields_found(
@@ -297,9 +304,9 @@ def scan(frame: pd.DataFrame, rules: Sequence[IdentifierRule]) -> Mapping[str, p
     ``frame`` has ``name_text`` / ``free_text`` (a row's texts of that kind, ``FIELD_SEPARATOR``-joined)
     and ``text_fields`` ((field path, kind, text) per text) columns.
     """
-    texts = {"name": frame["name_text"], "free_text": frame["free_text"]}
+    texts = {"name": _DistinctTexts(frame["name_text"]), "free_text": _DistinctTexts(frame["free_text"])}
     hits = {
-        rule.id: np.logical_or.reduce([_contains(texts[kind], rule.pattern) for kind in rule.kinds])
+        rule.id: np.logical_or.reduce([texts[kind].contains(rule.pattern) for kind in rule.kinds])
         for rule in rules
     }
     labelled = np.zeros(len(frame), dtype=bool)
@@ -309,7 +316,7 @@ def scan(frame: pd.DataFrame, rules: Sequence[IdentifierRule]) -> Mapping[str, p
     found = {}
     for rule in rules:
         rows = hits[rule.id] & ~labelled if rule.yields else hits[rule.id]
-        column = pd.Series(None, index=frame.index, dtype=object)
+        column = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         for position in np.flatnonzero(rows):
             # A match spans no separator, so some field holds it: DATA_FIELD only guards that reasoning.
             column.iloc[position] = (
