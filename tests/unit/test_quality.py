@@ -369,3 +369,21 @@ def test_an_expectation_gx_cannot_evaluate_fails_without_its_exception_text(cata
         "exception_message": quality.WITHHELD,
         "exception_traceback": None,
     }
+
+
+def test_fhir_and_identifier_findings_name_their_field_paths(catalog, generated):
+    samples = _copy(generated)
+    observation_without_code(samples)
+    encounter_status_outside_value_set(samples)
+    name_plant, _ = _identifier_plant(*IDENTIFIER_PLANTS[0], 0)
+    name_plant(samples)
+    report = _assess(catalog, samples)
+    results = {r.id: r for r in report.results()}
+    fhir_result = results["quality[fhir.r4-valid]"]
+    assert fhir_result.observed == {"failing_events": 2, "fields": ["data.code", "data.status"]}
+    assert "data.code" in fhir_result.message and "data.status" in fhir_result.message
+    name_result = results["quality[phi.name-in-free-text]"]
+    assert name_result.observed == {"failing_events": 1, "fields": ["data.dosageInstruction.text"]}
+    assert "data.dosageInstruction.text" in name_result.details["scans"]
+    assert "data.name.family" not in name_result.details["scans"]  # names belong there
+    assert "data.name.family" in results["quality[phi.ssn]"].details["scans"]
