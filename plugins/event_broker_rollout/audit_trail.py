@@ -607,6 +607,16 @@ class ChainError(RuntimeError):
     pass
 
 
+# An environment names a chain and its lock file: a plain name, as environment files have.
+_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def checked_environment(name: str) -> str:
+    if not _ENVIRONMENT_NAME.match(name):
+        raise ChainError(f"environment {name!r}: not a plain name (letters, digits, '.', '_', '-')")
+    return name
+
+
 def reports_relative(path: Path, root: Path) -> str:
     return path.resolve().relative_to(root.resolve()).as_posix()
 
@@ -643,7 +653,7 @@ def chain_lock(root: Path, environment: str) -> Iterator[None]:
     finish together): finding the previous trail and writing the next one is one step."""
     lock_dir = root / ".audit-chain"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / f"{environment}.lock").open("a") as handle:
+    with (lock_dir / f"{checked_environment(environment)}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

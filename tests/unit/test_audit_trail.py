@@ -1028,6 +1028,14 @@ def test_audit_verify_names_a_trail_missing_from_the_chain(reports, key_files, c
     )
 
 
+def test_a_chain_is_named_by_a_plain_environment_name(reports, key_files, capsys):
+    private, _public = key_files
+    args = ["export", "--dag-id", "d", "--run-id", "r", "--env", "../elsewhere", "--logs", str(LOGS)]
+    assert audit_trail.main([*args, "--signing-key", str(private)]) == 2
+    assert "environment '../elsewhere': not a plain name" in capsys.readouterr().err
+    assert not (reports / "elsewhere.lock").exists()
+
+
 def test_command_refuses_a_signing_key_file_others_can_read(reports, key_files, capsys):
     private, _public = key_files
     private.chmod(0o640)
