@@ -7,8 +7,9 @@ are value sets here. What a check finds is named by field path only (``data.code
 quote the input, so their messages never leave this module.
 
 The text fields come from the schemas (``include/schemas/*.avsc``), each Avro field matched to its FHIR
-element: a FHIR ``string`` or ``markdown`` is text; inside a HumanName, or a Reference's display, it
-is a name. A reference's literal ``reference`` is a FHIR string too, but a pointer, not text.
+element: a FHIR ``string`` or ``markdown`` is text; inside a HumanName, or the display of a reference
+that may point at a person, it is a name. A reference's literal ``reference`` is a FHIR string too,
+but a pointer, not text.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ STATUS_RESOURCES = tuple(resource for resource, bindings in REQUIRED_BINDINGS.it
 
 _TEXT_TYPES = frozenset({"String", "Markdown"})  # FHIR primitives that hold prose
 _LITERAL_REFERENCE = ("Reference", "reference")
+_PERSONS = frozenset({"Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Person"})
 TextKind = Literal["name", "free_text"]
 
 
@@ -139,6 +141,14 @@ def _element_type(annotation: Any) -> tuple[str, Any]:
         return "primitive", type(typing.get_args(annotation)[1]).__name__
     name = getattr(annotation, "__name__", "")
     return "complex", model_class(name.removesuffix("Type")) if name.endswith("Type") else None
+
+
+@cache
+def _reference_targets(model: Any, element: str) -> frozenset[str]:
+    """The resource types a Reference element may point at."""
+    field = next((f for name, f in model.model_fields.items() if (f.alias or name) == element), None)
+    extra = field.json_schema_extra if field is not None else None
+    return frozenset(extra.get("enum_reference_types", ())) if isinstance(extra, dict) else frozenset()
 
 
 def _child(model: Any, element: str) -> tuple[str, Any] | None:
@@ -179,7 +189,11 @@ def _avro_types(schema: Any, named: dict[str, Any], namespace: str) -> Iterator[
 
 
 def _text_fields(
-    record: dict[str, Any], model: Any, path: tuple[str, ...], named: dict[str, Any]
+    record: dict[str, Any],
+    model: Any,
+    path: tuple[str, ...],
+    named: dict[str, Any],
+    targets: frozenset[str] = frozenset(),  # what the record may point at, when it is a Reference
 ) -> Iterator[TextField]:
     namespace = record.get("namespace", "")
     model_name = getattr(model, "__name__", "")
@@ -189,11 +203,14 @@ def _text_fields(
         for avro in _avro_types(field["type"], named, namespace):
             if isinstance(avro, dict) and avro.get("type") == "record":
                 if child is not None and child[0] == "complex":
-                    yield from _text_fields(avro, child[1], (*path, element), named)
+                    pointed_at = _reference_targets(model, element)
+                    yield from _text_fields(avro, child[1], (*path, element), named, pointed_at)
             elif avro == "string" and child is not None and child[0] == "primitive":
                 if child[1] not in _TEXT_TYPES or (model_name, element) == _LITERAL_REFERENCE:
                     continue
-                named_person = model_name == "HumanName" or (model_name, element) == ("Reference", "display")
+                named_person = model_name == "HumanName" or (
+                    (model_name, element) == ("Reference", "display") and bool(targets & _PERSONS)
+                )
                 yield TextField((*path, element), "name" if named_person else "free_text")
 
 
