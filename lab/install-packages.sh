@@ -3,7 +3,8 @@
 # Idempotent: installs only what is missing. Needs root (apt-get).
 set -euo pipefail
 packages=(openssh-server openssh-client iproute2 kcat iperf3 openssl netcat-openbsd procps util-linux
-          chromium curl jq docker-compose)
+          chromium curl jq docker-compose
+          postgresql redis-server)  # the distributed Airflow (make airflow-up EXECUTOR=celery); neither is started here
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
