@@ -113,6 +113,7 @@ def event_broker_security() -> None:
         summary = {
             "migration": migration.observed if migration else None,
             "changes": sum(1 for r in results if r.status.value == "changed"),
+            **stage.migration_chart_data(results),
         }
         return dag_support.publish_report(
             context, DAG_ID, "Security: TLS, authentication, authorization", results, summary

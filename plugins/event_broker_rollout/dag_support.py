@@ -198,6 +198,7 @@ def publish_report(
         results=[*results, *task_outcomes(context)],
         summary=summary,
         title=title,
+        triggered_by=context["dag_run"].triggering_user_name,
     )
     print(f"report: {report.write()}")
     return finish(report)

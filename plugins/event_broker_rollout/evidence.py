@@ -7,7 +7,6 @@ settings in ``observed``/``expected``, never payload values or credentials.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout import paths
+from event_broker_rollout import paths, report_html
 
 
 class Status(StrEnum):
@@ -125,6 +124,7 @@ class StageReport:
     title: str = ""
     # Charts drawn by the stage (inline SVG built from escaped values), shown between summary and tables.
     figures: Sequence[str] = ()
+    triggered_by: str | None = None  # the Airflow user who triggered the run, when known
 
     @property
     def write_path(self) -> Path:
@@ -144,7 +144,9 @@ class StageReport:
             "finished_at": self.finished_at.isoformat(),
             "counts": counts(self.results),
             "summary": dict(self.summary),
-            "results": [result.to_dict() for result in self.results],
+            "results": [_with_remediation(result) for result in self.results],
+            "title": self.title or self.dag_id,
+            "triggered_by": self.triggered_by,
         }
 
     def write(self) -> Path:
@@ -163,86 +165,23 @@ class StageReport:
         return json_path
 
 
+def _with_remediation(result: Result) -> dict[str, Any]:
+    """A result as report.json holds it: a failure or warning also says what to do about it."""
+    data = result.to_dict()
+    if result.status in (Status.FAIL, Status.WARN):
+        data["remediation"] = report_html.remediation(data)
+    return data
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
-_STATUS_COLOURS = {
-    "pass": "#1a7f37",
-    "ok": "#1a7f37",
-    "changed": "#0969da",
-    "warn": "#9a6700",
-    "fail": "#cf222e",
-    "skipped": "#6e7781",
-}
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return html.escape(text)
-
-
 def render_html(report: StageReport) -> str:
-    """A self-contained page: a summary, then a table per host (cluster-wide results first)."""
-    by_host: dict[str, list[Result]] = {}
-    for result in report.results:
-        by_host.setdefault(result.host or "cluster", []).append(result)
-    order = sorted(by_host, key=lambda name: (name != "cluster", name))
-    tally = counts(report.results)
-    badges = " ".join(
-        f'<span class="badge" style="background:{_STATUS_COLOURS[name]}">{name}: {count}</span>'
-        for name, count in tally.items()
-        if count
-    )
-    sections = []
-    for name in order:
-        rows = "\n".join(
-            f'<tr class="{r.status}"><td><code>{_cell(r.id)}</code></td>'
-            f'<td><span class="status" style="color:{_STATUS_COLOURS[str(r.status)]}">{r.status}</span></td>'
-            f"<td>{_cell(str(r.severity))}</td><td>{_cell(r.message)}</td>"
-            f"<td>{_cell(r.observed)}</td><td>{_cell(r.expected)}</td></tr>"
-            for r in by_host[name]
-        )
-        sections.append(
-            f"<h2>{html.escape(name)}</h2><table><thead><tr><th>check</th><th>status</th><th>severity</th>"
-            f"<th>message</th><th>observed</th><th>expected</th></tr></thead><tbody>{rows}</tbody></table>"
-        )
-    summary_rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in report.summary.items()
-    )
-    colour = _STATUS_COLOURS["fail" if report.status == "failed" else "pass"]
-    title = html.escape(report.title or report.dag_id)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} — {html.escape(report.run_id)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; }}
-table {{ border-collapse: collapse; width: 100%; margin-bottom: 1.5rem; }}
-th, td {{ border: 1px solid #d0d7de; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
-th {{ background: #f6f8fa; }}
-tr.fail {{ background: #ffebe9; }} tr.warn {{ background: #fff8c5; }}
-tr.pass, tr.ok {{ background: #f0fff4; }} tr.changed {{ background: #ddf4ff; }}
-.badge {{ color: #fff; border-radius: 1rem; padding: .15rem .6rem; margin-right: .3rem; }}
-.status {{ font-weight: 600; }}
-.verdict {{ color: {colour}; }}
-</style></head><body>
-<h1>{title} <span class="verdict">{report.status}</span></h1>
-<table>
-<tr><th>DAG</th><td>{html.escape(report.dag_id)}</td></tr>
-<tr><th>run</th><td>{html.escape(report.run_id)}</td></tr>
-<tr><th>environment</th><td>{html.escape(report.environment)}</td></tr>
-<tr><th>started</th><td>{report.started_at.isoformat()}</td></tr>
-<tr><th>finished</th><td>{report.finished_at.isoformat()}</td></tr>
-{summary_rows}
-</table>
-<p>{badges}</p>
-{"".join(report.figures)}
-{"".join(sections)}
-</body></html>
-"""
+    """The report's page, from the same data as its report.json (one renderer for every report kind)."""
+    return report_html.render(report.to_dict(), title=report.title or None, figures=report.figures)
 
 
 def utcnow() -> datetime:

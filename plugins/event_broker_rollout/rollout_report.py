@@ -22,6 +22,8 @@ from event_broker_rollout.rollout import (
     RolloutRequest,
     approval_user,
     approved,
+    decide_stage,
+    plan_decision,
     stage_dag_id,
 )
 
@@ -58,7 +60,8 @@ def _changes(report: Mapping[str, Any] | None) -> int | None:
     return int((report.get("counts") or {}).get("changed", 0))
 
 
-def stage_result(outcome: StageOutcome, rollout_dir: Path) -> Result:
+def stage_result(outcome: StageOutcome, rollout_dir: Path, skip_reason: str | None = None) -> Result:
+    """The stage's row; ``skip_reason`` is why the controller chose not to run it (when it did not)."""
     report = outcome.report
     link = None
     if outcome.run_id:
@@ -79,7 +82,9 @@ def stage_result(outcome: StageOutcome, rollout_dir: Path) -> Result:
         return Result(
             check_id,
             Status.SKIPPED,
-            "did not run (see the controller task's log for why)",
+            f"did not run: {skip_reason}"
+            if skip_reason
+            else "did not run (see the controller task's log for why)",
             observed=observed,
             expected="success or not chosen",
             severity=Severity.ADVISORY,
@@ -242,6 +247,16 @@ def stage_links_html(outcomes: Sequence[StageOutcome], rollout_dir: Path) -> str
     return f"<h2>Stage reports</h2><ul>{''.join(items)}</ul>" if items else ""
 
 
+def skip_reason(
+    request: RolloutRequest, outcome: StageOutcome, approval: Mapping[str, Any] | None
+) -> str | None:
+    """Why the controller skipped a stage: the same decision its task took (None when it was not skipped)."""
+    if outcome.task_state != "skipped":
+        return None
+    decision = plan_decision(request) if outcome.plan_only else decide_stage(request, outcome.stage, approval)
+    return None if decision.run else decision.reason
+
+
 def build_report(
     *,
     dag_id: str,
@@ -257,7 +272,9 @@ def build_report(
     refused_answers: Sequence[Mapping[str, Any]] = (),
 ) -> StageReport:
     rollout_dir = report_dir(dag_id, run_id)
-    results = [stage_result(outcome, rollout_dir) for outcome in outcomes]
+    results = [
+        stage_result(outcome, rollout_dir, skip_reason(request, outcome, approval)) for outcome in outcomes
+    ]
     results.append(approval_result(request, approval, approval_task_state))
     results += refused_answer_results(refused_answers)
     ran = [o for o in outcomes if o.report is not None and not o.plan_only]
@@ -282,6 +299,7 @@ def build_report(
         summary=summary,
         title="Rollout",
         figures=(timeline_svg(bars), stage_links_html(outcomes, rollout_dir)),
+        triggered_by=triggered_by,
     )
 
 
@@ -323,6 +341,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
             ],
             summary={"triggered_by": dag_run.triggering_user_name},
             title="Rollout",
+            triggered_by=dag_run.triggering_user_name,
         )
         return report.write(), "the rollout request was refused before touching any host"
     request = RolloutRequest.from_dict(raw_request)

@@ -58,6 +58,7 @@ def gate_result(
         else f"timed out after {waited:.1f}s: {describe_failure(environment, check, observed)}",
         observed=observed,
         expected="healthy for the settle window",
+        details={"waited_seconds": round(waited, 1)},  # the report's gate-wait chart
     )
 
 

@@ -111,8 +111,9 @@ def test_sections_are_added_to_the_stage_report_page(tmp_path, monkeypatch, poli
     latest = write_run(1, 0)
     page = report.add_sections(latest.write_path, policy, runs=30)
     text = page.read_text()
-    assert text.index("Trend of the last runs") < text.index("<h2>cluster</h2>")
-    assert text.index("<h2>Checks</h2>") < text.index("<h2>lab1</h2>")
+    assert text.index("Trend of the last runs") < text.index("All results, by phase and host")
+    assert text.index("<h2>Checks</h2>") < text.index("<h4>lab1 ")
+    assert text.count("<h1>") == 1 and text.count("<h2>Checks</h2>") == 1
     assert "failed checks now 0, most 1" in text
     assert text.count('<tr class="') >= len(policy.checks)
 

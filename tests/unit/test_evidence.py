@@ -59,10 +59,12 @@ def test_report_written_as_json_and_html_with_latest_link(tmp_path, monkeypatch)
         "expected": ">= 4",
         "severity": "blocking",
         "details": {},
+        "remediation": "Give the host the sizing profile's CPU, memory or disk, or choose a smaller sizing profile.",
     }
+    assert data["title"] == "Preflight" and "remediation" not in data["results"][1]
     assert counts(results)["fail"] == 1
     html = (path.parent / "report.html").read_text()
-    assert "<h2>lab1</h2>" in html and "<h2>cluster</h2>" in html and "#cf222e" in html
+    assert "<h4>lab1 " in html and "<h4>cluster-wide " in html and 'class="verdict">FAILED' in html
     latest = tmp_path / "event_broker_preflight" / "latest"
     assert latest.resolve() == path.parent.resolve()
 

@@ -1,7 +1,8 @@
 """The compliance report's own sections: a table per check and the trend over the last runs.
 
 ``evidence.StageReport`` writes report.json and report.html as for every stage; this module reads the
-previous runs' report.json files beside it and adds, before the per-host tables, one row per check
+previous runs' report.json files beside it and renders the page again (``report_html``) with, before
+the per-phase results, one row per check
 (HIPAA clause, severity, today's outcome, its outcome in each recent run) and an inline SVG chart of
 the checks failed, warned and passed in each run. Plain HTML and SVG: no script, no network.
 """
@@ -16,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from event_broker_rollout import report_html
 from event_broker_rollout.compliance.policy import CompliancePolicy
 from event_broker_rollout.evidence import Result
 
@@ -199,33 +201,25 @@ def sections_html(rows: Sequence[CheckRow], points: Sequence[RunPoint]) -> str:
 .sq {{ display: inline-block; width: 9px; height: 14px; margin-right: 1px; border-radius: 2px; }}
 td.trend {{ white-space: nowrap; }}
 </style>
-<h2>Trend of the last runs</h2>
+<section id="compliance"><h2>Trend of the last runs</h2>
 <p>{html.escape(caption)}</p>
 {trend_svg(points)}
 <h2>Checks</h2>
 <table><thead><tr><th>check</th><th>HIPAA Security Rule</th><th>severity</th><th>outcome</th>
 <th>findings</th><th>last runs (oldest first)</th></tr></thead><tbody>
 {body}
-</tbody></table>
+</tbody></table></section>
 """
 
 
-def insert_sections(page: str, sections: str) -> str:
-    """The sections before the report's first per-host table (or at the end of the body)."""
-    marker = "<h2>"
-    at = page.find(marker)
-    if at < 0:
-        at = page.rfind("</body>")
-    return page[:at] + sections + page[at:] if at >= 0 else page + sections
-
-
 def add_sections(report_json: Path, policy: CompliancePolicy, runs: int) -> Path:
-    """Rewrite the run's report.html with the per-check table and the trend (this run included)."""
+    """Render the run's report.html again from its report.json, now with the per-check table and the
+    trend (this run included), through the renderer every report uses."""
     data = json.loads(report_json.read_text())
     results = [Result.from_dict(item) for item in data["results"]]
     points = history(report_json.parent.parent, runs)
     page_path = report_json.with_name("report.html")
-    page = insert_sections(page_path.read_text(), sections_html(check_rows(results, policy, points), points))
+    page = report_html.render(data, sections=[sections_html(check_rows(results, policy, points), points)])
     tmp = page_path.with_name(f".{page_path.name}.tmp")
     tmp.write_text(page)
     tmp.replace(page_path)

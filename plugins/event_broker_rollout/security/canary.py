@@ -4,7 +4,8 @@ Run as a detached process (``python -m event_broker_rollout.security.canary run 
 task that starts it. The producer sends numbered records (acks=all, idempotence on) at a steady rate;
 the consumer reads them back. On SIGTERM the producer stops and flushes, the consumer drains until every
 acknowledged record arrived (or a deadline), and the final counts are written: produced, consumed, lost
-(acknowledged but never read) and duplicated (read more than once).
+(acknowledged but never read) and duplicated (read more than once). Every ``INTERVAL_SECONDS`` it also
+records how many records were acknowledged and read in that interval, for the report's chart.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 RATE_PER_SECOND = 50
 DRAIN_SECONDS = 90
+INTERVAL_SECONDS = 5.0
 
 
 class Canary:
@@ -38,6 +40,9 @@ class Canary:
         self.seen: dict[int, int] = {}
         self.sent = 0
         self.lock = threading.Lock()
+        # One entry per interval: its end (epoch seconds) and the records acknowledged and read in it.
+        self.intervals: list[dict[str, float | int]] = []
+        self._counted = (0, 0)  # acknowledged and read when the last interval ended
 
     def _delivered(self, error: KafkaError | None, message: Any) -> None:
         with self.lock:
@@ -94,6 +99,19 @@ class Canary:
                     break
         consumer.close()
 
+    def record_interval(self, now: float) -> None:
+        """Close the current interval at ``now``: what was acknowledged and read since the last one."""
+        with self.lock:
+            produced, consumed = len(self.acked), sum(self.seen.values())
+        self.intervals.append(
+            {
+                "at": round(now, 3),
+                "produced": produced - self._counted[0],
+                "consumed": consumed - self._counted[1],
+            }
+        )
+        self._counted = (produced, consumed)
+
     def stats(self, final: bool) -> dict[str, Any]:
         with self.lock:
             consumed = sum(self.seen.values())
@@ -106,6 +124,7 @@ class Canary:
                 "duplicated": consumed - len(self.seen),
                 "delivery_errors": len(self.failed),
                 "updated_at": time.time(),
+                "intervals": list(self.intervals),
             }
 
     def write(self, final: bool) -> None:
@@ -124,9 +143,14 @@ class Canary:
         consumer = threading.Thread(target=self.consume, args=(producer_done,), daemon=True)
         producer.start()
         consumer.start()
+        interval_ends = time.time() + INTERVAL_SECONDS
         while consumer.is_alive():
+            if time.time() >= interval_ends:
+                self.record_interval(time.time())
+                interval_ends += INTERVAL_SECONDS
             self.write(final=False)
             consumer.join(1)
+        self.record_interval(time.time())
         self.write(final=True)
 
 

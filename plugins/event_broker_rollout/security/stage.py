@@ -27,7 +27,7 @@ from event_broker_rollout.components import (
     validated_components,
 )
 from event_broker_rollout.environment import Environment
-from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.evidence import Result, Severity, Status, check, utcnow
 from event_broker_rollout.infrastructure import health
 from event_broker_rollout.infrastructure import stage as infrastructure
 from event_broker_rollout.infrastructure.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
@@ -98,6 +98,7 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
                     status=Status.OK,
                     host=name,
                     message=f"host records {current}",
+                    details={"at": utcnow().isoformat()},
                 )
             remote.write_file(infrastructure.SECURITY_PHASE_FILE, target + "\n")
         audit(
@@ -110,7 +111,11 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
             result_id=f"security.phase[{target}]",
         )
         return Result(
-            id=f"security.phase[{target}]", status=Status.CHANGED, host=name, message=f"{current} -> {target}"
+            id=f"security.phase[{target}]",
+            status=Status.CHANGED,
+            host=name,
+            message=f"{current} -> {target}",
+            details={"at": utcnow().isoformat()},  # the report marks the phase on the canary's chart
         )
 
     return [r.to_dict() for r in in_parallel([h.name for h in environment.hosts], record).values()]
@@ -324,6 +329,7 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
             observed=counts,
             expected={"lost": 0},
             message=f"{stats['produced']} acknowledged records through the migration, {stats['lost']} lost",
+            details={"intervals": stats.get("intervals", [])},  # per-interval counts for the report's chart
         ),
         check(
             "canary.no_duplicates",
@@ -334,6 +340,22 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
         ),
     ]
     return [r.to_dict() for r in results]
+
+
+def migration_chart_data(results: Sequence[Result]) -> dict[str, Any]:
+    """For the report's canary chart: the canary's per-interval counts, and when each phase was committed
+    on every host (its last host's commit)."""
+    canary = next((r for r in results if r.id == "canary.zero_loss"), None)
+    committed: dict[str, str] = {}
+    for result in results:
+        at = result.details.get("at")
+        if result.id.startswith("security.phase[") and isinstance(at, str):
+            phase = result.id.removeprefix("security.phase[").removesuffix("]")
+            committed[phase] = max(committed.get(phase, ""), at)
+    return {
+        "migration_intervals": list(canary.details.get("intervals", [])) if canary else [],
+        "phase_boundaries": [{"phase": phase, "at": at} for phase, at in committed.items()],
+    }
 
 
 def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
