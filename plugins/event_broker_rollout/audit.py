@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -36,6 +37,12 @@ KEY_MATERIAL = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 INLINE_LIMIT = 256
 
 _log = structlog.get_logger("event_broker_rollout.audit")
+
+# Records are numbered per task attempt and per process part of it: a task that defers and resumes (a
+# gate, an approval) continues in a new process, possibly on another worker, which numbers its part from 1
+# again under its own part id. A reader that finds a part's numbers not running 1..n has lost records.
+_PART = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + f"-{os.getpid()}"
+_sequences: dict[tuple[Any, ...], int] = {}
 
 
 def canonical_json(value: Any) -> str:
@@ -101,6 +108,13 @@ def _run_context() -> dict[str, Any]:
     }
 
 
+def _numbered(context: Mapping[str, Any]) -> dict[str, Any]:
+    """This record's place among its attempt's records: the process part and the number within it."""
+    attempt = tuple(context.get(key) for key in ("dag_id", "run_id", "task_id", "map_index", "try_number"))
+    _sequences[attempt] = _sequences.get(attempt, 0) + 1
+    return {"part": _PART, "seq": _sequences[attempt]}
+
+
 def audit_record(
     action: str,
     *,
@@ -114,10 +128,12 @@ def audit_record(
 ) -> dict[str, Any]:
     """The record ``audit`` logs: run context, what was done to what with which outcome, the evidence
     reference, before/after (a change's states or digests) and details; secret-named fields removed."""
+    context = _run_context()
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "at": datetime.now(UTC).isoformat(),
-        **_run_context(),
+        **context,
+        **_numbered(context),
         "action": action,
         "target": target,
         "outcome": outcome,

@@ -1289,7 +1289,13 @@ def export_trail(
                     f"{run}: no task log files under {logs} (an in-process dag.test() run writes none): "
                     "no audit records"
                 )
-            entries += read_log_files(logs, run)
+            # Every part of every attempt (a resumed task's, the triggerer's); a gap in a task's record
+            # numbers is a finding in the trail (event_broker_rollout.trail_sources).
+            from event_broker_rollout.trail_sources import read_every_log_part
+
+            found, findings = read_every_log_part(logs, run)
+            entries += found
+            notes += findings
         else:
             assert api is not None
             entries += read_api_logs(api, run)

@@ -26,6 +26,8 @@ from event_broker_rollout.environment import available_environments, environment
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 # DAGs that `stage` runs besides the rollout stages: the scheduled compliance re-verification.
 RUNNABLE = (*STAGES, "compliance")
+# standalone: `airflow standalone` on SQLite; celery: PostgreSQL, Redis and two Celery workers.
+EXECUTORS = ("standalone", "celery")
 
 
 def configure_airflow_environment() -> Path:
@@ -149,7 +151,9 @@ def rollout_command(args: argparse.Namespace) -> int:
 
     conf = run_conf(args)
     try:
-        state, _run_id = run_rollout(conf, keep_airflow=args.keep_airflow, timeout=args.timeout)
+        state, _run_id = run_rollout(
+            conf, keep_airflow=args.keep_airflow, timeout=args.timeout, executor=args.executor
+        )
     except AirflowApiError as error:
         raise CommandLineError(f"the rollout was refused by Airflow: {error}") from None
     except requests.ConnectionError:
@@ -178,7 +182,36 @@ def validate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def celery_stack_command(action: str) -> int:
+    from event_broker_rollout import airflow_stack
+
+    stack = airflow_stack.settings()
+    if action == "up":
+        started = airflow_stack.start(stack)
+        print(
+            f"Airflow (CeleryExecutor, PostgreSQL) {'started' if started else 'already running'}: {stack.url}"
+        )
+        print(f"login: {airflow_server.USER} / {airflow_server.password(stack.server)}")
+        print(
+            f"approver login: {airflow_server.APPROVER} / {airflow_server.password(stack.server, airflow_server.APPROVER)}"
+        )
+        print("stop it: make airflow-down EXECUTOR=celery")
+    elif action == "down":
+        print(
+            "Celery stack stopped and removed"
+            if airflow_stack.stop(stack)
+            else "Celery stack was not running"
+        )
+    else:
+        running = airflow_stack.running_services(stack)
+        for name in airflow_stack.SERVICES:
+            print(f"  {name:<14} {'pid ' + str(running[name]) if name in running else 'not running'}")
+    return 0
+
+
 def airflow_command(args: argparse.Namespace) -> int:
+    if args.executor == "celery":
+        return celery_stack_command(args.action)
     server = airflow_server.settings()
     if args.action == "up":
         started = airflow_server.start(server)
@@ -215,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--conf", default="", help="JSON run conf (stages, dry_run, change_ticket, ...)")
     run.add_argument("--keep-airflow", action="store_true", help="leave Airflow running afterwards")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the rollout")
+    run.add_argument("--executor", choices=EXECUTORS, default="standalone", help="which Airflow runs it")
     run.set_defaults(handler=rollout_command)
     check = commands.add_parser(
         "validate", help="check an environment file and everything it references, touching no host"
@@ -223,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(handler=validate_command)
     server = commands.add_parser("airflow", help="the project's Airflow (standalone): up, down, status")
     server.add_argument("action", choices=("up", "down", "status"))
+    server.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="standalone",
+        help="standalone (SQLite) or celery (PostgreSQL)",
+    )
     server.set_defaults(handler=airflow_command)
     args = parser.parse_args(argv)
     handler = args.handler

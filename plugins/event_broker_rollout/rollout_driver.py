@@ -10,15 +10,47 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout import airflow_server, rollout
+from event_broker_rollout import airflow_server, airflow_stack, rollout
 from event_broker_rollout.airflow_api import AirflowApi
 from event_broker_rollout.evidence import report_dir
 
 CONTROLLER = "event_broker_rollout"
 DONE_STATES = {"success", "failed", "skipped", "upstream_failed", "removed"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a rollout runs: the standalone Airflow (SQLite, the default) or the Celery stack."""
+
+    server: airflow_server.ServerSettings
+    start: Callable[[], bool]
+    stop: Callable[[], bool]
+    running: Callable[[], bool]
+    log: Path
+
+
+def deployment(executor: str = "standalone") -> Deployment:
+    if executor == "celery":
+        stack = airflow_stack.settings()
+        return Deployment(
+            server=stack.server,
+            start=lambda: airflow_stack.start(stack),
+            stop=lambda: airflow_stack.stop(stack),
+            running=lambda: bool(airflow_stack.running_services(stack)),
+            log=stack.home,
+        )
+    server = airflow_server.settings()
+    return Deployment(
+        server=server,
+        start=lambda: airflow_server.start(server),
+        stop=lambda: airflow_server.stop(server),
+        running=lambda: airflow_server.running_pid(server) is not None,
+        log=server.log_file,
+    )
 
 
 def api_for(server: airflow_server.ServerSettings) -> AirflowApi:
@@ -103,11 +135,13 @@ def run_rollout(
     keep_airflow: bool,
     timeout: float = 3600.0,
     say: Callable[[str], None] = print,
+    executor: str = "standalone",
 ) -> tuple[str, str]:
     """Start Airflow if needed, trigger the rollout, follow it; returns (state, run_id)."""
-    server = airflow_server.settings()
-    say(f"Airflow: {server.url} (starting it if needed; log {server.log_file})")
-    started = airflow_server.start(server)
+    target = deployment(executor)
+    server = target.server
+    say(f"Airflow ({executor}): {server.url} (starting it if needed; logs {target.log})")
+    started = target.start()
     api = api_for(server)
     try:
         errors = api.import_errors()
@@ -132,8 +166,8 @@ def run_rollout(
         return state, run_id
     finally:
         if started and not keep_airflow:
-            airflow_server.stop(server)
-        elif airflow_server.running_pid(server) is not None:
+            target.stop()
+        elif target.running():
             say(
                 f"Airflow UI: {server.url}  login: {airflow_server.USER} / {airflow_server.password(server)}"
                 "  (stop it: make airflow-down)"
