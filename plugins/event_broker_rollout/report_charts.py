@@ -185,46 +185,51 @@ def gate_waits(results: Sequence[Mapping[str, Any]]) -> list[GateWait]:
 
 
 def gate_waits_svg(waits: Sequence[GateWait], width: int = 1000) -> str:
-    """One row per host, one bar per gate wait in the order the gates ran."""
-    hosts: dict[str, list[GateWait]] = {}
+    """One row per host and gate: its waits side by side in the order they ran (one segment each, the
+    seconds written in it), the row's total at its end."""
+    rows: dict[tuple[str, str], list[GateWait]] = {}
     for wait in waits:
-        hosts.setdefault(wait.host, []).append(wait)
-    label_w, row_h, top = 110, 18, 8
-    longest = max(1.0, *(w.seconds for w in waits))
-    rows = sum(len(items) for items in hosts.values()) + len(hosts)
-    height = top + rows * row_h + 40
-    scale = (width - label_w - 70) / longest
+        rows.setdefault((wait.host, wait.gate), []).append(wait)
+    label_w, row_h, top, gap = 150, 24, 6, 3
+    longest = max(1.0, *(sum(w.seconds for w in items) for items in rows.values()))
+    height = top + len(rows) * row_h + 28
+    scale = (width - label_w - 130 - gap * max(len(items) for items in rows.values())) / longest
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart gates" role="img" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11" '
         'aria-label="health gate waits per host">'
     ]
-    y = top
-    for host, items in hosts.items():
-        parts.append(f'<text x="0" y="{y + 12}" font-weight="600">{html.escape(host)}</text>')
-        y += row_h
+    for index, ((host, gate), items) in enumerate(rows.items()):
+        y = top + index * row_h
+        parts.append(f'<text x="0" y="{y + 15}">{html.escape(host)} · {html.escape(gate)}</text>')
+        x = float(label_w)
         for number, wait in enumerate(items, start=1):
-            length = max(wait.seconds * scale, 1.5)
+            length = max(wait.seconds * scale, 2.0)
             colour = "#cf222e" if wait.status == "fail" else GATE_COLOURS.get(wait.gate, "#6e7781")
             parts.append(
-                f'<text x="12" y="{y + 12}">{number}. {html.escape(wait.gate)}</text>'
-                f'<rect class="gate-wait" x="{label_w}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" '
-                f'fill="{colour}"><title>{html.escape(host)}: {html.escape(wait.gate)} gate #{number}, '
+                f'<rect class="gate-wait" x="{x:.1f}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" '
+                f'fill="{colour}"><title>{html.escape(host)}: {html.escape(gate)} gate #{number}, '
                 f"{wait.seconds:.1f} s ({html.escape(wait.status)})</title></rect>"
-                f'<text x="{label_w + length + 4:.1f}" y="{y + 12}">{wait.seconds:.1f} s</text>'
             )
-            y += row_h
+            if length > 34:
+                parts.append(
+                    f'<text x="{x + length / 2:.1f}" y="{y + 15}" text-anchor="middle" fill="#fff">'
+                    f"{wait.seconds:.1f}</text>"
+                )
+            x += length + gap
+        total = sum(w.seconds for w in items)
+        parts.append(f'<text x="{x + 2:.1f}" y="{y + 15}">{total:.1f} s ({len(items)} waits)</text>')
     legend_x = label_w
     for gate, colour in GATE_COLOURS.items():
         if any(w.gate == gate for w in waits):
             parts.append(
-                f'<rect x="{legend_x}" y="{height - 22}" width="10" height="10" fill="{colour}"/>'
-                f'<text x="{legend_x + 14}" y="{height - 13}">{gate}</text>'
+                f'<rect x="{legend_x}" y="{height - 16}" width="10" height="10" fill="{colour}"/>'
+                f'<text x="{legend_x + 14}" y="{height - 7}">{gate}</text>'
             )
             legend_x += 90
     parts.append(
-        f'<rect x="{legend_x}" y="{height - 22}" width="10" height="10" fill="#cf222e"/>'
-        f'<text x="{legend_x + 14}" y="{height - 13}">timed out</text></svg>'
+        f'<rect x="{legend_x}" y="{height - 16}" width="10" height="10" fill="#cf222e"/>'
+        f'<text x="{legend_x + 14}" y="{height - 7}">timed out</text></svg>'
     )
     return "".join(parts)
 
@@ -234,10 +239,13 @@ def gates_figure(results: Sequence[Mapping[str, Any]]) -> str:
     if not waits:
         return ""
     total = sum(w.seconds for w in waits)
-    caption = f"Health gates: {len(waits)} waits, {total:.0f} s in all, per host in the order they ran"
+    caption = (
+        f"Health gates: {len(waits)} waits, {total:.0f} s in all; per host and gate, each wait (seconds) "
+        "in the order it ran"
+    )
     return (
         f'<figure id="gates-chart"><figcaption>{html.escape(caption)}</figcaption>'
-        f"<details open><summary>gate waits</summary>{gate_waits_svg(waits)}</details></figure>"
+        f"{gate_waits_svg(waits)}</figure>"
     )
 
 

@@ -62,7 +62,18 @@ PHASE_NAMES = {
     "schemas": "Schemas",
     "topic": "Topics",
     "integration": "Integration flow",
-    "compliance": "Compliance",
+    "compliance.tls": "Compliance: transmission security (TLS)",
+    "compliance.auth": "Compliance: authentication",
+    "compliance.authz": "Compliance: authorization",
+    "compliance.acl": "Compliance: ACLs",
+    "compliance.host": "Compliance: secrets on the hosts",
+    "compliance.durability": "Compliance: durability",
+    "compliance.retention": "Compliance: retention",
+    "compliance.topics": "Compliance: topics as the catalog declares",
+    "compliance.registry": "Compliance: schema registry",
+    "compliance.health": "Compliance: cluster health",
+    "compliance.audit": "Compliance: audit controls",
+    "compliance.results": "Compliance: results published",
 }
 
 # What to do about a failed or warned check, by the longest matching check-id prefix. A result's own
@@ -113,6 +124,22 @@ REMEDIATION_HINTS = {
     "catalog.": "Fix the event catalog entry named in the row (make validate shows the problem).",
     "schema.": "Make the schema change compatible (or register it under a new subject), then re-run.",
     "integration.": "Follow the failed flow step in the row: producer, topic, consumer or schema.",
+    "compliance.tls": "A listener accepts plaintext or a protocol/cipher the policy forbids: re-run the "
+    "security stage (it restores the secured listeners) and find who changed the broker's settings.",
+    "compliance.auth": "Unauthenticated or unapproved access is possible: remove unknown SCRAM users and "
+    "check the SASL listener settings (re-run the security stage).",
+    "compliance.authz": "A principal can reach PHI it should not: remove the undeclared or wildcard ACLs "
+    "and re-run the security stage.",
+    "compliance.acl": "ACLs drifted from the components file: re-run the security stage.",
+    "compliance.host": "Fix the file's mode or owner on the host (secrets 0600, owned by the service user) "
+    "and remove passwords from plain configuration.",
+    "compliance.durability": "Restore the topic's replication and min.insync.replicas (re-run the schemas stage).",
+    "compliance.retention": "Set the topic's retention as the catalog declares (re-run the schemas stage).",
+    "compliance.topics": "Make the topics match the catalog: re-run the schemas stage; delete undeclared "
+    "topics after checking who created them.",
+    "compliance.registry": "Set the subject's compatibility as the catalog declares (re-run the schemas stage).",
+    "compliance.health": "Bring the missing broker or lagging controller back (see the host's service log).",
+    "compliance.audit": "Check the audit topic exists and the rollout's audit publisher runs.",
 }
 GENERIC_HINT = "See the observed and expected values; fix the cause and re-run the stage."
 
@@ -132,7 +159,9 @@ def remediation(result: Mapping[str, Any]) -> str:
 
 
 def phase_of(check_id: str) -> str:
-    return re.split(r"[.\[]", check_id, maxsplit=1)[0]
+    """The first part of a check id; compliance checks (``compliance.tls.x``) by their second part."""
+    parts = re.split(r"[.\[]", check_id, maxsplit=2)
+    return ".".join(parts[:2]) if parts[0] == "compliance" and len(parts) > 1 else parts[0]
 
 
 def phase_title(phase: str) -> str:
@@ -165,6 +194,13 @@ def _parsed_json(text: str) -> Any:
     return value if isinstance(value, dict | list) else None
 
 
+_INLINE_KEYS = 8  # a flat mapping up to this size reads best on one line ("pass 10 · fail 2")
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float | bool) and "\n" not in str(value))
+
+
 def value_html(value: Any) -> str:
     """A value as people read it: scalars as text, mappings as key/value lists, lists as lists."""
     if value is None:
@@ -183,13 +219,19 @@ def value_html(value: Any) -> str:
     if isinstance(value, Mapping):
         if not value:
             return '<span class="none">none</span>'
+        if len(value) <= _INLINE_KEYS and all(_scalar(v) for v in value.values()):
+            pairs = "".join(
+                f'<span class="pair"><span class="k">{_label(k)}</span> {value_html(v)}</span>'
+                for k, v in value.items()
+            )
+            return f'<span class="kvi">{pairs}</span>'
         items = "".join(f"<dt>{_label(k)}</dt><dd>{value_html(v)}</dd>" for k, v in value.items())
         return f'<dl class="kv">{items}</dl>'
     if isinstance(value, list | tuple | set | frozenset):
         items_list = list(value)
         if not items_list:
             return '<span class="none">none</span>'
-        if all(isinstance(item, str | int | float | bool) for item in items_list):
+        if all(_scalar(item) for item in items_list):
             return ", ".join(value_html(item) for item in items_list)
         return '<ol class="items">' + "".join(f"<li>{value_html(item)}</li>" for item in items_list) + "</ol>"
     return html.escape(str(value))
@@ -202,17 +244,20 @@ def _href(relative: str) -> str:
     )
 
 
+def _report_link(value: Any, text: str) -> str:
+    if isinstance(value, str) and value.endswith(".html"):
+        return f'<a class="report-link" href="{_href(value)}">{html.escape(text)}</a>'
+    return ""
+
+
 def details_html(details: Mapping[str, Any]) -> str:
-    shown = {k: v for k, v in details.items() if k != "remediation" and v not in (None, "", {}, [])}
-    if not shown:
-        return ""
-    parts = []
-    for key, value in shown.items():
-        if key == "report" and isinstance(value, str) and value.endswith(".html"):
-            parts.append(f'<dt>report</dt><dd><a href="{_href(value)}">open the report</a></dd>')
-        else:
-            parts.append(f"<dt>{_label(key)}</dt><dd>{value_html(value)}</dd>")
-    return f'<details class="more"><summary>details</summary><dl class="kv">{"".join(parts)}</dl></details>'
+    """A result's details: a link to the report it points at, the rest collapsed as key/value pairs."""
+    link = _report_link(details.get("report"), "open the stage report")
+    shown = {
+        k: v for k, v in details.items() if k not in ("remediation", "report") and v not in (None, "", {}, [])
+    }
+    more = f'<details class="more"><summary>details</summary>{value_html(shown)}</details>' if shown else ""
+    return (f"<br>{link}" if link else "") + more
 
 
 def _status_html(result: Mapping[str, Any]) -> str:
@@ -351,6 +396,9 @@ def attention_html(results: Sequence[Mapping[str, Any]]) -> str:
 
 def changes_html(results: Sequence[Mapping[str, Any]]) -> str:
     changed = [r for r in results if r.get("status") == "changed"]
+    stage_rows = [r for r in results if _stage_changes(r)]
+    if stage_rows:
+        return _stage_changes_html(stage_rows)
     if not changed:
         return '<section id="changed"><h2>What changed</h2><p>Nothing: every change was already in place or none was needed.</p></section>'
     by_host: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
@@ -364,13 +412,54 @@ def changes_html(results: Sequence[Mapping[str, Any]]) -> str:
             targets = [target_of(str(r.get("id"))) or str(r.get("message") or "") for r in items]
             rows.append(
                 f"<tr><td>{html.escape(host)}</td><td><code>{html.escape(kind)}</code></td>"
-                f'<td class="num">{len(items)}</td><td>{html.escape(", ".join(targets))}</td></tr>'
+                f'<td class="num">{len(items)}</td><td>{_targets_html(targets)}</td></tr>'
             )
     return (
         f'<section id="changed"><h2>What changed ({len(changed)})</h2><table class="changes">'
         '<colgroup><col class="c-host"><col class="c-kind"><col class="c-num"><col></colgroup>'
         "<thead><tr><th>host</th><th>kind</th><th>count</th><th>what</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+_LONG_TARGET_LIST = 8
+
+
+def _targets_html(targets: Sequence[str]) -> str:
+    """Each distinct target once (with how often when more than once); a long list collapsed."""
+    seen: dict[str, int] = {}
+    for target in targets:
+        seen[target] = seen.get(target, 0) + 1
+    items = [html.escape(t) + (f" <small>&times;{n}</small>" if n > 1 else "") for t, n in seen.items()]
+    if len(items) <= _LONG_TARGET_LIST:
+        return ", ".join(items)
+    listing = "".join(f"<li>{item}</li>" for item in items)
+    return (
+        f'<details class="targets"><summary>{", ".join(items[:3])}, … ({len(items)} in all)</summary>'
+        f"<ul>{listing}</ul></details>"
+    )
+
+
+def _stage_changes(result: Mapping[str, Any]) -> int:
+    """The changes a rollout's stage row reports its stage made (0 for any other result)."""
+    observed = result.get("observed")
+    if not str(result.get("id", "")).startswith("rollout.stage[") or not isinstance(observed, Mapping):
+        return 0
+    changes = observed.get("changes")
+    return changes if isinstance(changes, int) else 0
+
+
+def _stage_changes_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    body = "".join(
+        f'<tr><td>{html.escape(target_of(str(r.get("id"))))}</td><td class="num">{_stage_changes(r)}</td>'
+        f"<td>{_report_link((r.get('details') or {}).get('report'), 'the stage report lists them by host and kind')}</td></tr>"
+        for r in rows
+    )
+    total = sum(_stage_changes(r) for r in rows)
+    return (
+        f'<section id="changed"><h2>What changed ({total})</h2><table class="changes">'
+        '<colgroup><col class="c-kind"><col class="c-num"><col></colgroup>'
+        f"<thead><tr><th>stage</th><th>changes</th><th>where</th></tr></thead><tbody>{body}</tbody></table></section>"
     )
 
 
@@ -436,7 +525,9 @@ dl.kv dt { color: var(--muted); } dl.kv dl.kv { border-left: 2px solid var(--bor
 ol.items { margin: 0; padding-left: 1.2rem; }
 table { border-collapse: collapse; width: 100%; table-layout: fixed; margin: .3rem 0 .8rem; }
 th, td { border: 1px solid var(--border); padding: .3rem .45rem; text-align: left; vertical-align: top;
-  overflow-wrap: anywhere; }
+  overflow-wrap: break-word; }
+.kvi .pair { white-space: nowrap; margin-right: .6rem; display: inline-block; } .kvi .k { color: var(--muted); }
+details.targets ul { margin: .2rem 0; padding-left: 1.2rem; columns: 2; }
 th { background: #f6f8fa; font-weight: 600; }
 col.c-check { width: 20%; } col.c-status { width: 7.5%; } col.c-host { width: 8%; }
 col.c-kind { width: 16%; } col.c-num { width: 6%; } col.c-what-to-do { width: 20%; }

@@ -176,6 +176,36 @@ def test_the_rollout_report_has_a_row_per_stage_the_approval_and_a_timeline(gate
     assert 'class="bar fail"' in timeline and 'class="bar plan"' in timeline
 
 
+def test_a_skipped_stage_says_why_and_the_page_links_each_stage_report(gated, tmp_path, monkeypatch):
+    monkeypatch.setenv("EBR_REPORTS_DIR", str(tmp_path))
+    t0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    request = build_request(gated, {"change_ticket": "CHG-9", "stages": ["preflight", "infrastructure"]})
+    outcomes = [
+        rollout_report.StageOutcome(
+            "preflight", "stage_preflight", "success", "rollout__r:1", _report("preflight", t0, 12)
+        ),
+        rollout_report.StageOutcome("security", "stage_security", "skipped"),
+    ]
+    report = rollout_report.build_report(
+        dag_id="event_broker_rollout",
+        run_id="r:1",
+        request=request,
+        triggered_by="ana",
+        started_at=t0,
+        finished_at=t0 + timedelta(minutes=5),
+        outcomes=outcomes,
+        approval=APPROVE,
+        approval_task_state="success",
+        approval_asked=None,
+    )
+    skipped = next(r for r in report.results if r.id == "rollout.stage[security]")
+    assert skipped.message == "did not run: security was not chosen for this rollout"
+    page = (report.write().parent / "report.html").read_text()
+    assert "<dt>triggered by</dt><dd>ana</dd>" in page and "CHG-9" in page
+    assert 'class="report-link" href="../../event_broker_preflight/rollout__r%3A1/report.html"' in page
+    assert 'class="timeline"' in page
+
+
 def test_a_rejection_is_a_failed_approval_with_who_and_when(gated):
     request = build_request(gated, {"change_ticket": "CHG-9"})
     result = rollout_report.approval_result(request, REJECT, "success")
