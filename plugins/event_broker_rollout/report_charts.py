@@ -69,7 +69,7 @@ def boundaries_from(raw: Any) -> list[Boundary]:
 def canary_svg(intervals: Sequence[Interval], boundaries: Sequence[Boundary], width: int = 1000) -> str:
     """Records produced (acknowledged) and consumed per interval across the migration: one point per
     interval, a dashed line where each security phase was committed on every host."""
-    height, left, right, top, bottom = 300, 56, 16, 34, 44
+    height, left, right, top, bottom = 300, 56, 16, 36, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     start, end = intervals[0].at, intervals[-1].at
     for mark in boundaries:
@@ -100,11 +100,13 @@ def canary_svg(intervals: Sequence[Interval], boundaries: Sequence[Boundary], wi
         )
     for index, mark in enumerate(boundaries):
         mx = x(mark.at)
-        label_y = top - 8 - (index % 2) * 12 if index else top - 8
+        label_y = top - 8 - (index % 2) * 12  # alternate heights: close marks keep readable labels
+        # near an edge the label runs inwards from the line instead of centring on it
+        anchor = "start" if mx - left < 80 else "end" if width - right - mx < 80 else "middle"
         parts.append(
             f'<line class="phase-boundary" data-phase="{html.escape(mark.phase)}" x1="{mx:.1f}" y1="{top - 4}" '
             f'x2="{mx:.1f}" y2="{top + plot_h}" stroke="#cf222e" stroke-dasharray="4 3"/>'
-            f'<text x="{mx:.1f}" y="{max(label_y, 10)}" text-anchor="middle" fill="#cf222e">'
+            f'<text x="{mx:.1f}" y="{label_y}" text-anchor="{anchor}" fill="#cf222e">'
             f"{html.escape(mark.phase)} committed</text>"
         )
     for name, colour, attribute in (
@@ -218,7 +220,9 @@ def gate_waits_svg(waits: Sequence[GateWait], width: int = 1000) -> str:
                 )
             x += length + gap
         total = sum(w.seconds for w in items)
-        parts.append(f'<text x="{x + 2:.1f}" y="{y + 15}">{total:.1f} s ({len(items)} waits)</text>')
+        parts.append(
+            f'<text x="{x + 2:.1f}" y="{y + 15}">{total:.1f} s ({len(items)} wait{"" if len(items) == 1 else "s"})</text>'
+        )
     legend_x = label_w
     for gate, colour in GATE_COLOURS.items():
         if any(w.gate == gate for w in waits):

@@ -279,7 +279,8 @@ def _row(result: Mapping[str, Any], *, with_host: bool, with_hint: bool) -> str:
     if with_host:
         cells.append(f"<td>{html.escape(result.get('host') or 'cluster-wide')}</td>")
     cells.append(
-        f"<td>{html.escape(str(result.get('message') or ''))}{details_html(result.get('details') or {})}</td>"
+        f'<td class="what">{html.escape(str(result.get("message") or ""))}'
+        f"{details_html(result.get('details') or {})}</td>"
     )
     cells.append(f"<td>{value_html(result.get('observed'))}</td>")
     cells.append(f"<td>{value_html(result.get('expected'))}</td>")
@@ -531,7 +532,7 @@ details.targets ul { margin: .2rem 0; padding-left: 1.2rem; columns: 2; }
 th { background: #f6f8fa; font-weight: 600; }
 col.c-check { width: 20%; } col.c-status { width: 7.5%; } col.c-host { width: 8%; }
 col.c-kind { width: 16%; } col.c-num { width: 6%; } col.c-what-to-do { width: 20%; }
-td.num { text-align: right; }
+td.num { text-align: right; } td.what { white-space: pre-line; }
 code { font-size: .92em; }
 pre { white-space: pre-wrap; margin: .2rem 0; font-size: .85em; max-height: 24rem; overflow: auto; }
 tr.r-fail { background: #ffebe9; } tr.r-warn { background: #fff8c5; } tr.r-changed { background: #ddf4ff; }
@@ -557,7 +558,11 @@ p.ok { color: #1a7f37; font-weight: 600; }
   tr, figure, dl.kv { break-inside: avoid; }
   h2, h4 { break-after: avoid; }
   thead { display: table-header-group; }
-  details.more, details.quiet { display: none; }
+  /* The proof prints in full: closed groups open (browsers with ::details-content), diffs stay out. */
+  details.phase::details-content, details.quiet::details-content, details.targets::details-content {
+    content-visibility: visible; display: block; }
+  details.more { display: none; }
+  details > summary { list-style: none; }
   details.phase { border: none; padding: 0; }
   a { color: inherit; text-decoration: none; }
   pre { max-height: none; overflow: visible; }
