@@ -17,19 +17,37 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 # Per rule: texts it must find, and near misses it must not (realistic text that looks alike).
 CASES = {
     "phi.name-in-free-text": (
-        ["Seen by Dr. Okafor today", "Give to John Smith at bedside", "Mrs Whitfield called back"],
-        ["Addison disease", "Graves disease", "Bell palsy", "Glasgow Coma Scale", "Synthetic-Alder"],
+        [
+            "Seen by Dr. Okafor today",
+            "Give to John Smith at bedside",
+            "Mrs Whitfield called back",
+            "her husband Bartholomew Quince",
+        ],
+        ["Addison disease", "Graves disease", "Bell palsy", "Glasgow Coma Scale", "Patient Consent Form"],
     ),
     "phi.geographic-subdivision": (
-        ["lives at 42 Oak Street", "1600 N Pennsylvania Ave", "PO Box 1234", "Springfield, MA 01101"],
-        ["24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet", "1 unit 3 times daily"],
+        ["lives at 42 Oak Street", "350 5th Avenue", "PO Box 1234", "Springfield, MA 01101", "Boston, MA"],
+        [
+            "24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet",
+            "1 unit 3 times daily",
+            "Take 2 Dr visits",
+            "Breast, CA",
+            "Insulin, SC",
+        ],
     ),
     "phi.date": (
-        ["admitted 03/14/2026", "seen 2026-03-14", "on March 14th", "a 93-year-old woman", "DOB on file"],
+        [
+            "admitted 03/14/2026",
+            "seen 2026-03-14",
+            "14.03.2026",
+            "on March 14th",
+            "a 93-year-old woman",
+            "DOB",
+        ],
         ["BP 120/80 mmHg", "take 2 tablets, refill in 2026", "10*3/uL", "aged 45 years"],
     ),
     "phi.phone-fax": (
-        ["call (617) 555-0199", "617-555-0199", "fax: 617 555 0100", "+44 20 7946 0958"],
+        ["call (617) 555-0199", "617-555-0199", "fax: 617 555 0100", "+44 20 7946 0958", "call 555-1234"],
         ["Platelets 250 10*3/uL", "sodium 140 mmol/L at 10:30:45"],
     ),
     "phi.email": (["reply to jane.doe@example.org"], ["opt-in @ registration", "a@b"]),

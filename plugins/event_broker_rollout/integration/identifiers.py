@@ -72,6 +72,9 @@ _STATE = (
     r"(?:A[KLRZ]|C[AOT]|D[CE]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]|O[HKR]|PA|RI|S[CD]|T[NX]|"
     r"UT|V[AT]|W[AIVY])"
 )
+# States whose abbreviation is no common clinical one (CA cancer, MI infarction, SC subcutaneous, ...):
+# a capitalized word, a comma, one of these, is a city.
+_CITY_STATE = r"(?:AK|AZ|FL|IL|KY|MA|MN|MO|MT|NC|ND|NH|NJ|NV|NY|OH|RI|SD|TN|TX|UT|VT|WA|WI|WV|WY)"
 _STREET = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
     r"Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq)"
@@ -95,6 +98,8 @@ def identifier_rules(given_names_table: Path = GIVEN_NAMES_TABLE) -> tuple[Ident
             "(A)",
             _alternation(
                 r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\.?\s+[A-Z][a-z]+",
+                r"(?i:\b(?:named|name\s*:|(?:his|her|their)\s+(?:wife|husband|partner|spouse|son|daughter|"
+                r"mother|father|brother|sister)))\s+[A-Z][a-z]+\s+[A-Z][a-z]+",
                 rf"\b(?:{given})\s+(?:[A-Z]\.\s*)?[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?\b",
             ),
             text,
@@ -104,7 +109,8 @@ def identifier_rules(given_names_table: Path = GIVEN_NAMES_TABLE) -> tuple[Ident
             "No geographic unit below a state (street address, ZIP code, county, PO box)",
             "(B)",
             _alternation(
-                rf"\b\d{{1,6}}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\s+){{1,3}}{_STREET}\b",
+                rf"\b\d{{1,6}}\s+(?:[NSEW]\.?\s+)?(?:\d+(?:st|nd|rd|th)\s+|(?:[A-Z][a-z]+\s+){{1,3}}){_STREET}\b",
+                rf"\b[A-Z][a-z]+,\s+{_CITY_STATE}\b",
                 r"(?i:\bp\.?\s?o\.?\s+box\s+\d+)",
                 r"(?i:\b(?:zip|postal)(?:\s*code)?\s*:?\s*\d{5}\b)",
                 rf"\b{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b",
@@ -119,6 +125,7 @@ def identifier_rules(given_names_table: Path = GIVEN_NAMES_TABLE) -> tuple[Ident
             "(C)",
             _alternation(
                 r"\b\d{1,2}[/-]\d{1,2}[/-](?:\d{4}|\d{2})\b",
+                r"\b\d{1,2}\.\d{1,2}\.(?:19|20)\d{2}\b",
                 r"\b(?:1[89]|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\b",
                 rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",
                 rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\b",
@@ -134,6 +141,7 @@ def identifier_rules(given_names_table: Path = GIVEN_NAMES_TABLE) -> tuple[Ident
             _alternation(
                 r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b",
                 r"\+\d{1,3}[\s.-]?\d{2,4}[\s.-]?\d{3,4}[\s.-]?\d{3,4}\b",
+                r"\b\d{3}-\d{4}\b(?!-)",
                 r"(?i:\b(?:phone|telephone|tel|fax|facsimile|cell|mobile|pager)\b"
                 + _LABEL_END
                 + r"\+?\(?\d{3})",
