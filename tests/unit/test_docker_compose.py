@@ -16,15 +16,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from event_broker_rollout.airflow_stack import distributed_settings
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.airflow.yml"
 DOCKERFILE = REPO / "docker" / "airflow" / "Dockerfile"
 DOCKERIGNORE = REPO / "docker" / "airflow" / "Dockerfile.dockerignore"
 
-AIRFLOW_SERVICES = ("airflow-init", "api-server", "scheduler", "dag-processor", "triggerer")
-LONG_RUNNING = ("api-server", "scheduler", "dag-processor", "triggerer")
+AIRFLOW_SERVICES = ("airflow-init", "api-server", "scheduler", "dag-processor", "triggerer", "airflow-worker")
+LONG_RUNNING = ("api-server", "scheduler", "dag-processor", "triggerer", "airflow-worker")
 REQUIRED_SECRETS = {
     "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_API_SECRET_KEY",
@@ -35,6 +38,17 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY$|PRIVATE")
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 REQUIRED_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
 EXECUTION_API_URL = "http://api-server:8080/execution/"
+DATABASE = "airflow:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@postgres:5432/airflow"
+# What distributed_settings gives for the compose network: the same settings as the Celery stack.
+COMPOSE_ENDPOINTS = {
+    "database_url": f"postgresql+psycopg2://{DATABASE}",
+    "broker_url": "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0",
+    "result_backend": f"db+postgresql://{DATABASE}",
+    "execution_api_url": EXECUTION_API_URL,
+    "fernet_key": "${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY}",
+    "jwt_secret": "${AIRFLOW_JWT_SECRET:?set AIRFLOW_JWT_SECRET}",
+    "api_secret_key": "${AIRFLOW_API_SECRET_KEY:?set AIRFLOW_API_SECRET_KEY}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +116,45 @@ def requirement_pin(path: Path, name: str) -> str:
 # --- services ------------------------------------------------------------------------------------
 
 
-def test_the_five_services_and_the_init_exist(services):
+def test_the_services_and_the_init_exist(services):
     assert set(services) >= {
         "api-server",
         "scheduler",
         "dag-processor",
         "triggerer",
+        "airflow-worker",
         "postgres",
+        "redis",
         "airflow-init",
     }
+
+
+def test_the_common_environment_is_the_celery_stacks(compose, services):
+    """One source of truth: the settings every component shares are the ones `make airflow-up
+    EXECUTOR=celery` sets (airflow_stack.distributed_settings), spelled for the compose network."""
+    expected = distributed_settings(**COMPOSE_ENDPOINTS)
+    common = compose["x-airflow-common"]["environment"]
+    assert {key: str(common.get(key)) for key in expected} == expected
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert {key: str(env.get(key)) for key in expected} == expected, name
+
+
+def test_redis_requires_its_password_keeps_nothing_and_is_not_published(services):
+    redis = services["redis"]
+    assert REQUIRED_REFERENCE.fullmatch(redis["environment"]["REDIS_PASSWORD"])
+    command = " ".join(redis["command"])
+    assert "--requirepass" in command and '--save ""' in command and "--appendonly no" in command
+    assert "ports" not in redis and "volumes" not in redis
+    assert "healthcheck" in redis
+
+
+def test_workers_wait_for_the_queue_and_the_execution_api(services):
+    worker = services["airflow-worker"]
+    assert worker["command"] == "celery worker"
+    assert worker["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert worker["depends_on"]["api-server"] == {"condition": "service_healthy"}
+    assert "ports" not in worker
 
 
 def test_every_airflow_service_runs_the_same_image_and_build(services):
@@ -140,8 +184,8 @@ def test_every_airflow_service_shares_the_setting(services, key):
 
 def test_airflow_settings(services):
     env = services["scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == EXECUTION_API_URL
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "${AIRFLOW_JWT_SECRET:?set AIRFLOW_JWT_SECRET}"
     assert env["AIRFLOW__CORE__FERNET_KEY"] == "${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY}"
