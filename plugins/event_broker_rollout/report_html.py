@@ -527,7 +527,7 @@ ol.items { margin: 0; padding-left: 1.2rem; }
 table { border-collapse: collapse; width: 100%; table-layout: fixed; margin: .3rem 0 .8rem; }
 th, td { border: 1px solid var(--border); padding: .3rem .45rem; text-align: left; vertical-align: top;
   overflow-wrap: break-word; }
-.kvi .pair { white-space: nowrap; margin-right: .6rem; display: inline-block; } .kvi .k { color: var(--muted); }
+.kvi .pair { margin-right: .6rem; display: inline-block; max-width: 100%; } .kvi .k { color: var(--muted); }
 details.targets ul { margin: .2rem 0; padding-left: 1.2rem; columns: 2; }
 th { background: #f6f8fa; font-weight: 600; }
 col.c-check { width: 20%; } col.c-status { width: 7.5%; } col.c-host { width: 8%; }

@@ -205,7 +205,8 @@ td.trend {{ white-space: nowrap; }}
 <p>{html.escape(caption)}</p>
 {trend_svg(points)}
 <h2>Checks</h2>
-<table><thead><tr><th>check</th><th>HIPAA Security Rule</th><th>severity</th><th>outcome</th>
+<table><colgroup><col style="width:34%"><col style="width:20%"><col style="width:9%"><col style="width:8%">
+<col style="width:11%"><col></colgroup><thead><tr><th>check</th><th>HIPAA Security Rule</th><th>severity</th><th>outcome</th>
 <th>findings</th><th>last runs (oldest first)</th></tr></thead><tbody>
 {body}
 </tbody></table></section>
