@@ -279,3 +279,13 @@ def test_the_recorded_timeline_window_is_consistent():
         data = load(name)
         started, finished = (datetime.fromisoformat(data[k]) for k in ("started_at", "finished_at"))
         assert timedelta(0) <= finished - started < timedelta(hours=2)
+
+
+def test_a_gate_records_its_wait_and_the_chart_prefers_it():
+    from event_broker_rollout.sensors import gate_result
+
+    result = gate_result(None, "brokers", True, {"healthy": True}, 22.43)  # healthy: no environment needed
+    assert result.details == {"waited_seconds": 22.4}
+    data = {**result.to_dict(), "host": "lab2", "message": "no seconds in this text"}
+    page = report_html.render({"dag_id": "d", "run_id": "r", "status": "passed", "results": [data]})
+    assert "lab2: brokers gate #1, 22.4 s (pass)" in page
