@@ -1,0 +1,105 @@
+"""Values that try to run a command, sent to the real lab hosts (no mocks): they arrive as text.
+
+Config validation would refuse these values, so the test hands them straight to the read-only steps (the
+infrastructure plan's observation, the compliance stage's host-file facts), as an unvalidated value would
+reach them. Before commands were argument lists, such a data dir created its marker as root on every host.
+The lab may or may not be rolled out: observing works either way.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from event_broker_rollout.compliance.facts import host_facts
+from event_broker_rollout.compliance.policy import HostFile
+from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.infrastructure.stage import plan_environment
+from event_broker_rollout.lab_connections import connections_file
+from tests.conftest import lab_ssh, needs_root
+
+pytestmark = [pytest.mark.integration, pytest.mark.lab, needs_root(), pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def lab_connections(lab_hosts: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The lab's SSH connections, where Airflow's hooks look first (AIRFLOW_CONN_<ID> variables)."""
+    for conn_id, connection in json.loads(connections_file().read_text()).items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    return lab_hosts
+
+
+@pytest.fixture
+def marker(lab_connections: dict) -> Iterator[str]:
+    path = f"/tmp/ebr-marker-{uuid.uuid4().hex}"
+    yield path
+    for host in lab_connections["hosts"]:
+        lab_ssh(host["address"], f"rm -f -- {path}")
+
+
+def hostile_lab(marker: str) -> Environment:
+    """The lab with data dirs and an install folder that would each create ``marker`` if a shell ran them."""
+    lab = load_environment("lab")
+    data_dirs = [
+        *lab.kafka.data_dirs,
+        f"/var/lib/kafka/data$(touch${{IFS}}{marker})",
+        f"/var/lib/kafka/d`touch${{IFS}}{marker}`",
+        f"/var/lib/kafka/d;touch${{IFS}}{marker}",
+    ]
+    return lab.model_copy(
+        update={
+            "kafka": lab.kafka.model_copy(update={"data_dirs": data_dirs}),
+            "distribution": lab.distribution.model_copy(
+                update={"install_dir": f"/opt/kafka$(touch${{IFS}}{marker})"}
+            ),
+        }
+    )
+
+
+def markers_found(lab: dict, marker: str) -> list[str]:
+    found = []
+    for host in lab["hosts"]:
+        result = lab_ssh(host["address"], f"test -e {marker}")
+        assert result.returncode in (0, 1), result.stderr
+        if result.returncode == 0:
+            found.append(host["name"])
+    return found
+
+
+def test_a_hostile_data_dir_is_observed_on_every_host_and_never_run(
+    lab_connections: dict, marker: str
+) -> None:
+    environment = hostile_lab(marker)
+    plans = plan_environment(environment)
+    assert sorted(plans) == sorted(h.name for h in environment.hosts)
+    for name, plan in plans.items():
+        assert "error" not in plan, f"{name}: {plan.get('error')}"
+        kafka_host = {"broker", "controller"} & set(environment.host(name).roles)
+        if kafka_host:
+            # The hostile folders were looked at (as folders that are not there), not run.
+            formats = {c["target"] for c in plan["changes"] if c["kind"] == "format"}
+            assert set(environment.kafka.data_dirs[1:]) <= formats
+    assert markers_found(lab_connections, marker) == []
+
+
+def test_a_hostile_host_file_path_is_checked_as_text(lab_connections: dict, marker: str) -> None:
+    environment = load_environment("lab")
+    files = [
+        HostFile.model_construct(
+            path=f"/etc/kafka/server.properties$(touch${{IFS}}{marker})",
+            kind="config",
+            roles=["broker"],
+            max_mode="0640",
+            owner=None,
+            scan_for_passwords=True,
+            allowed_password_settings=[f"x$(touch${{IFS}}{marker})"],
+            registry_flavor=None,
+        )
+    ]
+    facts = host_facts(environment.host("lab1"), files)
+    assert facts.error is None
+    assert facts.files == {files[0].path: None}  # no such file: reported absent
+    assert markers_found(lab_connections, marker) == []
