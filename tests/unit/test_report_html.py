@@ -1,8 +1,8 @@
 """Every report kind rendered by the one renderer, from recorded runs' report.json files.
 
 The fixtures under fixtures/reports are real runs copied from reports/ (preflight, infrastructure,
-security, schemas, integration, rollout); compliance-built.json was built by the compliance check
-functions on recorded-shape facts because no compliance run had written a report yet.
+security, schemas, integration, rollout, compliance); compliance-built.json, a failed compliance run, was
+built by the compliance check functions (the recorded compliance run passed).
 """
 
 from __future__ import annotations
@@ -161,6 +161,22 @@ def test_security_report_charts_the_canary_with_one_point_per_interval_and_the_p
     assert re.findall(r'class="phase-boundary" data-phase="(\w+)"', chart) == ["interbroker", "secured"]
     assert "12 intervals" in chart and "12241 produced" in chart and "0 lost" in chart
     assert page.index("canary-chart") < page.index("All results, by phase and host")
+
+
+def test_a_recorded_migration_is_charted_point_by_point_with_its_phase_commits():
+    data = load("security-canary")
+    intervals = data["summary"]["migration_intervals"]
+    page = report_html.render(data)
+    chart = page[page.index('<figure id="canary-chart">') :]
+    chart = chart[: chart.index("</figure>")]
+    assert chart.count('class="point produced"') == len(intervals) == 27
+    assert chart.count('class="point consumed"') == len(intervals)
+    assert re.findall(r'class="phase-boundary" data-phase="(\w+)"', chart) == [
+        "listeners",
+        "interbroker",
+        "secured",
+    ]
+    assert "6161 produced, 6161 consumed, 0 lost" in chart
 
 
 def test_gate_waits_are_charted_per_host():
