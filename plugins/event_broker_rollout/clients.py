@@ -68,6 +68,16 @@ def admin_config(environment: Environment, phase: str) -> dict[str, Any]:
     return kafka_config(environment, phase, connection.login, connection.password)
 
 
+# The path of the Confluent-compatible API under each registry flavor's base URL: Apicurio serves it
+# under a path, Confluent's Schema Registry at its root.
+REGISTRY_API_PATHS = {"apicurio": "/apis/ccompat/v7", "confluent": ""}
+
+
+def registry_api_url(environment: Environment, base: str) -> str:
+    """The URL ``SchemaRegistryClient`` needs, for the environment's registry flavor."""
+    return f"{base}{REGISTRY_API_PATHS[environment.schema_registry.flavor]}"
+
+
 def registry_base_url(environment: Environment, phase: str) -> str:
     from event_broker_rollout.infrastructure.desired import https_mode
 
@@ -81,7 +91,7 @@ def registry_base_url(environment: Environment, phase: str) -> str:
 def registry_config(environment: Environment, phase: str) -> dict[str, Any]:
     """``SchemaRegistryClient`` settings: the Confluent-compatible API, over HTTPS once secured."""
     base = registry_base_url(environment, phase)
-    config: dict[str, Any] = {"url": f"{base}/apis/ccompat/v7"}
+    config: dict[str, Any] = {"url": registry_api_url(environment, base)}
     if base.startswith("https"):
         config["ssl.ca.location"] = ca_file(environment)
     return config

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import paths
+from event_broker_rollout.clients import registry_api_url
 from event_broker_rollout.environment import Environment, load_environment
 from event_broker_rollout.secret_files import write_secret
 
@@ -81,7 +82,11 @@ def service_connections(environment: Environment) -> dict[str, dict[str, Any]]:
         "host": str(registry.address),
         "port": environment.schema_registry.port,
         "schema": "http",
-        "extra": {"url": f"http://{registry.address}:{environment.schema_registry.port}/apis/ccompat/v7"},
+        "extra": {
+            "url": registry_api_url(
+                environment, f"http://{registry.address}:{environment.schema_registry.port}"
+            )
+        },
     }
     return connections
 

@@ -121,7 +121,8 @@ def health_probe(
     if check == "registry":
         base = clients.registry_base_url(environment, phase)
         ca = clients.ca_file(environment) if base.startswith("https") else None
-        return lambda: health.registry_status(f"{base}/apis/ccompat/v7", f"{base}/health/ready", ca)
+        api = clients.registry_api_url(environment, base)
+        return lambda: health.registry_status(api, f"{base}/health/ready", ca)
     assert kafka_config is not None
     config = dict(kafka_config)
     if check == "brokers":

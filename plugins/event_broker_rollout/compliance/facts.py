@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPart
 from confluent_kafka.admin import AdminClient, ConfigResource
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from event_broker_rollout import clients
 from event_broker_rollout.compliance.policy import HostFile
 from event_broker_rollout.environment import Environment, Host
 from event_broker_rollout.infrastructure import health
@@ -486,7 +487,9 @@ def http_status(url: str, ca_file: str | None) -> tuple[int | None, str | None]:
 def registry(environment: Environment, ca_file: str, subjects: Iterable[SubjectSchema]) -> Registry:
     assert environment.security is not None
     host = environment.registries[0]
-    base = f"https://{host.address}:{environment.security.registry_https_port}/apis/ccompat/v7"
+    base = clients.registry_api_url(
+        environment, f"https://{host.address}:{environment.security.registry_https_port}"
+    )
     status, error = http_status(f"{base}/subjects", ca_file)
     plain, _ = http_status(f"http://{host.address}:{environment.schema_registry.port}/", None)
     client = SchemaRegistryClient({"url": base, "ssl.ca.location": ca_file})

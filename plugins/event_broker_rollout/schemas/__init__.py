@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from event_broker_rollout.catalog import Catalog, Policies, desired_topics
+from event_broker_rollout.clients import REGISTRY_API_PATHS
 from event_broker_rollout.evidence import Result
 from event_broker_rollout.schemas.registry import SchemaOutcome, SubjectPlan, reconcile_schemas
 from event_broker_rollout.schemas.subjects import KEY_SCHEMA, SubjectSchema, canonical, load_subject_schemas
@@ -36,14 +37,11 @@ __all__ = [
     "registry_url",
 ]
 
-# The path of the Confluent-compatible API under each registry flavor's base URL.
-_API_PATHS = {"apicurio": "/apis/ccompat/v7", "confluent": ""}
-
 
 def registry_url(flavor: str, host: str, port: int, scheme: str = "http") -> str:
     """The URL ``SchemaRegistryClient`` needs: Apicurio serves the Confluent API under a path."""
     address = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{address}:{port}{_API_PATHS[flavor]}"
+    return f"{scheme}://{address}:{port}{REGISTRY_API_PATHS[flavor]}"
 
 
 @dataclass
