@@ -119,8 +119,10 @@ test-unit: venv ## unit tests (no lab, no root)
 test-integration: setup ## integration and end-to-end tests against the real lab (root)
 	$(call pytest,tests/integration/test_lab.py tests/integration tests/e2e -q)
 
-# Order matters for the lab: its own test first (it ends with the lab down), then the stages in rollout order.
-E2E_ORDER := $(foreach s,infrastructure security schemas integration rollout,$(wildcard tests/e2e/test_$(s)_stage.py))
+# Order matters for the lab: its own test first (it ends with the lab down), then the stages in rollout order,
+# then the rollout on the Celery stack (PostgreSQL, two workers) on the rolled-out lab.
+E2E_ORDER := $(foreach s,infrastructure security schemas integration rollout,$(wildcard tests/e2e/test_$(s)_stage.py)) \
+	$(wildcard tests/e2e/test_celery_stack.py)
 # The fault scenarios that fit the suite's time budget (about 4 min on the already secured lab); the
 # rest (broker kills, a full disk, Airflow killed, the security migration) run in `make faults`.
 QUICK_FAULTS := $(addprefix tests/faults/test_lab_faults.py::test_,\

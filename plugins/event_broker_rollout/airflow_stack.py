@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -438,3 +439,41 @@ def stop(stack: StackSettings, timeout: float = 60.0) -> bool:
 def _owned_stack_home(home: Path) -> bool:
     """Only a folder this module made (it holds the marker) is removed."""
     return (home / MARKER).is_file()
+
+
+# A worker's log names each workload it runs: "... Executing workload in Celery: ... ti=TaskInstanceDTO(...
+# task_id='t', dag_id='d', run_id='r', try_number=1, ... map_index=0, ...". A task instance's own hostname
+# is the machine's for both workers, so this is where the worker's name is recorded.
+_WORKLOAD = re.compile(
+    r"Executing workload in Celery: .*?ti=TaskInstanceDTO\(.*?task_id='(?P<task_id>[^']*)', "
+    r"dag_id='(?P<dag_id>[^']*)', run_id='(?P<run_id>[^']*)', try_number=(?P<try_number>\d+), "
+    r".*?map_index=(?P<map_index>-?\d+)"
+)
+
+
+@dataclass(frozen=True)
+class WorkloadKey:
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+
+def workers_by_task(stack: StackSettings) -> dict[WorkloadKey, list[str]]:
+    """Which worker ran each part of each task attempt, in the order each worker's log lists them (a
+    task that deferred and resumed has one entry per part)."""
+    found: dict[WorkloadKey, list[str]] = {}
+    for worker in WORKERS:
+        path = stack.log_file(worker)
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+        for match in filter(None, map(_WORKLOAD.search, lines)):
+            key = WorkloadKey(
+                dag_id=match["dag_id"],
+                run_id=match["run_id"],
+                task_id=match["task_id"],
+                map_index=int(match["map_index"]),
+                try_number=int(match["try_number"]),
+            )
+            found.setdefault(key, []).append(worker)
+    return found
