@@ -135,4 +135,5 @@ test: setup lint ## every test: lint, unit, integration, end-to-end, the quick f
 	$(call pytest,$(TEST_ORDER) -q,EBR_FAULT_RESULTS_DIR=test-artifacts)
 
 clean: airflow-down lab-down ## remove generated state (keeps the download cache)
+	@$(MAKE) -s airflow-down EXECUTOR=celery
 	rm -rf .airflow .airflow-server reports
