@@ -220,7 +220,7 @@ def _all_valid(check: Callable[[str], bool]) -> Callable[[Any], Any]:
     return judge
 
 
-_PAIR_SEPARATOR = " "  # no code, type, topic or status contains one
+_PAIR_SEPARATOR = " "  # no code, UCUM unit, trigger, type, topic or status contains one
 
 
 def pair_key(first: Any, second: Any) -> str:
@@ -247,14 +247,16 @@ def prepare(
     * ``in_patient_order``: not older than the patient's previous event in the topic (offset order;
       events in the future are judged by their own rule, not here, so one bad clock flags one event);
     * ``patient_known``: the resource's patient is among this run's Patient events or ``known_patients``;
-    * ``topic_type``, ``topic_resource``: pairs as one value (``pair_key``), null when either part is
-      missing (the required-field rules report that);
+    * ``topic_type``, ``topic_resource``, ``trigger_status``, ``code_unit``: pairs as one value
+      (``pair_key``), null when either part is missing (the required-field rules report that);
     * ``found_column(rule id)`` per identifier rule: the field paths where it found an identifier
       (``|``-joined), null where none.
     """
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
     frame["topic_type"] = _pair_column(frame, "topic", "type")
     frame["topic_resource"] = _pair_column(frame, "topic", "resource_type")
+    frame["trigger_status"] = _pair_column(frame, "hl7trigger", "status")
+    frame["code_unit"] = _pair_column(frame, "code", "unit")
     for rule_id, found in identifiers.scan(frame, identifiers.identifier_rules()).items():
         frame[found_column(rule_id)] = found
     frame["loinc_valid"] = frame["loinc_codes"].map(_all_valid(loinc_is_valid)).astype("boolean")
@@ -478,35 +480,6 @@ def _pair_equal(rule_id: str, name: str, column_a: str, column_b: str) -> Rule:
     )
 
 
-def _pair_in_set(
-    rule_id: str, name: str, column_a: str, column_b: str, pairs: Iterable[tuple[Any, Any]]
-) -> Rule:
-    """A pair in the allowed set where both values are present (a missing one is a required-field
-    finding). No row_condition: GX 1.24 drops it from this metric's unexpected rows, then raises on
-    the inconsistent counts with the failing values in the exception text."""
-    import great_expectations.expectations as gxe
-
-    allowed = sorted(set(pairs))
-
-    def failing(frame: pd.DataFrame) -> pd.Series:
-        a, b = frame[column_a], frame[column_b]
-        pair = pd.Series(list(zip(a.astype(object), b.astype(object), strict=True)), index=frame.index)
-        return a.notna() & b.notna() & ~pair.isin(allowed)
-
-    return Rule(
-        rule_id,
-        name,
-        gxe.ExpectColumnPairValuesToBeInSet(
-            column_A=column_a,
-            column_B=column_b,
-            value_pairs_set=allowed,
-            ignore_row_if="either_value_is_missing",
-            **_meta(rule_id, name),
-        ),
-        failing,
-    )
-
-
 def _row_count(rule_id: str, name: str, expected: int) -> Rule:
     import great_expectations.expectations as gxe
 
@@ -598,12 +571,11 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "fhir_issues",
         ),
         # Patient events carry a trigger but no status: ignored, as are encounters without a trigger.
-        _pair_in_set(
+        _in_set(
             "adt.trigger-status",
             "Encounter status matches its HL7 v2 ADT trigger",
-            "hl7trigger",
-            "status",
-            ADT_ENCOUNTER_STATUS.items(),
+            "trigger_status",
+            [pair_key(*pair) for pair in ADT_ENCOUNTER_STATUS.items()],
         ),
         _in_set(
             "code.loinc-check-digit", "LOINC codes well formed, check digit valid", "loinc_valid", [True]
@@ -622,12 +594,11 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
         ),
         _regex("code.rxnorm-format", "RxNorm codes numeric", "rxnorm_codes", rf"^{_RXNORM}(?:\|{_RXNORM})*$"),
         # Only observations have a unit; a missing one is required.unit's finding.
-        _pair_in_set(
+        _in_set(
             "observation.ucum-unit",
             "UCUM unit matches the LOINC code",
-            "code",
-            "unit",
-            load_loinc_units().items(),
+            "code_unit",
+            [pair_key(*pair) for pair in load_loinc_units().items()],
         ),
         _between(
             "observation.physiologic-range",
