@@ -68,7 +68,7 @@ PLANTED = (
     "88AF-22019",
     "records.example.com",
     "10.20.30.40",
-    "fingerprint",
+    "fingerprint scan on file",  # the whole text: GX names its own "pandas_data_fingerprint"
     "55012337",
 )
 PLANTED_RULES = {
