@@ -103,3 +103,25 @@ def test_a_hostile_host_file_path_is_checked_as_text(lab_connections: dict, mark
     assert facts.error is None
     assert facts.files == {files[0].path: None}  # no such file: reported absent
     assert markers_found(lab_connections, marker) == []
+
+
+def test_a_secret_written_to_a_lab_host_is_0600_owned_and_leaves_no_temp_file(lab_connections: dict) -> None:
+    """The real SFTP path of every managed file: temp file 0600, owner set, renamed; overwrite keeps it so."""
+    from event_broker_rollout.remote import TEMP_SUFFIX, RemoteHost
+
+    lab1 = next(h for h in lab_connections["hosts"] if h["name"] == "lab1")
+    folder = f"/tmp/ebr-write-{uuid.uuid4().hex}"
+    environment = load_environment("lab")
+    with RemoteHost.from_conn_id("lab1", environment.host("lab1").ssh_conn_id) as remote:
+        try:
+            remote.run_argv(["mkdir", "--", folder], check=True)
+            target = f"{folder}/node.key"
+            for content in ("first\n", "second $(touch x) `touch x`\n"):
+                remote.write_file(target, content, mode="0600", owner="nobody")
+                stat = remote.run_argv(["stat", "-c", "%a %U", "--", target], check=True).stdout.split()
+                assert stat == ["600", "nobody"]
+                assert remote.run_argv(["cat", "--", target], check=True).stdout == content
+            listing = remote.run_argv(["ls", "-A", "--", folder], check=True).stdout.split()
+            assert listing == ["node.key"] and not any(name.endswith(TEMP_SUFFIX) for name in listing)
+        finally:
+            lab_ssh(lab1["address"], f"rm -rf -- {folder}")
