@@ -994,7 +994,8 @@ class TopicComparison:
         if self.agrees:
             return (
                 f"audit topic {self.topic} agrees: {self.published} of {self.trails} trails published there, "
-                "each identical to its file (the others were exported before the cluster was secured)"
+                "each identical to its file (the others were not published: the cluster was not secured or "
+                "not reachable then)"
             )
         return f"audit topic {self.topic} disagrees at {self.trail}: {self.problem}"
 
