@@ -125,3 +125,70 @@ def test_a_secret_written_to_a_lab_host_is_0600_owned_and_leaves_no_temp_file(la
             assert listing == ["node.key"] and not any(name.endswith(TEMP_SUFFIX) for name in listing)
         finally:
             lab_ssh(lab1["address"], f"rm -rf -- {folder}")
+
+
+def test_host_changes_run_as_argument_lists_on_a_lab_host(lab_connections: dict, tmp_path) -> None:
+    """Install, directories, file writes with backup and restore, on lab1 in a scratch folder (a hostile
+    directory name among them): what the infrastructure stage does to a host, with no service touched."""
+    import tarfile
+
+    from event_broker_rollout.infrastructure import hostops
+    from event_broker_rollout.infrastructure.desired import HostState, Install, ManagedFile, backup_path
+    from event_broker_rollout.infrastructure.plan import Change
+    from event_broker_rollout.remote import RemoteHost
+
+    lab1 = next(h for h in lab_connections["hosts"] if h["name"] == "lab1")
+    base = f"/tmp/ebr-hostops-{uuid.uuid4().hex}"
+    marker = f"{base}-marker"
+    (tmp_path / "demo-1.0" / "bin").mkdir(parents=True)
+    (tmp_path / "demo-1.0" / "bin" / "demo").write_text("#!/bin/sh\n")
+    archive = tmp_path / "demo-1.0.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "demo-1.0", arcname="demo-1.0")
+    spec = Install("demo", archive, f"{base}/opt", "demo-1.0", ())
+    config = f"{base}/etc/demo.conf"
+    state = HostState(
+        host="lab1",
+        service_user="nobody",
+        directories=((f"{base}/etc", "nobody"), (f"{base}/data$(touch${{IFS}}{marker})", "root")),
+        installs=(spec,),
+        files=(ManagedFile(config, "A=1\n", mode="0640", owner="nobody"),),
+        services=(),
+    )
+    change = Change("lab1", "file", config)
+    environment = load_environment("lab")
+    with RemoteHost.from_conn_id("lab1", environment.host("lab1").ssh_conn_id) as remote:
+
+        def sh(*argv: str) -> str:
+            return remote.run_argv(list(argv), check=True).stdout
+
+        try:
+            hostops.install(remote, spec)
+            hostops.install(remote, spec)  # already unpacked: only `current` is pointed at it again
+            assert sh("readlink", "-f", "--", spec.current_link).strip() == spec.target
+            assert sh("cat", "--", f"{spec.target}/.ebr-installed") == "demo-1.0.tgz\n"
+            assert sh("ls", "-A", "--", spec.base_dir).split() == ["current", "demo-1.0"]
+
+            hostops.ensure_directories(remote, state)
+            assert sh("stat", "-c", "%U", "--", f"{base}/etc").strip() == "nobody"
+            hostops.write_files(remote, state, [change])
+            assert sh("stat", "-c", "%a %U", "--", config).split() == ["640", "nobody"]
+            rewritten = HostState(
+                **{**state.__dict__, "files": (ManagedFile(config, "A=2\n", owner="nobody"),)}
+            )
+            written: list[str] = []
+            with pytest.raises(RuntimeError), hostops.restoring_on_failure(remote, written):
+                written += hostops.write_files(remote, rewritten, [change])
+                assert sh("cat", "--", config) == "A=2\n"
+                assert sh("cat", "--", backup_path(config)) == "A=1\n"
+                raise RuntimeError("a later step failed")
+            assert sh("cat", "--", config) == "A=1\n"  # the previous file is back
+            observed, _ = hostops.observe(remote, state)
+            assert observed.files == {config: state.files[0].digest}
+            assert observed.installs["demo"] == ("demo-1.0.tgz", spec.target)
+            assert not [
+                name for name in sh("ls", "-A", "--", f"{base}/etc").split() if name.endswith(".ebr-tmp")
+            ]
+        finally:
+            lab_ssh(lab1["address"], f"rm -rf -- {base}")
+    assert markers_found(lab_connections, marker) == []
