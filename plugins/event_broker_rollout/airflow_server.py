@@ -72,11 +72,8 @@ def password(server: ServerSettings, user: str = USER) -> str:
     passwords = json.loads(path.read_text()) if path.is_file() else {}
     missing = [name for name in USER_ROLES if name not in passwords]
     if missing:
-        server.home.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.chmod(0o600)  # touch's mode applies only to a new file
         passwords.update({name: secrets.token_urlsafe(12) for name in missing})
-        path.write_text(json.dumps(passwords))
+        write_secret(path, json.dumps(passwords))
     return str(passwords[user])
 
 

@@ -7,7 +7,6 @@ SSH provider and our fabric sessions check the host key on every connection.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -91,17 +90,6 @@ def service_connections(environment: Environment) -> dict[str, dict[str, Any]]:
     return connections
 
 
-def _write_private(path: Path, text: str) -> None:
-    """A secret file: created 0600 before a byte is written, then moved into place."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    tmp.replace(path)
-
-
 def ensure_audit_signing_key(state_dir: Path | None = None) -> str:
     """The lab deployment's audit-trail signing key (Ed25519, PKCS#8 PEM): generated once into the lab's
     state (``secrets/audit-signing.key``, 0600) and kept for every later lab-up, so the lab's trails form
@@ -113,7 +101,7 @@ def ensure_audit_signing_key(state_dir: Path | None = None) -> str:
     state = state_dir or paths.lab_state_dir()
     key_file = state / audit_trail.LAB_PRIVATE_KEY_FILE
     if not key_file.exists():
-        _write_private(key_file, audit_trail.private_key_pem(Ed25519PrivateKey.generate()))
+        write_secret(key_file, audit_trail.private_key_pem(Ed25519PrivateKey.generate()))
     pem = key_file.read_text()
     public = audit_trail.public_key_pem(audit_trail.load_private_key(pem, str(key_file)).public_key())
     public_file = state / audit_trail.LAB_PUBLIC_KEY_FILE
@@ -147,7 +135,7 @@ def write_connections(environment_names: list[str]) -> Path:
         merged.update(service_connections(load_environment(name)))
     merged.update(audit_signing_connection())
     target = connections_file()
-    _write_private(target, json.dumps(merged, indent=2) + "\n")
+    write_secret(target, json.dumps(merged, indent=2) + "\n")
     return target
 
 
