@@ -31,6 +31,7 @@ class Deployment:
     stop: Callable[[], bool]
     running: Callable[[], bool]
     log: Path
+    stop_command: str
 
 
 def deployment(executor: str = "standalone") -> Deployment:
@@ -42,6 +43,7 @@ def deployment(executor: str = "standalone") -> Deployment:
             stop=lambda: airflow_stack.stop(stack),
             running=lambda: bool(airflow_stack.running_services(stack)),
             log=stack.home,
+            stop_command="make airflow-down EXECUTOR=celery",
         )
     server = airflow_server.settings()
     return Deployment(
@@ -50,6 +52,7 @@ def deployment(executor: str = "standalone") -> Deployment:
         stop=lambda: airflow_server.stop(server),
         running=lambda: airflow_server.running_pid(server) is not None,
         log=server.log_file,
+        stop_command="make airflow-down",
     )
 
 
@@ -170,5 +173,5 @@ def run_rollout(
         elif target.running():
             say(
                 f"Airflow UI: {server.url}  login: {airflow_server.USER} / {airflow_server.password(server)}"
-                "  (stop it: make airflow-down)"
+                f"  (stop it: {target.stop_command})"
             )

@@ -74,10 +74,12 @@ def wait_for_approval_request(api: AirflowApi, run_id: str, timeout: float = 600
     raise AssertionError(f"the approval was never asked: {states}")
 
 
-def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_hosts, tmp_path, monkeypatch):
-    monkeypatch.setenv("EBR_AIRFLOW_CELERY_HOME", str(tmp_path / "airflow-celery"))
+def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_hosts):
+    # The default home (.airflow-celery): PostgreSQL runs as its own user, who cannot enter pytest's
+    # private tmp folders.
     stack = airflow_stack.settings()
     assert not any(port_open(port) for port in STACK_PORTS), "a Celery stack is already running"
+    assert not stack.home.exists(), f"{stack.home} is left from an earlier stack"
     assert airflow_stack.start(stack) is True
     try:
         pids = airflow_stack.running_services(stack)
