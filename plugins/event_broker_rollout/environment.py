@@ -422,14 +422,28 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
             )
         )
 
+    # Accepted by the schema, not built by any stage yet: refused rather than silently ignored.
+    tls = _as_dict(_as_dict(raw.get("security")).get("tls"))
+    if tls.get("keystore_type") == "PKCS12":
+        problems.append(
+            ConfigProblem(
+                path="security.tls.keystore_type",
+                message="PKCS12 broker keystores are not built yet: brokers read PEM key and certificate files "
+                "(the registry's keystore is made from them); use PEM",
+            )
+        )
     distribution = _as_dict(raw.get("distribution"))
-    if kafka.get("mode") == "zookeeper" and not (
-        distribution.get("flavor") == "confluent" and str(distribution.get("version", "")).startswith("7.")
-    ):
+    if kafka.get("mode") == "zookeeper":
+        confluent_7 = distribution.get("flavor") == "confluent" and str(
+            distribution.get("version", "")
+        ).startswith("7.")
         problems.append(
             ConfigProblem(
                 path="kafka.mode",
-                message="ZooKeeper mode exists only up to Confluent Platform 7.x; Kafka 4.x is KRaft only",
+                message="zookeeper is not deployable yet (ZooKeeper and the migration to KRaft come with the "
+                "Confluent Platform 7.x DAGs); use kraft"
+                if confluent_7
+                else "ZooKeeper mode exists only up to Confluent Platform 7.x; Kafka 4.x is KRaft only",
             )
         )
     if distribution.get("flavor") == "apache" and not distribution.get("archive"):

@@ -93,6 +93,24 @@ def test_zookeeper_mode_only_with_confluent_7(lab_raw, profiles):
     with pytest.raises(EnvironmentConfigError) as caught:
         parse_environment(lab_raw, "x.yaml", profiles)
     assert [p.path for p in caught.value.problems] == ["kafka.mode"]
+    assert "Kafka 4.x is KRaft only" in str(caught.value)
+
+
+def test_zookeeper_mode_is_not_deployable_yet(lab_raw, profiles):
+    """Nothing deploys ZooKeeper today: refused with that reason, even where it would be legal."""
+    lab_raw["kafka"]["mode"] = "zookeeper"
+    lab_raw["distribution"] = {"flavor": "confluent", "version": "7.9.1", "package_repository": "confluent-7"}
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    assert "kafka.mode: zookeeper is not deployable yet" in str(caught.value)
+
+
+def test_pkcs12_keystores_are_refused_until_built(lab_raw, profiles):
+    lab_raw["security"]["tls"]["keystore_type"] = "PKCS12"
+    with pytest.raises(EnvironmentConfigError) as caught:
+        parse_environment(lab_raw, "x.yaml", profiles)
+    assert [p.path for p in caught.value.problems] == ["security.tls.keystore_type"]
+    assert "use PEM" in str(caught.value)
 
 
 def test_host_outside_the_declared_subnet(lab_raw, profiles):
