@@ -1,7 +1,8 @@
 """The rollout on Airflow's distributed setup: PostgreSQL, Redis, two Celery workers.
 
-The stack comes up from nothing, a change-controlled rollout of the preflight stage runs on it (mapped
-per-host tasks, the controller's deferred stage task, an approval answered by a second login), and the
+The stack comes up from nothing, a change-controlled rollout of the preflight and schemas stages runs on
+it on the rolled-out lab (preflight's mapped per-host tasks, the controller's deferred stage tasks, the
+approval a stage that changes hosts needs, answered by a second login), and the
 exported trail holds every audit record the tasks logged, from every part of every attempt — whichever
 worker ran each part — with its chain intact. Then the stack is gone: no process, port or data folder.
 """
@@ -89,7 +90,8 @@ def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_h
             stack.url, airflow_server.APPROVER, airflow_server.password(stack.server, airflow_server.APPROVER)
         )
         run_id = admin.trigger(
-            CONTROLLER, {"environment": GATED, "change_ticket": "CHG-2201", "stages": ["preflight"]}
+            CONTROLLER,
+            {"environment": GATED, "change_ticket": "CHG-2201", "stages": ["preflight", "schemas"]},
         )
         wait_for_approval_request(admin, run_id)
         approver.answer_approval(CONTROLLER, run_id, "approval", "Approve")
@@ -100,13 +102,13 @@ def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_h
         mapped = [w for key, w in workers.items() if key.run_id == child and key.task_id == "inspect_host"]
         assert len(mapped) == 3
         assert {worker for parts in mapped for worker in parts} == set(airflow_stack.WORKERS), mapped
-        # The approval and the stage task deferred and resumed: two workloads for one attempt each.
+        # The approval and the stage tasks deferred and resumed: two workloads for one attempt each.
         resumed = {
             key.task_id: parts
             for key, parts in workers.items()
-            if key.run_id == run_id and key.task_id in ("approval", "stage_preflight")
+            if key.run_id == run_id and key.task_id in ("approval", "stage_preflight", "stage_schemas")
         }
-        assert all(len(parts) >= 2 for parts in resumed.values()) and len(resumed) == 2, resumed
+        assert all(len(parts) >= 2 for parts in resumed.values()) and len(resumed) == 3, resumed
         print(f"workers of the resumed tasks' parts: {resumed}")  # which worker resumed is Celery's choice
 
         trail = trail_path(RunRef(CONTROLLER, run_id))
