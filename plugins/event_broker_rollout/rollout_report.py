@@ -234,17 +234,38 @@ def timeline_svg(bars: Sequence[TimelineBar], width: int = 900) -> str:
     return "".join(parts)
 
 
-def stage_links_html(outcomes: Sequence[StageOutcome], rollout_dir: Path) -> str:
-    items = []
+def _seconds(report: Mapping[str, Any] | None) -> str:
+    try:
+        assert report is not None
+        started = datetime.fromisoformat(str(report["started_at"]))
+        finished = datetime.fromisoformat(str(report["finished_at"]))
+    except (AssertionError, KeyError, ValueError):
+        return "—"
+    return f"{(finished - started).total_seconds():.0f} s"
+
+
+def stage_table_html(outcomes: Sequence[StageOutcome], rollout_dir: Path) -> str:
+    """The stages at a glance: verdict, time and changes of each, with a link to its own report."""
+    rows = []
     for outcome in outcomes:
-        if not outcome.run_id:
-            continue
-        target = report_dir(stage_dag_id(outcome.stage), outcome.run_id) / "report.html"
-        href = html.escape(os.path.relpath(target, rollout_dir))
-        items.append(
-            f'<li><a href="{href}">{html.escape(outcome.label)}</a> — run {html.escape(outcome.run_id)}</li>'
+        report = outcome.report
+        verdict = str(report.get("status")) if report else (outcome.task_state or "did not run")
+        link = "—"
+        if outcome.run_id and report is not None:
+            target = report_dir(stage_dag_id(outcome.stage), outcome.run_id) / "report.html"
+            link = f'<a href="{html.escape(os.path.relpath(target, rollout_dir))}">report</a>'
+        changes = _changes(report)
+        rows.append(
+            f"<tr><td>{html.escape(outcome.label)}</td><td>{html.escape(verdict)}</td>"
+            f'<td class="num">{_seconds(report)}</td>'
+            f'<td class="num">{"—" if changes is None else changes}</td><td>{link}</td></tr>'
         )
-    return f"<h2>Stage reports</h2><ul>{''.join(items)}</ul>" if items else ""
+    if not rows:
+        return ""
+    return (
+        '<h2>Stages</h2><table class="stages"><thead><tr><th>stage</th><th>verdict</th><th>time</th>'
+        f"<th>changes</th><th>report</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def skip_reason(
@@ -298,7 +319,7 @@ def build_report(
         results=results,
         summary=summary,
         title="Rollout",
-        figures=(timeline_svg(bars), stage_links_html(outcomes, rollout_dir)),
+        figures=(stage_table_html(outcomes, rollout_dir), timeline_svg(bars)),
         triggered_by=triggered_by,
     )
 

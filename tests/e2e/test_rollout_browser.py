@@ -101,13 +101,18 @@ def test_an_operator_triggers_the_rollout_from_the_ui_and_watches_it_succeed(air
     page.frame_locator("iframe").get_by_role("heading", name="Rollouts").wait_for()
     shot(page, "05-rollouts-in-the-ui")
     page.goto(f"{server.url}{rollouts_page.URL_PREFIX}/")
-    row = page.locator("tr", has_text=run_id)
+    # The rollout's own row (its stage runs are listed too, as rollout__<run id>).
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=run_id, exact=True))
     row.get_by_text("passed").wait_for()
     shot(page, "06-rollouts-page")
     row.get_by_role("link", name="report").click()
     page.wait_for_url(re.compile(r"/reports/event_broker_rollout/"))
-    page.get_by_text("rollout.stage[preflight]").first.wait_for()
-    page.get_by_text("rollout.stage[schemas]").first.wait_for()
+    page.get_by_role("heading", name=re.compile(r"Rollout\s+PASSED")).wait_for()
+    stages = page.locator("table.stages")
+    for stage in ("preflight", "schemas"):
+        stages.get_by_role("row").filter(has=page.get_by_role("cell", name=stage, exact=True)).get_by_role(
+            "cell", name="passed", exact=True
+        ).wait_for()
     shot(page, "07-rollout-report")
 
     # Without a session or token, neither the page nor a report file is served.

@@ -171,9 +171,14 @@ def test_the_rollout_report_has_a_row_per_stage_the_approval_and_a_timeline(gate
     assert report.status == "failed"
     link = results["rollout.stage[security]"].details["report"]
     assert link == "../../event_broker_security/rollout__r/report.html"
-    timeline = report.figures[0]
+    stages, timeline = report.figures
     assert timeline.count('class="bar ') == 4  # preflight, the plan, infrastructure, security
     assert 'class="bar fail"' in timeline and 'class="bar plan"' in timeline
+    # The stages at a glance: one row per controller task, verdict, time, changes, the report's link.
+    assert stages.count("<tr><td>") == 5
+    assert "<tr><td>infrastructure</td><td>passed</td>" in stages
+    assert '<td class="num">7</td><td><a href="../../event_broker_infrastructure/' in stages
+    assert "<tr><td>schemas</td><td>upstream_failed</td>" in stages
 
 
 def test_a_skipped_stage_says_why_and_the_page_links_each_stage_report(gated, tmp_path, monkeypatch):
