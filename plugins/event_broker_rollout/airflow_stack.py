@@ -21,6 +21,7 @@ uses the same ones (tests/unit/test_docker_compose.py compares them).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import re
@@ -49,6 +50,7 @@ WORKER_CONCURRENCY = 2
 DATABASE = "airflow"
 MARKER = ".ebr-airflow-stack"  # what `stop` looks for before it removes the home
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+POSTGRES_CLUSTERS = Path("/var/lib/event-broker-airflow")
 # Start order; stopped in reverse.
 SERVICES = ("postgres", "redis", "api-server", "scheduler", "dag-processor", "triggerer", *WORKERS)
 AIRFLOW_COMMANDS: dict[str, list[str]] = {
@@ -122,12 +124,22 @@ class StackSettings:
         return self.home / "secrets"
 
     @property
+    def postgres_cluster(self) -> Path:
+        """The PostgreSQL cluster's own folder. Run by root, the cluster belongs to the postgres user, who
+        must be let through every folder on the way; a checkout in a private folder (``mktemp -d``, as CI
+        clones) does not let it, so the cluster lives under ``/var/lib``, named after this stack's home."""
+        if os.geteuid() != 0:
+            return self.home
+        digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
+        return POSTGRES_CLUSTERS / digest
+
+    @property
     def postgres_data(self) -> Path:
-        return self.home / "postgres"
+        return self.postgres_cluster / "postgres"
 
     @property
     def postgres_socket_dir(self) -> Path:
-        return self.home / "postgres-socket"
+        return self.postgres_cluster / "postgres-socket"
 
     @property
     def redis_dir(self) -> Path:
@@ -432,6 +444,10 @@ def stop(stack: StackSettings, timeout: float = 60.0) -> bool:
             _stop_group(pid, signal.SIGINT if service == "postgres" else signal.SIGTERM, timeout)
         stack.pid_file(service).unlink(missing_ok=True)
     if _owned_stack_home(stack.home):
+        if stack.postgres_cluster != stack.home:
+            shutil.rmtree(stack.postgres_cluster, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another stack's cluster may still be there
+                stack.postgres_cluster.parent.rmdir()
         shutil.rmtree(stack.home)
     return was_running
 

@@ -139,3 +139,4 @@ def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_h
             os.kill(pid, 0)
     assert not any(port_open(port) for port in STACK_PORTS)
     assert not stack.home.exists()
+    assert not stack.postgres_data.exists() and not stack.postgres_socket_dir.exists()
