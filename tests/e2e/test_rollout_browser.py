@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from event_broker_rollout import airflow_server, rollouts_page
+from event_broker_rollout.evidence import report_dir
 from tests.conftest import REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -114,6 +115,14 @@ def test_an_operator_triggers_the_rollout_from_the_ui_and_watches_it_succeed(air
             "cell", name="passed", exact=True
         ).wait_for()
     shot(page, "07-rollout-report")
+
+    # The lab's latest security and compliance reports (the stage tests wrote them), served the same way.
+    for dag_id in ("event_broker_security", "event_broker_compliance"):
+        if not (report_dir(dag_id, "latest") / "report.html").is_file():
+            continue  # compliance runs before this test in `make test`; alone, it may not have run yet
+        page.goto(f"{server.url}{rollouts_page.report_url(dag_id, 'latest')}")
+        page.locator("h1 .verdict").wait_for()
+        shot(page, f"08-{dag_id.removeprefix('event_broker_')}-report")
 
     # Without a session or token, neither the page nor a report file is served.
     report = rollouts_page.report_url(CONTROLLER, run_id)
