@@ -251,6 +251,11 @@ def _spawn(
     stack.pid_file(service).write_text(str(process.pid))
 
 
+def _postgres_environment() -> dict[str, str]:
+    """What PostgreSQL's server and tools get: a path and the C locale, nothing of Airflow's settings."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+
+
 def _run_postgres_tool(stack: StackSettings, argv: list[str], sql: str | None = None) -> str:
     result = subprocess.run(
         argv,
@@ -259,7 +264,7 @@ def _run_postgres_tool(stack: StackSettings, argv: list[str], sql: str | None = 
         text=True,
         check=False,
         timeout=120,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        env=_postgres_environment(),
         **_postgres_user(),
     )
     if result.returncode != 0:
@@ -286,7 +291,7 @@ def _start_postgres(stack: StackSettings) -> None:
         "postgres",
         [str(POSTGRES_BIN / "postgres"), "-D", str(stack.postgres_data), "-p", str(POSTGRES_PORT),
          "-k", str(stack.postgres_socket_dir), "-c", f"listen_addresses={HOST}"],
-        {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        _postgres_environment(),
         **user,
     )  # fmt: skip
     psql = [str(POSTGRES_BIN / "psql"), "-h", str(stack.postgres_socket_dir), "-p", str(POSTGRES_PORT),
