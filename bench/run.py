@@ -158,7 +158,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """One stage DAG in-process, as `make stage` runs it; returns wall seconds, verdict and report."""
     arguments = ["--conf", json.dumps({"environment": environment, **conf})] if conf else []
-    command = [PYTHON, "-m", "event_broker_rollout.cli", "stage", "--stage", stage, "--env", environment]
+    command = [PYTHON, "-m", "event_broker_devtools.cli", "stage", "--stage", stage, "--env", environment]
     seconds, process = run(command + arguments, timeout=1800, env=env, check=False)
     report = stage_report(process)
     return {
@@ -175,9 +175,9 @@ def run_stage(
 
 
 def rollout_once() -> dict[str, Any]:
-    """`python -m event_broker_rollout.cli rollout --env lab` (starts Airflow if needed); the report's figures."""
+    """`python -m event_broker_devtools.cli rollout --env lab` (starts Airflow if needed); the report's figures."""
     seconds, process = run(
-        [PYTHON, "-m", "event_broker_rollout.cli", "rollout", "--env", "lab"], timeout=3600, check=False
+        [PYTHON, "-m", "event_broker_devtools.cli", "rollout", "--env", "lab"], timeout=3600, check=False
     )
     match = re.search(r"Triggered event_broker_rollout run (\S+) with", process.stdout)
     if match is None:
@@ -248,7 +248,7 @@ def fresh_lab() -> None:
 def lab_up(hosts: int) -> None:
     """`make lab-up LAB_HOSTS=<hosts>`: the hosts, then the Airflow connections for them."""
     run(["bash", str(LAB_SH), "up", str(hosts)], timeout=300)
-    run([PYTHON, "-m", "event_broker_rollout.lab_connections", "lab"], timeout=120)
+    run([PYTHON, "-m", "event_broker_devtools.lab_connections", "lab"], timeout=120)
 
 
 def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Figure:
@@ -299,9 +299,8 @@ def recorded_phase() -> str:
 
 def lab_probes() -> dict[str, Callable[[], dict[str, Any]]]:
     """The gates' own health functions, with the client settings the lab needs in its current phase."""
-    from event_broker_rollout import clients
-    from event_broker_rollout.environment import load_environment
-    from event_broker_rollout.infrastructure import health
+    from event_broker_rollout.cluster import clients, health
+    from event_broker_rollout.config.environment import load_environment
 
     environment = load_environment("lab")
     phase = recorded_phase()
@@ -523,7 +522,7 @@ def gate_reaction(check: str, address: str, service: str, phase: str) -> dict[st
     """Stop ``service`` on ``address``, defer the gate's trigger on it as the triggerer would, start the
     service again. Returns the seconds from the gate's own probe first seeing it healthy (polled every
     0.1 s here) to the trigger's healthy event, and from the start command to that event."""
-    from event_broker_rollout.triggers import ClusterHealthTrigger
+    from event_broker_rollout.airflow.triggers import ClusterHealthTrigger
 
     probe = lab_probes()[check]
     lab_ssh(address, STOP_QUICKLY.format(service=SERVICE, name=service))
@@ -573,8 +572,8 @@ def bench_gate_detection(repeats: int) -> Figure:
     checks in turn). A gate that found it unhealthy waits in its trigger; the figure is how long after the
     cluster turns healthy the trigger fires, with a broker (lab3) and the registry stopped and started.
     """
-    from event_broker_rollout.environment import load_environment
-    from event_broker_rollout.triggers import CHECKS, healthy_now
+    from event_broker_rollout.airflow.triggers import CHECKS, healthy_now
+    from event_broker_rollout.config.environment import load_environment
 
     figure = Figure("gate_detection", "Gate: from the cluster turning healthy to the gate passing", "s")
     environment = load_environment("lab")
@@ -636,7 +635,7 @@ def bench_gate_slots(context: dict[str, Any]) -> Figure:
     """
     figure = Figure("gate_slots", "Worker-slot seconds held by waiting tasks: poke / deferrable", "x")
     run_id = (context.get("rollout_run_ids") or [None])[-1] or newest_rollout_run_id()
-    from event_broker_rollout import airflow_server
+    from event_broker_devtools import airflow_server
 
     logs = airflow_server.settings().task_logs
     folders = [logs / "dag_id=event_broker_rollout" / f"run_id={run_id}"] + [

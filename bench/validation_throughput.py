@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import great_expectations  # noqa: F401  # imported up front: its import time is not validation time
 
-from event_broker_rollout.catalog import load_catalog
+from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.integration import quality
 from event_broker_rollout.integration.events import epoch_ms, synthetic_samples
 

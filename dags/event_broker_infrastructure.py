@@ -13,12 +13,12 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from event_broker_rollout import dag_support
-from event_broker_rollout.audit_trail import export_task_trail
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.airflow.operators import RollingRestartOperator
+from event_broker_rollout.airflow.sensors import ClusterHealthSensor, ControllerQuorumSensor
+from event_broker_rollout.evidence.trail import export_task_trail
+from event_broker_rollout.hosts.desired import KAFKA_SERVICE, REGISTRY_SERVICE
 from event_broker_rollout.infrastructure import stage
-from event_broker_rollout.infrastructure.desired import KAFKA_SERVICE, REGISTRY_SERVICE
-from event_broker_rollout.operators import RollingRestartOperator
-from event_broker_rollout.sensors import ClusterHealthSensor, ControllerQuorumSensor
 
 DAG_ID = "event_broker_infrastructure"
 ENV = "{{ params.environment }}"

@@ -14,9 +14,9 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from event_broker_rollout import dag_support
-from event_broker_rollout.audit_trail import export_task_trail
-from event_broker_rollout.evidence import report_dir
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.trail import export_task_trail
 from event_broker_rollout.integration import stage
 
 DAG_ID = "event_broker_integration"

@@ -13,8 +13,8 @@ from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
-from event_broker_rollout import dag_support
-from event_broker_rollout.audit_trail import export_task_trail
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.evidence.trail import export_task_trail
 from event_broker_rollout.preflight import stage
 
 DAG_ID = "event_broker_preflight"

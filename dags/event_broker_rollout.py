@@ -24,10 +24,8 @@ from typing import Any
 from airflow.sdk import Param, chain, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from event_broker_rollout import dag_support, rollout
-from event_broker_rollout.audit import audit
-from event_broker_rollout.audit_trail import export_task_trail
-from event_broker_rollout.rollout_operators import (
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.airflow.rollout_operators import (
     APPROVAL_TASK_ID,
     PLAN_TASK_ID,
     REQUEST_TASK_ID,
@@ -36,7 +34,10 @@ from event_broker_rollout.rollout_operators import (
     approval_answers,
     triggered_stage_runs,
 )
-from event_broker_rollout.rollout_report import build_rollout_report
+from event_broker_rollout.evidence.audit import audit
+from event_broker_rollout.evidence.trail import export_task_trail
+from event_broker_rollout.rollout import controller as rollout
+from event_broker_rollout.rollout.report import build_rollout_report
 
 DAG_ID = "event_broker_rollout"
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from event_broker_rollout import dag_support
-from event_broker_rollout.audit_trail import export_task_trail
-from event_broker_rollout.evidence import report_dir
-from event_broker_rollout.operators import RollingRestartOperator
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.airflow.operators import RollingRestartOperator
+from event_broker_rollout.airflow.sensors import ClusterHealthSensor
+from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.trail import export_task_trail
 from event_broker_rollout.security import stage
-from event_broker_rollout.sensors import ClusterHealthSensor
 
 DAG_ID = "event_broker_security"
 ENV = "{{ params.environment }}"

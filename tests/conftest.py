@@ -38,7 +38,9 @@ def lab_up() -> None:
         ["bash", str(REPO / "lab" / "lab.sh"), "up", "3"], check=True, capture_output=True, timeout=180
     )
     subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.lab_connections", "lab"], check=True, capture_output=True
+        [sys.executable, "-m", "event_broker_devtools.lab_connections", "lab"],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -71,7 +73,7 @@ def run_stage(
         [
             sys.executable,
             "-m",
-            "event_broker_rollout.cli",
+            "event_broker_devtools.cli",
             "stage",
             "--stage",
             stage,
@@ -187,8 +189,8 @@ def kcat_arguments(config: dict) -> list[str]:
 @pytest.fixture(scope="session")
 def airflow_api(integration_ready) -> Iterator[Any]:
     """The project's Airflow (standalone) on the rolled-out lab, as `make demo` runs it; stopped at the end."""
-    from event_broker_rollout import airflow_server
-    from event_broker_rollout.rollout_driver import api_for
+    from event_broker_devtools import airflow_server
+    from event_broker_devtools.rollout_driver import api_for
 
     server = airflow_server.settings()
     started = airflow_server.start(server)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout.catalog import load_catalog
+from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.integration.events import SampleEvent, dump_samples, epoch_ms, synthetic_samples
 
 TARGET = Path(__file__).with_name("bad_events.jsonl")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from event_broker_rollout import audit_trail
-from event_broker_rollout.audit_trail import RunRef
-from event_broker_rollout.environment import load_environment
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.evidence import trail as audit_trail
+from event_broker_rollout.evidence.trail import RunRef
 from tests.conftest import LAB_STATE, REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -33,7 +33,7 @@ FIXTURE_RUN = RunRef("audit_probe", "manual__2026-11-27T15:20:44.901633+00:00")
 
 def verify_cli(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.audit_trail", "verify", *args, "--cluster", "lab"],
+        [sys.executable, "-m", "event_broker_rollout.evidence.trail", "verify", *args, "--cluster", "lab"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -26,11 +26,11 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.compliance.policy import CHECK_IDS, load_policy
-from event_broker_rollout.evidence import Severity
-from event_broker_rollout.infrastructure import health
-from event_broker_rollout.security.verify import plaintext_answers
+from event_broker_rollout.cluster import health
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.policy import CHECK_IDS, load_policy
+from event_broker_rollout.evidence.results import Severity
+from event_broker_rollout.resources.verify import plaintext_answers
 from tests.conftest import lab_ssh, needs_root, run_stage, secure_client_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]

@@ -133,7 +133,7 @@ def test_a_broker_killed_before_the_gate_fails_the_stage_naming_it_then_a_rerun_
     command = [
         sys.executable,
         "-m",
-        "event_broker_rollout.cli",
+        "event_broker_devtools.cli",
         "stage",
         "--stage",
         "infrastructure",

@@ -13,8 +13,9 @@ import time
 import pytest
 import requests
 
-from event_broker_rollout import airflow_server, rollouts_page
-from event_broker_rollout.evidence import report_dir
+from event_broker_devtools import airflow_server
+from event_broker_rollout.evidence import rollouts_page
+from event_broker_rollout.evidence.results import report_dir
 from tests.conftest import REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]

@@ -16,10 +16,10 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from event_broker_rollout import airflow_server
-from event_broker_rollout.airflow_api import AirflowApi, AirflowApiError
-from event_broker_rollout.audit_trail import verify_trail
-from event_broker_rollout.evidence import report_dir
+from event_broker_devtools import airflow_server
+from event_broker_rollout.airflow.rest import AirflowApi, AirflowApiError
+from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.trail import verify_trail
 from tests.conftest import REPO, needs_root, secure_client_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -190,7 +190,7 @@ def drift_a_topic_config() -> None:
 def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_trail(airflow_api, tmp_path):
     drift_a_topic_config()
     proc = subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.cli", "rollout", "--env", "lab"],
+        [sys.executable, "-m", "event_broker_devtools.cli", "rollout", "--env", "lab"],
         capture_output=True,
         text=True,
         timeout=1500,
@@ -253,7 +253,7 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
         assert not verification.intact
         assert verification.break_at == seq, verification
     cli = subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.audit_trail", "verify", str(edited)],
+        [sys.executable, "-m", "event_broker_rollout.evidence.trail", "verify", str(edited)],
         capture_output=True,
         text=True,
         check=False,
@@ -266,7 +266,7 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
         [
             sys.executable,
             "-m",
-            "event_broker_rollout.cli",
+            "event_broker_devtools.cli",
             "rollout",
             "--env",
             "lab",

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from event_broker_rollout.catalog import desired_topics, load_checked_catalog
+from event_broker_rollout.config.catalog import desired_topics, load_checked_catalog
 from tests.conftest import LAB_STATE, lab_ssh, needs_root, run_stage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]

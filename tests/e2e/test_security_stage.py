@@ -86,7 +86,7 @@ def test_tls_1_1_refused_and_1_2_accepted(security_ready, address):
 
 
 def test_a_principal_without_grants_cannot_read_a_phi_topic(security_ready):
-    from event_broker_rollout.security.verify import read_refused
+    from event_broker_rollout.resources.verify import read_refused
 
     refused, observed = read_refused(
         secure_client_config("ebr-probe"), "healthcare.observation.recorded.v1", "ebr-probe.e2e"

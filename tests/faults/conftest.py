@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.cluster import health
 from event_broker_rollout.security.canary import Canary
 from tests.conftest import REPO, lab_ssh, lab_up, run_stage, secure_client_config
 
@@ -159,7 +159,7 @@ class StageRun:
         command = [
             sys.executable,
             "-m",
-            "event_broker_rollout.cli",
+            "event_broker_devtools.cli",
             "stage",
             "--stage",
             stage,

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from event_broker_rollout import airflow_server
-from event_broker_rollout.lab_connections import connections_file
-from event_broker_rollout.rollout_driver import CONTROLLER, api_for
+from event_broker_devtools import airflow_server
+from event_broker_devtools.lab_connections import connections_file
+from event_broker_devtools.rollout_driver import CONTROLLER, api_for
 from tests.conftest import LAB_STATE, lab_ssh, needs_root, run_stage, secure_client_config
 from tests.faults.conftest import (
     SERVICE,
@@ -376,7 +376,7 @@ def test_broker_data_disk_full(security_ready, fault, canary, monkeypatch):
 
 def run_brokers_gate(monkeypatch: pytest.MonkeyPatch, timeout_seconds: float) -> dict[str, Any]:
     """The infrastructure gate's trigger, as the triggerer runs it, with the lab's admin connection."""
-    from event_broker_rollout.triggers import ClusterHealthTrigger
+    from event_broker_rollout.airflow.triggers import ClusterHealthTrigger
 
     connection = json.loads(connections_file().read_text())["kafka_lab"]
     monkeypatch.setenv("AIRFLOW_CONN_KAFKA_LAB", json.dumps(connection))
@@ -486,7 +486,7 @@ def broker_jvms(netns: str) -> int:
 
 
 def infrastructure_report(run_id: str) -> Path:
-    from event_broker_rollout.evidence import report_dir
+    from event_broker_rollout.evidence.results import report_dir
 
     return report_dir("event_broker_infrastructure", f"rollout__{run_id}") / "report.json"
 

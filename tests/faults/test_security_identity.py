@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from event_broker_rollout.security.layout import PRINCIPAL_RULES
+from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES
 from tests.conftest import lab_ssh, needs_root, run_stage
 from tests.faults.conftest import SERVICE, recorded_phases, wait_until_healthy
 

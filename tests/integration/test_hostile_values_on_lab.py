@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from event_broker_devtools.lab_connections import connections_file
 from event_broker_rollout.compliance.facts import host_facts
-from event_broker_rollout.compliance.policy import HostFile
-from event_broker_rollout.environment import Environment, load_environment
+from event_broker_rollout.config.environment import Environment, load_environment
+from event_broker_rollout.config.policy import HostFile
 from event_broker_rollout.infrastructure.stage import plan_environment
-from event_broker_rollout.lab_connections import connections_file
 from tests.conftest import lab_ssh, needs_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab, needs_root(), pytest.mark.timeout(300)]
@@ -107,7 +107,7 @@ def test_a_hostile_host_file_path_is_checked_as_text(lab_connections: dict, mark
 
 def test_a_secret_written_to_a_lab_host_is_0600_owned_and_leaves_no_temp_file(lab_connections: dict) -> None:
     """The real SFTP path of every managed file: temp file 0600, owner set, renamed; overwrite keeps it so."""
-    from event_broker_rollout.remote import TEMP_SUFFIX, RemoteHost
+    from event_broker_rollout.hosts.remote import TEMP_SUFFIX, RemoteHost
 
     lab1 = next(h for h in lab_connections["hosts"] if h["name"] == "lab1")
     folder = f"/tmp/ebr-write-{uuid.uuid4().hex}"
@@ -132,10 +132,10 @@ def test_host_changes_run_as_argument_lists_on_a_lab_host(lab_connections: dict,
     directory name among them): what the infrastructure stage does to a host, with no service touched."""
     import tarfile
 
-    from event_broker_rollout.infrastructure import hostops
-    from event_broker_rollout.infrastructure.desired import HostState, Install, ManagedFile, backup_path
-    from event_broker_rollout.infrastructure.plan import Change
-    from event_broker_rollout.remote import RemoteHost
+    from event_broker_rollout.hosts import operations as hostops
+    from event_broker_rollout.hosts.desired import HostState, Install, ManagedFile, backup_path
+    from event_broker_rollout.hosts.plan import Change
+    from event_broker_rollout.hosts.remote import RemoteHost
 
     lab1 = next(h for h in lab_connections["hosts"] if h["name"] == "lab1")
     base = f"/tmp/ebr-hostops-{uuid.uuid4().hex}"

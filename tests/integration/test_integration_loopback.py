@@ -30,12 +30,12 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import load_checked_catalog
-from event_broker_rollout.components import Component, validated_components
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.catalog import load_checked_catalog
+from event_broker_rollout.config.components import Component, validated_components
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.integration import contracts, events, flow
+from event_broker_rollout.resources.access import desired_grants
 from event_broker_rollout.schemas import reconcile
-from event_broker_rollout.security.access import desired_grants
 from tests.integration import test_schemas_loopback as schemas_loopback
 
 pytestmark = pytest.mark.integration

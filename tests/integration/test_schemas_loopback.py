@@ -24,8 +24,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import desired_topics, load_avro_schema, load_checked_catalog
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.catalog import desired_topics, load_avro_schema, load_checked_catalog
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.schemas import load_subject_schemas, reconcile, registry_url
 
 pytestmark = pytest.mark.integration

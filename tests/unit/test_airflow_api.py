@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from event_broker_rollout.airflow_api import ANSWER_NOT_BEFORE_SECONDS, seconds_before_answering, xcom_text
+from event_broker_rollout.airflow.rest import ANSWER_NOT_BEFORE_SECONDS, seconds_before_answering, xcom_text
 
 ASKED = datetime(2026, 11, 27, 23, 12, 12, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import stat
 
-from event_broker_rollout import airflow_server
-from event_broker_rollout.airflow_server import ServerSettings
+from event_broker_devtools import airflow_server
+from event_broker_devtools.airflow_server import ServerSettings
 
 
 def test_the_server_is_configured_apart_from_the_callers_airflow(tmp_path, monkeypatch):

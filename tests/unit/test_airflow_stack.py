@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import stat
 
-from event_broker_rollout import airflow_server, airflow_stack
-from event_broker_rollout.airflow_stack import StackSettings, WorkloadKey
-from event_broker_rollout.audit_trail import Entry, RunRef
-from event_broker_rollout.trail_sources import attempt_parts, read_every_log_part, sequence_gaps
+from event_broker_devtools import airflow_server, airflow_stack
+from event_broker_devtools.airflow_stack import StackSettings, WorkloadKey
+from event_broker_rollout.evidence.trail import Entry, RunRef
+from event_broker_rollout.evidence.trail_sources import attempt_parts, read_every_log_part, sequence_gaps
 
 RUN = RunRef("event_broker_rollout", "manual__1")
 
@@ -147,7 +147,7 @@ def test_a_run_without_log_files_has_no_records_and_no_findings(tmp_path):
 
 
 def test_audit_numbers_an_attempts_records_in_its_process_part():
-    from event_broker_rollout.audit import audit_record
+    from event_broker_rollout.evidence.audit import audit_record
 
     first, second = audit_record("a", target="t", outcome="ok"), audit_record("a", target="t", outcome="ok")
     assert first["part"] == second["part"]

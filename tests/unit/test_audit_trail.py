@@ -25,9 +25,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from event_broker_rollout import audit as audit_module
-from event_broker_rollout import audit_trail, lab_connections
-from event_broker_rollout.audit import (
+from event_broker_devtools import lab_connections
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.evidence import audit as audit_module
+from event_broker_rollout.evidence import trail as audit_trail
+from event_broker_rollout.evidence.audit import (
     AUDIT_EVENT,
     RECORD_KEY,
     audit,
@@ -35,7 +37,8 @@ from event_broker_rollout.audit import (
     audit_result,
     digest,
 )
-from event_broker_rollout.audit_trail import (
+from event_broker_rollout.evidence.results import Result, Status, report_dir
+from event_broker_rollout.evidence.trail import (
     Entry,
     RunRef,
     TopicMessage,
@@ -43,8 +46,6 @@ from event_broker_rollout.audit_trail import (
     verify_chain,
     write_trail,
 )
-from event_broker_rollout.environment import load_environment
-from event_broker_rollout.evidence import Result, Status, report_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "airflow_logs"
@@ -868,7 +869,7 @@ class FakeProducer:
 def fake_kafka(monkeypatch):
     import confluent_kafka
 
-    from event_broker_rollout.security import credentials
+    from event_broker_rollout.cluster import credentials
 
     FakeProducer.instances, FakeProducer.fail_delivery, FakeProducer.topic_error = [], False, None
     monkeypatch.setattr(confluent_kafka, "Producer", FakeProducer)

@@ -20,7 +20,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import (
+from event_broker_rollout.config.catalog import (
     MS_PER_DAY,
     check_catalog,
     desired_topics,
@@ -30,9 +30,9 @@ from event_broker_rollout.catalog import (
     load_policies,
     validate_catalog,
 )
-from event_broker_rollout.environment import EnvironmentConfigError
+from event_broker_rollout.config.environment import EnvironmentConfigError
+from event_broker_rollout.integration.synthetic import fhir_json, generate
 from event_broker_rollout.schemas import KEY_SCHEMA, load_subject_schemas
-from event_broker_rollout.synthetic import fhir_json, generate
 
 FHIR_MODELS = {
     "Patient": Patient,

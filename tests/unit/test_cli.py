@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from event_broker_rollout import cli
+from event_broker_devtools import cli
 from tests.conftest import REPO
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.cli", *arguments],
+        [sys.executable, "-m", "event_broker_devtools.cli", *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from event_broker_rollout.catalog import MS_PER_DAY, desired_topics, load_catalog, load_policies
 from event_broker_rollout.compliance import checks
 from event_broker_rollout.compliance.facts import (
     AclEntry,
@@ -29,13 +28,14 @@ from event_broker_rollout.compliance.facts import (
     parse_host_output,
     parse_listeners,
 )
-from event_broker_rollout.compliance.policy import CHECK_IDS, HostFile, applicable_files, load_policy
-from event_broker_rollout.components import load_components
-from event_broker_rollout.evidence import Severity, Status
-from event_broker_rollout.schemas.registry import SubjectPlan
-from event_broker_rollout.schemas.topics import ObservedTopic
-from event_broker_rollout.security.access import desired_grants
-from event_broker_rollout.security.layout import PRINCIPAL_RULES
+from event_broker_rollout.config.catalog import MS_PER_DAY, desired_topics, load_catalog, load_policies
+from event_broker_rollout.config.components import load_components
+from event_broker_rollout.config.policy import CHECK_IDS, HostFile, applicable_files, load_policy
+from event_broker_rollout.evidence.results import Severity, Status
+from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES
+from event_broker_rollout.resources.access import desired_grants
+from event_broker_rollout.resources.registry import SubjectPlan
+from event_broker_rollout.resources.topics import ObservedTopic
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 PHI_TOPIC = "healthcare.patient.upserted.v1"

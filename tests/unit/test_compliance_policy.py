@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.compliance.policy import (
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.environment import EnvironmentConfigError
+from event_broker_rollout.config.policy import (
     CHECK_IDS,
     POLICY_FILE,
     applicable_files,
@@ -17,8 +18,7 @@ from event_broker_rollout.compliance.policy import (
     load_policy,
     parse_policy,
 )
-from event_broker_rollout.environment import EnvironmentConfigError
-from event_broker_rollout.evidence import Severity
+from event_broker_rollout.evidence.results import Severity
 
 
 @pytest.fixture(scope="module")

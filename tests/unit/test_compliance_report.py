@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.compliance import publish, report
-from event_broker_rollout.compliance.policy import load_policy
 from event_broker_rollout.compliance.stage import summary
-from event_broker_rollout.evidence import Result, Severity, StageReport, Status
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.policy import load_policy
+from event_broker_rollout.evidence.results import Result, Severity, StageReport, Status
 
 DAG_ID = "event_broker_compliance"
 START = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)

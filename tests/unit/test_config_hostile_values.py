@@ -22,14 +22,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from event_broker_rollout import environment as envmod
+from event_broker_devtools.cli import main as cli_main
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import Catalog, Policies, load_catalog, load_policies
-from event_broker_rollout.cli import main as cli_main
-from event_broker_rollout.compliance.policy import POLICY_FILE, CompliancePolicy, parse_policy
-from event_broker_rollout.components import Components
-from event_broker_rollout.config_types import StringRule
-from event_broker_rollout.environment import (
+from event_broker_rollout.config import environment as envmod
+from event_broker_rollout.config.catalog import Catalog, Policies, load_catalog, load_policies
+from event_broker_rollout.config.components import Components
+from event_broker_rollout.config.environment import (
     Environment,
     EnvironmentConfigError,
     SizingProfile,
@@ -39,7 +37,9 @@ from event_broker_rollout.environment import (
     model_problems,
     parse_environment,
 )
-from event_broker_rollout.validation import display_name, validate_environment
+from event_broker_rollout.config.policy import POLICY_FILE, CompliancePolicy, parse_policy
+from event_broker_rollout.config.types import StringRule
+from event_broker_rollout.config.validation import display_name, validate_environment
 
 MARK = "EVILMARK"  # in every payload: a refusal must never quote the refused value
 
@@ -405,7 +405,7 @@ def test_validate_command_prints_one_line_per_problem_with_its_yaml_path(tmp_pat
 
 
 def test_every_stage_loads_the_environment_through_the_full_validation(tmp_path):
-    from event_broker_rollout import dag_support
+    from event_broker_rollout.airflow import tasks as dag_support
 
     source = _lab_with(tmp_path, lambda raw: raw["hosts"][0].update(name="analytics"))
     with pytest.raises(EnvironmentConfigError, match=r"components\[3\]\.principal"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from event_broker_rollout.airflow_stack import distributed_settings
+from event_broker_devtools.airflow_stack import distributed_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.airflow.yml"

@@ -5,8 +5,8 @@ import copy
 import pytest
 import yaml
 
-from event_broker_rollout import environment as envmod
-from event_broker_rollout.environment import EnvironmentConfigError, parse_environment
+from event_broker_rollout.config import environment as envmod
+from event_broker_rollout.config.environment import EnvironmentConfigError, parse_environment
 
 
 @pytest.fixture(scope="module")

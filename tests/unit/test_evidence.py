@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from event_broker_rollout.evidence import Result, Severity, StageReport, Status, check, counts
+from event_broker_rollout.evidence.results import Result, Severity, StageReport, Status, check, counts
 
 
 def test_check_severity_decides_fail_or_warn():

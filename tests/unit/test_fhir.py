@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from event_broker_rollout.catalog import load_catalog
+from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.integration import fhir, quality
 from event_broker_rollout.integration.events import synthetic_samples
-from event_broker_rollout.synthetic import OBSERVATION_CODES, loinc_is_valid
+from event_broker_rollout.integration.synthetic import OBSERVATION_CODES, loinc_is_valid
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

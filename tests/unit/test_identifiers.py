@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from event_broker_rollout.catalog import load_catalog
+from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.integration import fhir, identifiers, quality
 from event_broker_rollout.integration.events import synthetic_samples
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from event_broker_rollout.environment import load_environment, load_sizing_profiles
-from event_broker_rollout.infrastructure import desired, health, preconditions
-from event_broker_rollout.infrastructure.plan import (
+from event_broker_rollout.cluster import health
+from event_broker_rollout.config.environment import load_environment, load_sizing_profiles
+from event_broker_rollout.hosts import desired, preconditions
+from event_broker_rollout.hosts.plan import (
     HostPlan,
     Observed,
     ServiceStatus,
@@ -17,7 +18,7 @@ from event_broker_rollout.infrastructure.plan import (
     parse_observation,
     plan_host,
 )
-from event_broker_rollout.infrastructure.preconditions import Holder, Occupancy
+from event_broker_rollout.hosts.preconditions import Holder, Occupancy
 
 
 def with_material_dir(environment, directory):
@@ -63,7 +64,7 @@ def test_server_properties_for_a_combined_kraft_node(lab1_state):
 
 def provided_material(environment, directory):
     """Operator-provided PEM files, as an organisation's PKI would hand them over (made here with a test CA)."""
-    from event_broker_rollout.security import tls
+    from event_broker_rollout.hosts import tls
 
     ca_cert, ca_key = tls.ensure_internal_ca(directory / "pki", "test-pki")
     (directory / "ca.crt").write_text((directory / "pki" / "ca.crt").read_text())
@@ -396,8 +397,8 @@ def test_the_observation_script_reads_a_real_tree_and_changes_nothing(tmp_path):
 
 
 def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(lab, lab1_state):
+    from event_broker_rollout.hosts.preconditions import ChangeRefused
     from event_broker_rollout.infrastructure import stage
-    from event_broker_rollout.infrastructure.preconditions import ChangeRefused
 
     clean = plan_host(
         lab1_state,

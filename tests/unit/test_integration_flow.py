@@ -11,9 +11,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from event_broker_rollout.catalog import load_checked_catalog
-from event_broker_rollout.components import Component, validated_components
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.catalog import load_checked_catalog
+from event_broker_rollout.config.components import Component, validated_components
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.integration import contracts, flow, latency
 from event_broker_rollout.integration.events import (
     dump_samples,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from event_broker_rollout.environment import load_environment, load_sizing_profiles
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.environment import load_environment, load_sizing_profiles
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.preflight import checks
 from event_broker_rollout.preflight.facts import HostFacts, java_major, parse_facts
 
@@ -257,7 +257,7 @@ def test_unreachable_host_is_a_blocking_finding_naming_host_and_error():
 def test_what_a_change_step_would_refuse_is_a_blocking_preflight_finding(profiles):
     """Preflight judges the infrastructure plan's observation: each place a change step would take is a
     result (pass when ours or free), and what it would refuse fails, naming host, place and owner."""
-    from event_broker_rollout.infrastructure import desired, preconditions
+    from event_broker_rollout.hosts import desired, preconditions
 
     lab = load_environment("lab").model_copy(update={"security": None})  # as preflight judges it
     host = lab.host("lab2")

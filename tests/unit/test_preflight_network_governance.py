@@ -6,9 +6,9 @@ import signal
 import socket
 import subprocess
 
-from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.environment import load_environment
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.preflight import governance, network
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from event_broker_rollout.catalog import load_catalog
+from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.integration import quality
 from event_broker_rollout.integration.events import SampleEvent, epoch_ms, synthetic_samples
 

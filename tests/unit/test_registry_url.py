@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from event_broker_rollout import clients, lab_connections, triggers
+from event_broker_devtools import lab_connections
+from event_broker_rollout.airflow import triggers
+from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.compliance import facts
-from event_broker_rollout.environment import load_environment
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.config.environment import load_environment
 
 CCOMPAT = "/apis/ccompat/v7"
 

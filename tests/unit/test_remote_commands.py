@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from event_broker_rollout import paths
-from event_broker_rollout.infrastructure.desired import HostState, ManagedFile
-from event_broker_rollout.infrastructure.plan import observe_command, parse_observation
-from event_broker_rollout.remote import RemoteHost, write_atomically
-from event_broker_rollout.shell import Command, command_line, script
+from event_broker_rollout.hosts.desired import HostState, ManagedFile
+from event_broker_rollout.hosts.plan import observe_command, parse_observation
+from event_broker_rollout.hosts.remote import RemoteHost, write_atomically
+from event_broker_rollout.hosts.shell import Command, command_line, script
 
 PLUGINS = paths.PROJECT_ROOT / "plugins" / "event_broker_rollout"
 REMOTE_RUNNERS = {"run_argv", "run_command"}
@@ -73,7 +73,7 @@ def test_only_remote_exec_calls_the_ssh_session():
                 receiver = ast.unparse(node.func.value)
                 if node.func.attr in SESSION_EXEC and ("connection" in receiver or "client" in receiver):
                     callers.append((path.relative_to(PLUGINS).as_posix(), owner.get(node)))
-    assert callers == [("remote.py", "_exec")]
+    assert callers == [("hosts/remote.py", "_exec")]
     assert not hasattr(RemoteHost, "run"), "a string-taking run would let a formatted command through"
 
 
@@ -118,7 +118,7 @@ def test_shlex_is_used_only_by_the_command_builder():
         for node in ast.walk(tree)
         if imports_shlex(node)
     ]
-    assert users == ["shell.py"]
+    assert users == ["hosts/shell.py"]
 
 
 def run_locally(argv) -> subprocess.CompletedProcess:

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from event_broker_rollout.environment import load_environment, load_sizing_profiles
-from event_broker_rollout.infrastructure import desired
-from event_broker_rollout.infrastructure.desired import UnsafeValueError
+from event_broker_rollout.config.environment import load_environment, load_sizing_profiles
+from event_broker_rollout.hosts import desired
+from event_broker_rollout.hosts.desired import UnsafeValueError
 
 HOSTILE = "/opt/x$(touch ebr-marker)`touch ebr-marker`;touch ebr-marker \"'\\$HOME"
 

@@ -16,11 +16,11 @@ from urllib.parse import unquote, urljoin
 
 import pytest
 
-from event_broker_rollout import report_html, rollouts_page
-from event_broker_rollout.catalog import load_catalog, load_policies
 from event_broker_rollout.compliance import report as compliance_report
-from event_broker_rollout.compliance.policy import load_policy
-from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.policy import load_policy
+from event_broker_rollout.evidence import report_html, rollouts_page
+from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.security.canary import Canary
 from event_broker_rollout.security.stage import migration_chart_data
 
@@ -298,7 +298,7 @@ def test_the_recorded_timeline_window_is_consistent():
 
 
 def test_a_gate_records_its_wait_and_the_chart_prefers_it():
-    from event_broker_rollout.sensors import gate_result
+    from event_broker_rollout.airflow.sensors import gate_result
 
     result = gate_result(None, "brokers", True, {"healthy": True}, 22.43)  # healthy: no environment needed
     assert result.details == {"waited_seconds": 22.4}

@@ -6,10 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from event_broker_rollout import rollout, rollout_report
-from event_broker_rollout.environment import load_environment
-from event_broker_rollout.evidence import Status
-from event_broker_rollout.rollout import RolloutRequest, RolloutRequestError, build_request, decide_stage
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.evidence.results import Status
+from event_broker_rollout.rollout import controller as rollout
+from event_broker_rollout.rollout import report as rollout_report
+from event_broker_rollout.rollout.controller import (
+    RolloutRequest,
+    RolloutRequestError,
+    build_request,
+    decide_stage,
+)
 
 APPROVE = {
     "chosen_options": ["Approve"],

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from event_broker_rollout import rollouts_page
-from event_broker_rollout.evidence import report_dir
-from event_broker_rollout.rollouts_page import RunInfo
+from event_broker_rollout.evidence import rollouts_page
+from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.rollouts_page import RunInfo
 
 RUN = "manual__2026-12-03T07:31:55.554000+00:00"
 

@@ -10,12 +10,12 @@ import pytest
 from confluent_kafka.schema_registry import RegisteredSchema, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from event_broker_rollout.catalog import TopicSpec, load_catalog
-from event_broker_rollout.evidence import Status
+from event_broker_rollout.config.catalog import TopicSpec, load_catalog
+from event_broker_rollout.evidence.results import Status
+from event_broker_rollout.resources.changes import describe_changes
+from event_broker_rollout.resources.registry import METADATA_IGNORED, METADATA_KEPT, METADATA_REFUSED
+from event_broker_rollout.resources.topics import ObservedTopic
 from event_broker_rollout.schemas import load_subject_schemas, plan_topic, reconcile_schemas, registry_url
-from event_broker_rollout.schemas.changes import describe_changes
-from event_broker_rollout.schemas.registry import METADATA_IGNORED, METADATA_KEPT, METADATA_REFUSED
-from event_broker_rollout.schemas.topics import ObservedTopic
 
 SPEC = TopicSpec(
     topic="healthcare.patient.upserted.v1",

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from event_broker_rollout import secret_files
-from event_broker_rollout.secret_files import write_secret
+from event_broker_rollout.hosts import secret_files
+from event_broker_rollout.hosts.secret_files import write_secret
 
 
 @pytest.fixture

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from event_broker_rollout import clients
-from event_broker_rollout.components import load_components
-from event_broker_rollout.environment import load_environment
-from event_broker_rollout.remote import RemoteError
-from event_broker_rollout.security import access, layout, tls
-from event_broker_rollout.security.credentials import CredentialsError, load_credentials
+from event_broker_rollout.cluster import clients
+from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
+from event_broker_rollout.config.components import load_components
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.hosts import listeners as layout
+from event_broker_rollout.hosts import tls
+from event_broker_rollout.hosts.remote import RemoteError
+from event_broker_rollout.resources import access
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_client_phase_never_uses_a_listener_that_does_not_exist_yet():
 
 
 def test_mtls_and_rendered_kerberos_and_ldap_options(lab):
-    from event_broker_rollout.environment import Kerberos, Ldap
+    from event_broker_rollout.config.environment import Kerberos, Ldap
 
     security = lab.security.model_copy(update={"client_authentication": "mtls"})
     _, values = settings(lab.model_copy(update={"security": security}), "lab1", "secured")

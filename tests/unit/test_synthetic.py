@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from event_broker_rollout.catalog import load_catalog
-from event_broker_rollout.synthetic import (
+from event_broker_rollout.config.catalog import load_catalog
+from event_broker_rollout.integration.synthetic import (
     ADT_ENCOUNTER_STATUS,
     CONDITIONS,
     ICD10CM_SYSTEM,

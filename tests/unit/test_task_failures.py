@@ -9,9 +9,9 @@ from types import SimpleNamespace
 from confluent_kafka import KafkaError, KafkaException
 from paramiko import SSHException
 
-from event_broker_rollout import dag_support
-from event_broker_rollout.evidence import Status
-from event_broker_rollout.infrastructure.health import KafkaLoginError
+from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.cluster.health import KafkaLoginError
+from event_broker_rollout.evidence.results import Status
 
 DAG_ID, RUN_ID = "event_broker_schemas", "manual__2026-11-27T10:00:00+00:00"
 

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from event_broker_rollout.environment import Environment, Host, load_environment, load_sizing_profiles
-from event_broker_rollout.evidence import Result, Status, stage_failed
-from event_broker_rollout.infrastructure import desired
+from event_broker_rollout.config.environment import Environment, Host, load_environment, load_sizing_profiles
+from event_broker_rollout.evidence.results import Result, Status, stage_failed
+from event_broker_rollout.hosts import desired, tls, tls_policy
 from event_broker_rollout.preflight import stage, tls_material
-from event_broker_rollout.security import tls, tls_policy, verify
+from event_broker_rollout.resources import verify
 
 NOW = dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)
 CHECK_IDS = [

@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from event_broker_rollout.catalog import MS_PER_DAY, TopicSpec
 from event_broker_rollout.compliance.facts import (
     AclEntry,
     Acls,
@@ -30,12 +29,13 @@ from event_broker_rollout.compliance.facts import (
     ScramUsers,
     Topics,
 )
-from event_broker_rollout.compliance.policy import CompliancePolicy, HostFile, RetentionRule
-from event_broker_rollout.evidence import Result, Severity, Status, check
-from event_broker_rollout.schemas.registry import SubjectPlan
-from event_broker_rollout.schemas.topics import ObservedTopic, plan_topic
-from event_broker_rollout.security.access import Grant
-from event_broker_rollout.security.verify import CLIENT_CERTIFICATE_REQUIRED
+from event_broker_rollout.config.catalog import MS_PER_DAY, TopicSpec
+from event_broker_rollout.config.policy import CompliancePolicy, HostFile, RetentionRule
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.resources.access import Grant
+from event_broker_rollout.resources.registry import SubjectPlan
+from event_broker_rollout.resources.topics import ObservedTopic, plan_topic
+from event_broker_rollout.resources.verify import CLIENT_CERTIFICATE_REQUIRED
 
 LEGACY_TLS = ("1.0", "1.1")
 MODERN_TLS = ("1.2", "1.3")

@@ -24,17 +24,16 @@ from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPart
 from confluent_kafka.admin import AdminClient, ConfigResource
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from event_broker_rollout import clients
-from event_broker_rollout.compliance.policy import HostFile
-from event_broker_rollout.environment import Environment, Host
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.cluster import clients, health
+from event_broker_rollout.config.environment import Environment, Host
+from event_broker_rollout.config.policy import HostFile
+from event_broker_rollout.hosts.shell import script
+from event_broker_rollout.hosts.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
 from event_broker_rollout.preflight.network import in_parallel
-from event_broker_rollout.schemas.registry import SubjectPlan, observe
-from event_broker_rollout.schemas.subjects import SubjectSchema
-from event_broker_rollout.schemas.topics import ObservedTopic, observe_topics
-from event_broker_rollout.security import access, verify
-from event_broker_rollout.security.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
-from event_broker_rollout.shell import script
+from event_broker_rollout.resources import access, verify
+from event_broker_rollout.resources.registry import SubjectPlan, observe
+from event_broker_rollout.resources.subjects import SubjectSchema
+from event_broker_rollout.resources.topics import ObservedTopic, observe_topics
 
 TIMEOUT = 15.0
 TLS_VERSIONS = (
@@ -386,8 +385,8 @@ class Health:
 
 
 def cluster_health(admin: AdminClient, environment: Environment) -> Health:
+    from event_broker_rollout.hosts.remote import RemoteError
     from event_broker_rollout.infrastructure.stage import describe_quorum
-    from event_broker_rollout.remote import RemoteError
 
     voters = [environment.node_id(h) for h in environment.controllers]
     try:
@@ -576,7 +575,7 @@ def parse_host_output(host: str, text: str) -> HostFacts:
 
 
 def host_facts(host: Host, files: list[HostFile]) -> HostFacts:
-    from event_broker_rollout.remote import RemoteError, RemoteHost
+    from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 
     kafka_node = bool({"broker", "controller"} & set(host.roles))
     try:

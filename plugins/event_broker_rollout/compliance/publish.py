@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from event_broker_rollout.evidence import Result
+from event_broker_rollout.evidence.results import Result
 
 DELIVERY_TIMEOUT_SECONDS = 30
 

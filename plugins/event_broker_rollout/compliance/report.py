@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout import report_html
-from event_broker_rollout.compliance.policy import CompliancePolicy
-from event_broker_rollout.evidence import Result
+from event_broker_rollout.config.policy import CompliancePolicy
+from event_broker_rollout.evidence import report_html
+from event_broker_rollout.evidence.results import Result
 
 # Worst first: a check's outcome in a run is the worst of its findings.
 SEVERITY_ORDER = ("fail", "warn", "changed", "pass", "ok", "skipped")

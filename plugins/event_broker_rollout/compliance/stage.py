@@ -10,26 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from event_broker_rollout import clients
-from event_broker_rollout.audit import audit
-from event_broker_rollout.catalog import Catalog, Policies, desired_topics, load_checked_catalog
+from event_broker_rollout.cluster import clients, health
+from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
 from event_broker_rollout.compliance import checks, facts, publish
-from event_broker_rollout.compliance.policy import (
+from event_broker_rollout.compliance.report import add_sections
+from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics, load_checked_catalog
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components
+from event_broker_rollout.config.environment import Environment, EnvironmentConfigError
+from event_broker_rollout.config.policy import (
     CompliancePolicy,
     applicable_files,
     catalog_topics,
     load_policy,
 )
-from event_broker_rollout.compliance.report import add_sections
-from event_broker_rollout.components import PROBE_PRINCIPAL, Components
-from event_broker_rollout.environment import Environment, EnvironmentConfigError
-from event_broker_rollout.evidence import Result, report_dir, utcnow
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.evidence.audit import audit
+from event_broker_rollout.evidence.results import Result, report_dir, utcnow
+from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
 from event_broker_rollout.preflight.network import in_parallel
-from event_broker_rollout.schemas.subjects import load_subject_schemas
-from event_broker_rollout.security import access
-from event_broker_rollout.security.credentials import CredentialsError, load_credentials
-from event_broker_rollout.security.layout import PRINCIPAL_RULES, super_users
+from event_broker_rollout.resources import access
+from event_broker_rollout.resources.subjects import load_subject_schemas
 from event_broker_rollout.security.stage import components_of
 
 PHASE = "secured"
@@ -256,7 +255,7 @@ def finish(
 ) -> str:
     """The report task: publish the findings, write the report with its per-check table and trend, and
     fail the run when a blocking check failed."""
-    from event_broker_rollout import dag_support
+    from event_broker_rollout.airflow import tasks as dag_support
 
     try:
         setting = load(environment)

@@ -12,11 +12,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from event_broker_rollout.audit import audit
-from event_broker_rollout.environment import Environment, Host, sizing_profile
-from event_broker_rollout.evidence import Result, Severity, Status
-from event_broker_rollout.infrastructure import hostops, preconditions
-from event_broker_rollout.infrastructure.desired import (
+from event_broker_rollout.config.environment import Environment, Host, sizing_profile
+from event_broker_rollout.evidence.audit import audit
+from event_broker_rollout.evidence.results import Result, Severity, Status
+from event_broker_rollout.hosts import operations as hostops
+from event_broker_rollout.hosts import preconditions
+from event_broker_rollout.hosts.desired import (
     KAFKA_SERVICE,
     REGISTRY_SERVICE,
     TOOLS_CONFIG,
@@ -24,11 +25,11 @@ from event_broker_rollout.infrastructure.desired import (
     desired_state,
     kafka_tool,
 )
-from event_broker_rollout.infrastructure.plan import HostPlan, Observed, plan_host
-from event_broker_rollout.infrastructure.preconditions import ChangeRefused, Occupancy
+from event_broker_rollout.hosts.plan import HostPlan, Observed, plan_host
+from event_broker_rollout.hosts.preconditions import ChangeRefused, Occupancy
+from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
+from event_broker_rollout.hosts.shell import Command
 from event_broker_rollout.preflight.network import in_parallel
-from event_broker_rollout.remote import RemoteError, RemoteHost
-from event_broker_rollout.shell import Command
 
 SSH_CONNECT_TIMEOUT = 10
 
@@ -374,7 +375,7 @@ def summary(plans: dict[str, Any], results: list[Result], dry_run: bool) -> dict
 
 def recorded_phase(environment: Environment) -> str:
     """The security phase the Kafka hosts record (the least advanced one, if they differ)."""
-    from event_broker_rollout.security.layout import PHASES, phase_index
+    from event_broker_rollout.hosts.listeners import PHASES, phase_index
 
     def read(name: str) -> str:
         with session(environment, environment.host(name)) as remote:

@@ -34,16 +34,16 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from event_broker_rollout.catalog import Catalog, Policies
-from event_broker_rollout.components import Component, matches
-from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.config.catalog import Catalog, Policies
+from event_broker_rollout.config.components import Component, matches
+from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.integration.flow import (
     ROLLOUT_GROUP_INFIX,
     SERIALIZER_CONFIG,
     producer_config,
     run_token,
 )
-from event_broker_rollout.synthetic import SyntheticEvent, generate
+from event_broker_rollout.integration.synthetic import SyntheticEvent, generate
 
 PROBE_HEADER = "ebr-contract-probe"
 REFUSALS = frozenset(

@@ -31,9 +31,9 @@ from typing import Any
 import fastavro
 from fastavro.validation import ValidationError, validate
 
-from event_broker_rollout.catalog import Catalog, EventType, load_avro_schema
-from event_broker_rollout.evidence import Result, Status
-from event_broker_rollout.synthetic import generate
+from event_broker_rollout.config.catalog import Catalog, EventType, load_avro_schema
+from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.integration.synthetic import generate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LINE_FIELDS = {"topic", "event_name", "key", "value"}

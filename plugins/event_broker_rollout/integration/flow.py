@@ -35,9 +35,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from event_broker_rollout.catalog import Catalog
-from event_broker_rollout.components import Component, Components, is_prefix, matches
-from event_broker_rollout.evidence import Result, Severity, Status, utcnow
+from event_broker_rollout.config.catalog import Catalog
+from event_broker_rollout.config.components import Component, Components, is_prefix, matches
+from event_broker_rollout.evidence.results import Result, Severity, Status, utcnow
 from event_broker_rollout.integration import latency, quality
 from event_broker_rollout.integration.events import SampleEvent, epoch_ms
 

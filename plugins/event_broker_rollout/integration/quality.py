@@ -29,11 +29,11 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from event_broker_rollout import paths
-from event_broker_rollout.catalog import Catalog
-from event_broker_rollout.evidence import Result, Status
+from event_broker_rollout.config.catalog import Catalog
+from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.integration import fhir, identifiers
 from event_broker_rollout.integration.events import epoch_ms
-from event_broker_rollout.synthetic import (
+from event_broker_rollout.integration.synthetic import (
     ACT_REASON_SYSTEM,
     ADT_ENCOUNTER_STATUS,
     ICD10CM_SYSTEM,

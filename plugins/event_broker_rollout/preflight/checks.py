@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from event_broker_rollout.environment import Environment, Host, SizingProfile, SizingTier
-from event_broker_rollout.evidence import Result, Severity, Status, check
-from event_broker_rollout.infrastructure.preconditions import Precondition
+from event_broker_rollout.config.environment import Environment, Host, SizingProfile, SizingTier
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.hosts.preconditions import Precondition
 from event_broker_rollout.preflight import tls_material
 from event_broker_rollout.preflight.facts import HostFacts, java_major
 

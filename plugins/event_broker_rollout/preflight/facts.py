@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from event_broker_rollout import paths
-from event_broker_rollout.environment import Environment
-from event_broker_rollout.shell import script
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.hosts.shell import script
 
 FACTS_SCRIPT = paths.INCLUDE_DIR / "scripts" / "collect_host_facts.sh"
 

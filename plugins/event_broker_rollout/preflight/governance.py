@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from event_broker_rollout.catalog import Catalog, Policies
-from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.config.catalog import Catalog, Policies
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
 
 # The guide's Knowledge Prerequisites: not measurable, so the operator acknowledges each in the trigger form.
 KNOWLEDGE_PREREQUISITES: dict[str, str] = {

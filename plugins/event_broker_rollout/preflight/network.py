@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from event_broker_rollout.environment import Environment, Host
-from event_broker_rollout.evidence import Result, Severity, Status, check
+from event_broker_rollout.config.environment import Environment, Host
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
+from event_broker_rollout.hosts.shell import script
 from event_broker_rollout.preflight.checks import required_ports
-from event_broker_rollout.remote import RemoteError, RemoteHost
-from event_broker_rollout.shell import script
 
 PROBE_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 2

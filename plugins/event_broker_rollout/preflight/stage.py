@@ -10,15 +10,15 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from event_broker_rollout.audit import audit_result
-from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.environment import Environment, Host, sizing_profile
-from event_broker_rollout.evidence import Result, utcnow
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.environment import Environment, Host, sizing_profile
+from event_broker_rollout.evidence.audit import audit_result
+from event_broker_rollout.evidence.results import Result, utcnow
+from event_broker_rollout.hosts.plan import host_preconditions
+from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.infrastructure import stage as infrastructure
-from event_broker_rollout.infrastructure.plan import host_preconditions
 from event_broker_rollout.preflight import checks, governance, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
-from event_broker_rollout.remote import RemoteError, RemoteHost
 
 SSH_CONNECT_TIMEOUT = 5
 

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from event_broker_rollout.environment import Host, Tls
-from event_broker_rollout.evidence import Result, Severity, Status, check
-from event_broker_rollout.security.tls import CA_CERT, node_names
-from event_broker_rollout.security.tls_policy import (
+from event_broker_rollout.config.environment import Host, Tls
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.hosts.tls import CA_CERT, node_names
+from event_broker_rollout.hosts.tls_policy import (
     ACCEPTED_EC_CURVES,
     MIN_RSA_BITS,
     WEAK_SIGNATURE_HASHES,

@@ -13,12 +13,12 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from event_broker_rollout.catalog import Catalog, Policies, desired_topics
-from event_broker_rollout.clients import REGISTRY_API_PATHS
-from event_broker_rollout.evidence import Result
-from event_broker_rollout.schemas.registry import SchemaOutcome, SubjectPlan, reconcile_schemas
-from event_broker_rollout.schemas.subjects import KEY_SCHEMA, SubjectSchema, canonical, load_subject_schemas
-from event_broker_rollout.schemas.topics import TopicOutcome, TopicPlan, plan_topic, reconcile_topics
+from event_broker_rollout.cluster.clients import REGISTRY_API_PATHS
+from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics
+from event_broker_rollout.evidence.results import Result
+from event_broker_rollout.resources.registry import SchemaOutcome, SubjectPlan, reconcile_schemas
+from event_broker_rollout.resources.subjects import KEY_SCHEMA, SubjectSchema, canonical, load_subject_schemas
+from event_broker_rollout.resources.topics import TopicOutcome, TopicPlan, plan_topic, reconcile_topics
 
 __all__ = [
     "KEY_SCHEMA",

@@ -6,12 +6,11 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from event_broker_rollout import clients
-from event_broker_rollout.audit import audit_results
-from event_broker_rollout.catalog import load_checked_catalog
-from event_broker_rollout.environment import Environment
-from event_broker_rollout.evidence import Result, Status
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.cluster import clients, health
+from event_broker_rollout.config.catalog import load_checked_catalog
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.evidence.audit import audit_results
+from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.infrastructure.stage import recorded_phase
 from event_broker_rollout.schemas import reconcile
 

@@ -161,10 +161,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-file", required=True)
     parser.add_argument("--group", required=True)
     args = parser.parse_args(argv)
-    from event_broker_rollout import clients
-    from event_broker_rollout.components import CANARY_PRINCIPAL, CANARY_TOPIC
-    from event_broker_rollout.environment import load_environment
-    from event_broker_rollout.security.credentials import load_credentials, password_for
+    from event_broker_rollout.cluster import clients
+    from event_broker_rollout.cluster.credentials import load_credentials, password_for
+    from event_broker_rollout.config.components import CANARY_PRINCIPAL, CANARY_TOPIC
+    from event_broker_rollout.config.environment import load_environment
 
     environment = load_environment(args.environment)
     password = password_for(load_credentials(environment), CANARY_PRINCIPAL)

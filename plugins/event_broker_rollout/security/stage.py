@@ -17,25 +17,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from event_broker_rollout import clients, paths
-from event_broker_rollout.audit import audit, audit_results
-from event_broker_rollout.catalog import load_catalog, load_policies
-from event_broker_rollout.components import (
+from event_broker_rollout import paths
+from event_broker_rollout.cluster import clients, health
+from event_broker_rollout.cluster.credentials import load_credentials
+from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.components import (
     CANARY_PRINCIPAL,
     CANARY_TOPIC,
     PROBE_PRINCIPAL,
     validated_components,
 )
-from event_broker_rollout.environment import Environment
-from event_broker_rollout.evidence import Result, Severity, Status, check, utcnow
-from event_broker_rollout.infrastructure import health
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.evidence.audit import audit, audit_results
+from event_broker_rollout.evidence.results import Result, Severity, Status, check, utcnow
+from event_broker_rollout.hosts.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
+from event_broker_rollout.hosts.listeners import PHASES, client_phase, phase_index
+from event_broker_rollout.hosts.remote import RemoteError
 from event_broker_rollout.infrastructure import stage as infrastructure
-from event_broker_rollout.infrastructure.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
 from event_broker_rollout.preflight.network import in_parallel
-from event_broker_rollout.remote import RemoteError
-from event_broker_rollout.security import access, verify
-from event_broker_rollout.security.credentials import load_credentials
-from event_broker_rollout.security.layout import PHASES, client_phase, phase_index
+from event_broker_rollout.resources import access, verify
 
 STEPS = PHASES[1:]  # listeners, interbroker, secured
 PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"

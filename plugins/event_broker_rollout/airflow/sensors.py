@@ -1,0 +1,173 @@
+"""Health gates as sensors. Nothing downstream starts until a gate passes; a gate that times out fails the
+stage with the last state it observed (which broker is missing, which partitions lag)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.config.validation import validated_environment
+from event_broker_rollout.evidence.results import Result, Status
+
+GATE_IDS = {
+    "brokers": "gate.brokers_registered",
+    "partitions": "gate.partitions_healthy",
+    "registry": "gate.registry_healthy",
+    "quorum": "gate.controller_quorum",
+}
+
+
+def describe_failure(environment: Environment, check: str, observed: dict[str, Any]) -> str:
+    names = {environment.node_id(h): h.name for h in environment.hosts}
+    if check == "brokers":
+        missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []))
+        return f"brokers not registered: {missing or 'unknown'}" + (
+            f"; error: {observed['error']}" if observed.get("error") else ""
+        )
+    if check == "partitions":
+        parts = [
+            f"{key.replace('_', ' ')}: {', '.join(observed[key][:20])}"
+            for key in ("offline", "under_min_isr", "under_replicated")
+            if observed.get(key)
+        ]
+        return "; ".join(parts) or observed.get("error", "partitions unhealthy")
+    if check == "quorum":
+        missing = ", ".join(
+            f"{names.get(i, '?')} (node {i})"
+            for i in observed.get("missing", []) + observed.get("lagging", [])
+        )
+        return f"controller quorum not caught up: {missing or observed.get('error', 'no leader')}"
+    return f"registry unhealthy: {observed.get('error') or observed.get('health')}"
+
+
+def gate_result(
+    environment: Environment, check: str, healthy: bool, observed: dict[str, Any], waited: float
+) -> Result:
+    return Result(
+        id=GATE_IDS[check],
+        status=Status.PASS if healthy else Status.FAIL,
+        message=f"healthy after {waited:.1f}s"
+        if healthy
+        else f"timed out after {waited:.1f}s: {describe_failure(environment, check, observed)}",
+        observed=observed,
+        expected="healthy for the settle window",
+        details={"waited_seconds": round(waited, 1)},  # the report's gate-wait chart
+    )
+
+
+def fail_gate(context: Context, result: Result) -> None:
+    """Keep the gate's evidence for the report, then fail the task (and so the stage)."""
+    context["ti"].xcom_push(key="return_value", value=[result.to_dict()])
+    raise AirflowFailException(f"{result.id} failed: {result.message}")
+
+
+def resolve_phase(environment: Environment, phase: str | None) -> str:
+    """The security phase to use for client settings: given, or the one the hosts record."""
+    if phase:
+        return phase
+    from event_broker_rollout.infrastructure.stage import recorded_phase
+
+    return recorded_phase(environment)
+
+
+class ClusterHealthSensor(BaseSensorOperator):
+    """Deferrable gate: brokers registered, partitions healthy, or the registry up."""
+
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
+
+    def __init__(
+        self,
+        *,
+        check: str,
+        environment_name: str,
+        gate_timeout: Any = 300,
+        settle_seconds: Any = 10,
+        poll_interval: float = 2.0,
+        phase: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.environment_name = environment_name
+        self.gate_timeout = gate_timeout
+        self.settle_seconds = settle_seconds
+        self.poll_interval = poll_interval
+        self.phase = phase
+
+    def execute(self, context: Context) -> list[dict[str, Any]] | None:
+        environment = validated_environment(self.environment_name)
+        gate_timeout = float(self.gate_timeout)
+        if float(self.settle_seconds) == 0:
+            answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
+            if answered is not None:
+                return self.execute_complete(context, answered)
+        trigger = ClusterHealthTrigger(
+            check=self.check,
+            environment_name=self.environment_name,
+            phase=resolve_phase(environment, self.phase),
+            timeout_seconds=gate_timeout,
+            poll_interval=self.poll_interval,
+            settle_seconds=float(self.settle_seconds),
+        )
+        # The trigger enforces the gate's deadline itself (to report what it saw); this is the backstop.
+        self.defer(
+            trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=gate_timeout + 120)
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        environment = validated_environment(self.environment_name)
+        result = gate_result(
+            environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"]
+        )
+        if result.status is Status.FAIL:
+            fail_gate(context, result)
+        return [result.to_dict()]
+
+
+class ControllerQuorumSensor(BaseSensorOperator):
+    """Every controller voter caught up, read with the installed distribution's ``kafka-metadata-quorum.sh``.
+
+    The Python client has no quorum call, so this gate asks Kafka's own tool over SSH; it runs in
+    reschedule mode, which frees the worker slot between pokes.
+    """
+
+    template_fields: Sequence[str] = ("environment_name", "gate_timeout")
+
+    def __init__(self, *, environment_name: str, gate_timeout: Any = 300, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 5)
+        super().__init__(**kwargs)
+        self.environment_name = environment_name
+        self.gate_timeout = gate_timeout
+
+    def poke(self, context: Context) -> bool:
+        from event_broker_rollout.cluster import health
+        from event_broker_rollout.hosts.remote import RemoteError
+        from event_broker_rollout.infrastructure.stage import describe_quorum
+
+        environment = validated_environment(self.environment_name)
+        voters = [environment.node_id(h) for h in environment.controllers]
+        try:
+            observed = health.quorum_status(describe_quorum(environment), voters)
+        except RemoteError as error:
+            observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
+        # In reschedule mode each poke is a new run of the task: time the gate from its first poke.
+        first = context["ti"].get_first_reschedule_date(context)
+        waited = time.time() - first.timestamp() if first else 0.0
+        if observed["healthy"]:
+            context["ti"].xcom_push(
+                key="return_value",
+                value=[gate_result(environment, "quorum", True, observed, waited).to_dict()],
+            )
+            return True
+        if waited >= float(self.gate_timeout):
+            fail_gate(context, gate_result(environment, "quorum", False, observed, waited))
+        self.log.info("quorum not yet healthy: %s", observed)
+        return False

@@ -1,0 +1,97 @@
+"""Client settings for the rollout's own Kafka and registry clients, by security phase.
+
+Addresses come from the environment; credentials from the Airflow connection (login/password), never
+from config files. Before the secure listener exists the admin client speaks plaintext; afterwards it
+uses SASL_SSL with the admin user and verifies the broker certificates against the cluster CA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.hosts.listeners import phase_index
+from event_broker_rollout.hosts.tls import node_identity_files
+
+SECURE_PHASES_FROM = "listeners"
+
+
+def uses_secure_listener(environment: Environment, phase: str) -> bool:
+    return environment.security is not None and phase_index(phase) >= phase_index(SECURE_PHASES_FROM)
+
+
+def ca_file(environment: Environment) -> str:
+    assert environment.security is not None
+    return str(Path(environment.security.tls.material_dir) / "ca.crt")
+
+
+def kafka_config(
+    environment: Environment, phase: str, username: str | None, password: str | None
+) -> dict[str, Any]:
+    if not uses_secure_listener(environment, phase):
+        return {"bootstrap.servers": environment.bootstrap_servers()}
+    return {
+        "bootstrap.servers": environment.bootstrap_servers(secure=True),
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": username or "",
+        "sasl.password": password or "",
+        "ssl.ca.location": ca_file(environment),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+
+
+def node_admin_config(environment: Environment) -> dict[str, Any]:
+    """An admin client on the brokers' INTERNAL listener (SSL, client certificate required) with the first
+    broker's node identity, a super user: the channel SCRAM credentials travel on, never PLAINTEXT.
+    Exists from the ``listeners`` phase on."""
+    assert environment.security is not None
+    certificate, key = node_identity_files(environment, environment.brokers[0])
+    return {
+        "bootstrap.servers": ",".join(
+            f"{broker.address}:{environment.security.internal_port}" for broker in environment.brokers
+        ),
+        "security.protocol": "SSL",
+        "ssl.ca.location": ca_file(environment),
+        "ssl.certificate.location": str(certificate),
+        "ssl.key.location": str(key),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+
+
+def admin_config(environment: Environment, phase: str) -> dict[str, Any]:
+    """The admin client's settings from the environment's Kafka connection (read at run time only)."""
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(environment.connections.kafka_admin)
+    return kafka_config(environment, phase, connection.login, connection.password)
+
+
+# The path of the Confluent-compatible API under each registry flavor's base URL: Apicurio serves it
+# under a path, Confluent's Schema Registry at its root.
+REGISTRY_API_PATHS = {"apicurio": "/apis/ccompat/v7", "confluent": ""}
+
+
+def registry_api_url(environment: Environment, base: str) -> str:
+    """The URL ``SchemaRegistryClient`` needs, for the environment's registry flavor."""
+    return f"{base}{REGISTRY_API_PATHS[environment.schema_registry.flavor]}"
+
+
+def registry_base_url(environment: Environment, phase: str) -> str:
+    from event_broker_rollout.hosts.desired import https_mode
+
+    host = environment.registries[0]
+    if https_mode(environment, phase) == "only":
+        assert environment.security is not None
+        return f"https://{host.address}:{environment.security.registry_https_port}"
+    return f"http://{host.address}:{environment.schema_registry.port}"
+
+
+def registry_config(environment: Environment, phase: str) -> dict[str, Any]:
+    """``SchemaRegistryClient`` settings: the Confluent-compatible API, over HTTPS once secured."""
+    base = registry_base_url(environment, phase)
+    config: dict[str, Any] = {"url": registry_api_url(environment, base)}
+    if base.startswith("https"):
+        config["ssl.ca.location"] = ca_file(environment)
+    return config

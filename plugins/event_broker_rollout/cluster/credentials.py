@@ -1,0 +1,65 @@
+"""SCRAM credentials of the component principals: from the file or Airflow Variable the environment names.
+
+Every password is registered with Airflow's secrets masker the moment it is read, so a password that
+slips into a log line is shown as ***. Passwords are never returned in evidence, XCom or reports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from event_broker_rollout.config.environment import Environment
+
+
+class CredentialsError(RuntimeError):
+    pass
+
+
+def _mask(passwords: dict[str, str]) -> None:
+    # Only a process running Airflow code has a masker to register with. Helper processes (the
+    # migration canary) must not import Airflow: a worker's environment holds no usable DB settings.
+    if "airflow.sdk" not in sys.modules:
+        return
+    from airflow.sdk.log import mask_secret
+
+    for password in passwords.values():
+        mask_secret(password)
+
+
+def load_credentials(environment: Environment) -> dict[str, str]:
+    if environment.security is None:
+        raise CredentialsError("the environment has no security section")
+    source = environment.security.credentials
+    if source.source == "file":
+        if not source.path:
+            raise CredentialsError("security.credentials.path: required for a file source")
+        path = Path(source.path)
+        try:
+            mode = path.stat().st_mode & 0o077
+        except OSError as error:
+            raise CredentialsError(f"credentials file {path}: {error.strerror}") from None
+        if mode:
+            raise CredentialsError(f"credentials file {path} is readable by group or others (chmod 600)")
+        raw = path.read_text()
+    else:
+        from airflow.sdk import Variable
+
+        if not source.variable:
+            raise CredentialsError("security.credentials.variable: required for an airflow_variable source")
+        raw = Variable.get(source.variable)
+    passwords = json.loads(raw)
+    if not isinstance(passwords, dict) or not all(
+        isinstance(v, str) and len(v) >= 16 for v in passwords.values()
+    ):
+        raise CredentialsError("credentials must map each user to a password of at least 16 characters")
+    _mask(passwords)
+    return passwords
+
+
+def password_for(credentials: dict[str, str], user: str) -> str:
+    try:
+        return credentials[user]
+    except KeyError:
+        raise CredentialsError(f"no password for {user} in the credentials source") from None

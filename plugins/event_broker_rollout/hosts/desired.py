@@ -1,0 +1,463 @@
+"""The desired state of each host: what is installed, which files hold what, which services run.
+
+Rendered from the templates in ``include/templates`` with the environment and the sizing profile. The
+security stage changes only the listener layout (``ListenerLayout``); everything else stays as here,
+so re-running this stage after security keeps the secured listeners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from event_broker_rollout import paths
+from event_broker_rollout.config.environment import Environment, Host, SizingProfile
+from event_broker_rollout.hosts.shell import command_line, double_quoted
+from event_broker_rollout.hosts.tls_policy import SERVER_CIPHER_SUITES
+
+KAFKA_SERVICE = "kafka"
+REGISTRY_SERVICE = "schema-registry"
+KAFKA_CONFIG_DIR = "/etc/kafka"
+KAFKA_LOG_DIR = "/var/log/kafka"
+REGISTRY_CONFIG_DIR = "/etc/schema-registry"
+REGISTRY_DATA_DIR = "/var/lib/schema-registry"
+REGISTRY_LOG_DIR = "/var/log/schema-registry"
+REGISTRY_TLS_DIR = "/etc/schema-registry/tls"
+TOOLS_CONFIG = "/etc/kafka/tls/tools.properties"
+SERVICE_CONF_DIR = "/etc/event-broker/services"
+SERVICE_WRAPPER = "/opt/event-broker/bin/ebr-service"
+SYSTEMD_DIR = "/etc/systemd/system"
+NOFILE = 100_000
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    # Files a shell sources (the env files, the ebr-service definitions) put every value through this.
+    templates.filters["shell_dq"] = double_quoted
+    return templates
+
+
+class UnsafeValueError(ValueError):
+    """A value holds a control character: in a rendered file it would start a line of its own."""
+
+
+def _refuse_control_characters(template: str, name: str, value: object) -> None:
+    """A newline in, say, a data dir would append its own line to server.properties; the error names
+    the value's key, never the value (it may be a secret)."""
+    if isinstance(value, str):
+        if any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in value):
+            raise UnsafeValueError(f"{template}: the value of {name} contains a control character; refused")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                _refuse_control_characters(template, f"{name}[{index}] key", item[0])
+                _refuse_control_characters(template, f"{name}[{item[0]}]", item[1])
+            else:
+                _refuse_control_characters(template, f"{name}[{index}]", item)
+
+
+def render(template: str, **values: object) -> str:
+    for name, value in values.items():
+        _refuse_control_characters(template, name, value)
+    return _templates().get_template(template).render(**values)
+
+
+def sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+@dataclass(frozen=True)
+class ListenerLayout:
+    """Listeners of one node and their security settings (see ``security.layout`` for the phases)."""
+
+    listeners: tuple[str, ...]
+    advertised: tuple[str, ...]
+    protocol_map: tuple[str, ...]
+    inter_broker_listener: str
+    settings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: str = "0644"
+    owner: str = "root"
+    restarts: tuple[str, ...] = ()  # services that must restart when this file changes
+    secret: bool = False  # key material: never read back, never diffed, only its digest is compared
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.content)
+
+
+@dataclass(frozen=True)
+class Install:
+    """An archive unpacked side by side into ``<base>/<top_dir>``, ``<base>/current`` pointing at it."""
+
+    name: str
+    archive: Path
+    base_dir: str
+    top_dir: str
+    restarts: tuple[str, ...]
+
+    @property
+    def target(self) -> str:
+        return f"{self.base_dir}/{self.top_dir}"
+
+    @property
+    def current_link(self) -> str:
+        return f"{self.base_dir}/current"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    description: str
+    exec_start: str  # its words quoted (``shell.command_line``): ebr-service runs it with sh
+    env_file: str
+    log_file: str
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    service_user: str
+    directories: tuple[tuple[str, str], ...]  # (path, owner)
+    installs: tuple[Install, ...]
+    files: tuple[ManagedFile, ...]
+    services: tuple[Service, ...]
+    data_dirs: tuple[str, ...] = field(default_factory=tuple)
+    ports: tuple[tuple[int, str], ...] = ()  # (port, service that listens on it)
+
+
+def archive_top_dir(archive: Path) -> str:
+    """``kafka_2.13-4.1.2.tgz`` -> ``kafka_2.13-4.1.2`` (the archive's top directory, by convention)."""
+    name = archive.name
+    for suffix in (".tar.gz", ".tgz"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    raise ValueError(f"{archive}: expected a .tgz or .tar.gz archive")
+
+
+def https_mode(environment: Environment, phase: str) -> str:
+    """The registry's HTTPS: off before security, beside HTTP while clients move, alone once secured."""
+    from event_broker_rollout.hosts.listeners import phase_index
+
+    if environment.security is None or phase_index(phase) < phase_index("listeners"):
+        return "off"
+    return "only" if phase == "secured" else "both"
+
+
+def kafka_tool(environment: Environment, name: str) -> str:
+    """A Kafka tool of the installed distribution: ``bin/<name>.sh`` (Apache) or ``bin/<name>`` (Confluent)."""
+    suffix = ".sh" if environment.distribution.flavor == "apache" else ""
+    return f"{environment.distribution.install_dir}/current/bin/{name}{suffix}"
+
+
+def quorum_voters(environment: Environment) -> str:
+    port = environment.kafka.listeners.controller_port
+    return ",".join(f"{environment.node_id(h)}@{h.address}:{port}" for h in environment.controllers)
+
+
+def kafka_roles(host: Host) -> list[str]:
+    return [role for role in ("broker", "controller") if role in host.roles]
+
+
+def tls_files(
+    environment: Environment, host: Host, directory: str, restarts: tuple[str, ...], keystore: bool
+) -> list[ManagedFile]:
+    """The node's certificate material: a PEM keystore (key + chain) for Kafka, or cert and key for the registry."""
+    from event_broker_rollout.hosts.tls import node_material
+
+    material = node_material(environment, host)
+    user = environment.kafka.service_user
+    files = [ManagedFile(f"{directory}/ca.crt", material.ca_pem, owner=user, restarts=restarts)]
+    if keystore:
+        files.append(
+            ManagedFile(
+                f"{directory}/node.pem",
+                material.key_pem + material.cert_pem,
+                mode="0600",
+                owner=user,
+                restarts=restarts,
+                secret=True,
+            )
+        )
+    else:
+        files += [
+            ManagedFile(f"{directory}/node.crt", material.cert_pem, owner=user, restarts=restarts),
+            ManagedFile(
+                f"{directory}/node.key",
+                material.key_pem,
+                mode="0600",
+                owner=user,
+                restarts=restarts,
+                secret=True,
+            ),
+        ]
+    return files
+
+
+def desired_state(
+    environment: Environment,
+    host: Host,
+    profile_name: str,
+    profile: SizingProfile,
+    phase: str = "plaintext",
+    systemd: bool = False,
+) -> HostState:
+    from event_broker_rollout.hosts.listeners import TLS_DIR, layout_for_phase
+
+    layout = layout_for_phase(environment, host, phase)
+    user = environment.kafka.service_user
+    distribution = environment.distribution
+    java_home = distribution.java_home or ""
+    installs: list[Install] = []
+    files: list[ManagedFile] = []
+    services: list[Service] = []
+    directories: list[tuple[str, str]] = [("/etc/event-broker", "root"), ("/opt/event-broker/bin", "root")]
+    wrapper = (paths.INCLUDE_DIR / "scripts" / "ebr-service.sh").read_text()
+    files.append(ManagedFile(SERVICE_WRAPPER, wrapper, mode="0755"))
+    if not systemd:
+        directories.append((SERVICE_CONF_DIR, "root"))
+
+    kafka = kafka_roles(host)
+    if kafka:
+        if distribution.archive is None:
+            raise ValueError("installing from a package repository is not supported by this stage yet")
+        archive = paths.resolve_project_path(distribution.archive)
+        installs.append(
+            Install(
+                KAFKA_SERVICE, archive, distribution.install_dir, archive_top_dir(archive), (KAFKA_SERVICE,)
+            )
+        )
+        directories += [(KAFKA_CONFIG_DIR, "root"), (KAFKA_LOG_DIR, user)]
+        if environment.security is not None:
+            directories.append((TLS_DIR, user))
+            files += tls_files(environment, host, TLS_DIR, (KAFKA_SERVICE,), keystore=True)
+            # Kafka's own tools on this node speak TLS to the controllers with the node's certificate.
+            files.append(
+                ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user)
+            )
+        directories += [(d, user) for d in environment.kafka.data_dirs]
+        restart = (KAFKA_SERVICE,)
+        files += [
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/server.properties",
+                render(
+                    "kafka/server.properties.j2",
+                    cluster_id=environment.kafka.cluster_id,
+                    host=host.name,
+                    roles=kafka,
+                    node_id=environment.node_id(host),
+                    quorum_voters=quorum_voters(environment),
+                    listeners=layout.listeners,
+                    advertised_listeners=layout.advertised,
+                    protocol_map=layout.protocol_map,
+                    inter_broker_listener=layout.inter_broker_listener,
+                    security_settings=layout.settings,
+                    tls_cipher_suites=SERVER_CIPHER_SUITES if environment.security is not None else (),
+                    log_dirs=environment.kafka.data_dirs,
+                    replication_factor=environment.kafka.default_replication_factor,
+                    min_insync_replicas=environment.kafka.min_insync_replicas,
+                    auto_create_topics=environment.kafka.auto_create_topics,
+                ),
+                mode="0640",
+                owner=user,
+                restarts=restart,
+            ),
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/kafka.env",
+                render(
+                    "kafka/kafka.env.j2",
+                    profile=profile_name,
+                    heap_mb=profile.broker_heap_mb,
+                    config_dir=KAFKA_CONFIG_DIR,
+                    log_dir=KAFKA_LOG_DIR,
+                    java_home=java_home,
+                ),
+                restarts=restart,
+            ),
+            ManagedFile(
+                f"{KAFKA_CONFIG_DIR}/log4j2.yaml",
+                render("kafka/log4j2.yaml.j2", log_dir=KAFKA_LOG_DIR),
+                restarts=restart,
+            ),
+        ]
+        services.append(
+            Service(
+                KAFKA_SERVICE,
+                f"Apache Kafka {distribution.version} (KRaft {'+'.join(kafka)})",
+                command_line(
+                    [kafka_tool(environment, "kafka-server-start"), f"{KAFKA_CONFIG_DIR}/server.properties"]
+                ),
+                f"{KAFKA_CONFIG_DIR}/kafka.env",
+                f"{KAFKA_LOG_DIR}/kafka.out",
+            )
+        )
+
+    if "schema_registry" in host.roles:
+        files, services, installs, directories = _registry(
+            environment, host, profile_name, profile, phase, files, services, installs, directories
+        )
+
+    for service in services:
+        files.append(service_definition(service, user, distribution.install_dir, systemd))
+    return HostState(
+        host=host.name,
+        service_user=user,
+        directories=tuple(directories),
+        installs=tuple(installs),
+        files=tuple(files),
+        services=tuple(services),
+        data_dirs=tuple(environment.kafka.data_dirs) if kafka else (),
+        ports=tuple(service_ports(environment, host, layout, phase)),
+    )
+
+
+def service_ports(
+    environment: Environment, host: Host, layout: ListenerLayout, phase: str
+) -> list[tuple[int, str]]:
+    """The ports this host's services listen on in ``phase``: Kafka's listeners, the registry's HTTP(S)."""
+    ports = [(int(listener.rpartition(":")[2]), KAFKA_SERVICE) for listener in layout.listeners]
+    if "schema_registry" in host.roles:
+        ports.append((environment.schema_registry.port, REGISTRY_SERVICE))
+        if https_mode(environment, phase) != "off" and environment.security is not None:
+            ports.append((environment.security.registry_https_port, REGISTRY_SERVICE))
+    return ports
+
+
+def _registry(
+    environment: Environment,
+    host: Host,
+    profile_name: str,
+    profile: SizingProfile,
+    phase: str,
+    files: list[ManagedFile],
+    services: list[Service],
+    installs: list[Install],
+    directories: list[tuple[str, str]],
+) -> tuple[list[ManagedFile], list[Service], list[Install], list[tuple[str, str]]]:
+    """Apicurio (its own archive, Confluent-compatible API) or Confluent Schema Registry (part of the CP install)."""
+    registry = environment.schema_registry
+    user = environment.kafka.service_user
+    java_home = environment.distribution.java_home or ""
+    restart = (REGISTRY_SERVICE,)
+    directories = [
+        *directories,
+        (REGISTRY_CONFIG_DIR, "root"),
+        (REGISTRY_DATA_DIR, user),
+        (REGISTRY_LOG_DIR, user),
+    ]
+    https = https_mode(environment, phase)
+    if https != "off":
+        directories.append((REGISTRY_TLS_DIR, user))
+        files = [*files, *tls_files(environment, host, REGISTRY_TLS_DIR, restart, keystore=False)]
+    env_file = ManagedFile(
+        f"{REGISTRY_CONFIG_DIR}/registry.env",
+        render(
+            "schema-registry/registry.env.j2",
+            profile=profile_name,
+            heap_mb=profile.registry_heap_mb,
+            config_dir=REGISTRY_CONFIG_DIR,
+            java_home=java_home,
+        ),
+        restarts=restart,
+    )
+    if registry.flavor == "apicurio":
+        if registry.archive is None:
+            raise ValueError("Apicurio Registry installs from its archive: set schema_registry.archive")
+        archive = paths.resolve_project_path(registry.archive)
+        installs = [
+            *installs,
+            Install(REGISTRY_SERVICE, archive, registry.install_dir, archive_top_dir(archive), restart),
+        ]
+        config = ManagedFile(
+            f"{REGISTRY_CONFIG_DIR}/application.properties",
+            render(
+                "schema-registry/application.properties.j2",
+                cluster_id=environment.kafka.cluster_id,
+                host=host.name,
+                address=str(host.address),
+                port=registry.port,
+                data_dir=REGISTRY_DATA_DIR,
+                https=https,
+                https_port=environment.security.registry_https_port if environment.security else 0,
+                tls_dir=REGISTRY_TLS_DIR,
+                tls_cipher_suites=SERVER_CIPHER_SUITES,
+            ),
+            mode="0640",
+            owner=user,
+            restarts=restart,
+        )
+        exec_start = command_line([f"{registry.install_dir}/current/bin/apicurio-registry-start.sh"])
+        description = f"Apicurio Registry {registry.version} (Confluent-compatible API)"
+    else:
+        config = ManagedFile(
+            f"{REGISTRY_CONFIG_DIR}/schema-registry.properties",
+            render(
+                "schema-registry/schema-registry.properties.j2",
+                cluster_id=environment.kafka.cluster_id,
+                host=host.name,
+                address=str(host.address),
+                port=registry.port,
+                bootstrap_servers=environment.bootstrap_servers(),
+                replication_factor=environment.kafka.default_replication_factor,
+            ),
+            mode="0640",
+            owner=user,
+            restarts=restart,
+        )
+        exec_start = command_line(
+            [f"{environment.distribution.install_dir}/current/bin/schema-registry-start", config.path]
+        )
+        description = f"Confluent Schema Registry {registry.version}"
+    files = [*files, config, env_file]
+    services = [
+        *services,
+        Service(REGISTRY_SERVICE, description, exec_start, env_file.path, f"{REGISTRY_LOG_DIR}/registry.out"),
+    ]
+    return files, services, installs, directories
+
+
+def service_definition(service: Service, user: str, install_dir: str, systemd: bool) -> ManagedFile:
+    """A systemd unit where the host runs systemd, else the ebr-service wrapper's definition."""
+    if systemd:
+        content = render(
+            "service/systemd.service.j2",
+            description=service.description,
+            install_dir=install_dir,
+            after=["kafka.service"] if service.name == REGISTRY_SERVICE else [],
+            user=user,
+            env_file=service.env_file,
+            exec_start=service.exec_start,
+            nofile=NOFILE,
+        )
+        return ManagedFile(f"{SYSTEMD_DIR}/{service.name}.service", content, restarts=(service.name,))
+    content = render(
+        "service/wrapper.conf.j2",
+        name=service.name,
+        description=service.description,
+        user=user,
+        env_file=service.env_file,
+        exec_start=service.exec_start,
+        log_file=service.log_file,
+        nofile=NOFILE,
+    )
+    return ManagedFile(f"{SERVICE_CONF_DIR}/{service.name}.conf", content, restarts=(service.name,))
+
+
+def backup_path(path: str) -> str:
+    return str(PurePosixPath(path).with_name(PurePosixPath(path).name + ".ebr-previous"))

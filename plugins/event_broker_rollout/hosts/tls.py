@@ -1,0 +1,277 @@
+"""TLS material: an internal CA kept on the Airflow side, or operator-provided PEM files, validated.
+
+Node certificates carry every name a client may use for the node (host name, address, advertised names)
+as SANs, so hostname verification stays on. Private keys never leave this module except as file
+content bound for the node they belong to: nothing here logs or returns key material in evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from event_broker_rollout.config.environment import Environment, Host
+from event_broker_rollout.hosts.secret_files import write_secret
+
+CA_KEY = "ca.key"
+CA_CERT = "ca.crt"
+
+
+class TlsMaterialError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeMaterial:
+    """PEM texts for one node; ``key_pem`` is secret and is only ever written to that node (mode 0600)."""
+
+    host: str
+    cert_pem: str  # node certificate followed by the chain up to (excluding) the root
+    key_pem: str
+    ca_pem: str
+
+    def not_after(self) -> dt.datetime:
+        return x509.load_pem_x509_certificate(self.cert_pem.encode()).not_valid_after_utc
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def node_names(host: Host) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) a node's certificate must cover."""
+    dns = [host.name, *host.advertised_names]
+    return sorted(set(dns)), [str(host.address)]
+
+
+def ensure_internal_ca(
+    material_dir: Path, environment_name: str, validity_days: int = 3650
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Create the internal CA once (key mode 0600 in a 0700 folder); later calls load it."""
+    key_path, cert_path = material_dir / CA_KEY, material_dir / CA_CERT
+    if key_path.exists() and cert_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TlsMaterialError(f"{key_path}: expected an EC private key")
+        return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
+    material_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(material_dir, 0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "event-broker-rollout"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"event-broker {environment_name} internal CA"),
+        ]
+    )
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    write_secret(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+def issue_node_certificate(
+    host: Host, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, validity_days: int
+) -> NodeMaterial:
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns, ips = node_names(host)
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [*(x509.DNSName(n) for n in dns), *(x509.IPAddress(ipaddress.ip_address(a)) for a in ips)]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_agreement=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return NodeMaterial(
+        host=host.name,
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
+    )
+
+
+def validate_node_material(material: NodeMaterial, host: Host, min_days: int) -> list[str]:
+    """Problems with a node's material: key/cert mismatch, chain, SANs, expiry (empty list: usable)."""
+    problems = []
+    certs = x509.load_pem_x509_certificates(material.cert_pem.encode())
+    leaf = certs[0]
+    ca = x509.load_pem_x509_certificate(material.ca_pem.encode())
+    key = serialization.load_pem_private_key(material.key_pem.encode(), password=None)
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        problems.append("the private key does not match the certificate")
+    chain = [*certs[1:], ca]
+    issuer_of = leaf
+    for candidate in chain:
+        try:
+            issuer_of.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, Exception):
+            problems.append(
+                f"certificate chain broken at {issuer_of.subject.rfc4514_string()} (order: leaf, intermediates, then the CA)"
+            )
+            break
+        issuer_of = candidate
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        present = {
+            *sans.get_values_for_type(x509.DNSName),
+            *(str(a) for a in sans.get_values_for_type(x509.IPAddress)),
+        }
+    except x509.ExtensionNotFound:
+        present = set()
+    dns, ips = node_names(host)
+    missing = [name for name in [*dns, *ips] if name not in present]
+    if missing:
+        problems.append(f"SANs lack {', '.join(missing)}")
+    subject = leaf.subject.rfc4514_string()  # the order Kafka matches ssl.principal.mapping.rules in
+    if not re.fullmatch(f"CN={re.escape(host.name)}(,.*)?", subject):
+        problems.append(
+            f"subject {subject} does not begin with CN={host.name} (the node's principal is User:node-<CN>)"
+        )
+    days_left = (leaf.not_valid_after_utc - _now()).days
+    if days_left < min_days:
+        problems.append(f"expires in {days_left} days (needs at least {min_days})")
+    return problems
+
+
+def load_provided(material_dir: Path, host: Host) -> NodeMaterial:
+    try:
+        return NodeMaterial(
+            host=host.name,
+            cert_pem=(material_dir / f"{host.name}.crt").read_text(),
+            key_pem=(material_dir / f"{host.name}.key").read_text(),
+            ca_pem=(material_dir / CA_CERT).read_text(),
+        )
+    except OSError as error:
+        raise TlsMaterialError(f"{host.name}: provided TLS material missing: {error.filename}") from None
+
+
+def node_material(environment: Environment, host: Host) -> NodeMaterial:
+    """The node's current material: issued from the internal CA (kept, reused until renewal) or provided."""
+    if environment.security is None:
+        raise TlsMaterialError("the environment has no security section")
+    tls = environment.security.tls
+    material_dir = Path(tls.material_dir)
+    if tls.mode == "provided":
+        return load_provided(material_dir, host)
+    ca_cert, ca_key = ensure_internal_ca(material_dir, environment.name)
+    issued_dir = material_dir / "issued"
+    cert_path, key_path = issued_dir / f"{host.name}.crt", issued_dir / f"{host.name}.key"
+    if cert_path.exists() and key_path.exists():
+        existing = NodeMaterial(
+            host.name,
+            cert_path.read_text(),
+            key_path.read_text(),
+            ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
+        )
+        if not validate_node_material(existing, host, tls.renew_before_days):
+            return existing
+    fresh = issue_node_certificate(host, ca_cert, ca_key, tls.validity_days)
+    write_secret(key_path, fresh.key_pem)
+    cert_path.write_text(fresh.cert_pem)
+    return fresh
+
+
+def node_identity_files(environment: Environment, host: Host) -> tuple[Path, Path]:
+    """(certificate, private key) files of the node's identity on the Airflow side, for a client that
+    must authenticate as that node (the key file is mode 0600 and is never read into a setting)."""
+    assert environment.security is not None
+    node_material(environment, host)  # issued (or renewed) when the internal CA has none usable
+    material_dir = Path(environment.security.tls.material_dir)
+    folder = material_dir if environment.security.tls.mode == "provided" else material_dir / "issued"
+    return folder / f"{host.name}.crt", folder / f"{host.name}.key"
+
+
+def pkcs12_keystore(material: NodeMaterial, password: str) -> bytes:
+    certs = x509.load_pem_x509_certificates(material.cert_pem.encode())
+    key = serialization.load_pem_private_key(material.key_pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TlsMaterialError("unsupported key type for PKCS12")
+    return pkcs12.serialize_key_and_certificates(
+        material.host.encode(),
+        key,
+        certs[0],
+        certs[1:] or None,
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+
+
+def days_left(cert_pem: str) -> int:
+    return (x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc - _now()).days
