@@ -17,6 +17,7 @@ from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor, ControllerQuorumSensor
 from event_broker_rollout.evidence.trail import export_task_trail
+from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE, REGISTRY_SERVICE
 from event_broker_rollout.infrastructure import stage
 
@@ -68,13 +69,13 @@ def event_broker_infrastructure() -> None:
     @task
     def plan(params: dict[str, Any]) -> dict[str, Any]:
         """Read-only: observe every host and compute what would change."""
-        return stage.plan_environment(dag_support.environment_from(params))
+        return fleet.plan_environment(dag_support.environment_from(params))
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def proceed(plans: dict[str, Any], params: dict[str, Any]) -> bool:
         """Stop here on a dry run (the report shows the plan), or before any change when a host could not
         be planned or a change step would refuse (another cluster's data, a foreign port, file or install)."""
-        stage.planned_hosts(plans)
+        fleet.planned_hosts(plans)
         return not params["dry_run"]
 
     @task
@@ -87,7 +88,7 @@ def event_broker_infrastructure() -> None:
 
     @task
     def configure(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.configure_hosts(dag_support.environment_from(params), plans)
+        return fleet.configure_hosts(dag_support.environment_from(params), plans)
 
     @task
     def start_controllers(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,7 +104,7 @@ def event_broker_infrastructure() -> None:
         results = stage.start_services(environment, plans, "schema_registry", REGISTRY_SERVICE)
         for host in environment.registries:
             if stage.registry_action(plans, host.name) == "restart":
-                results.append(stage.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
+                results.append(fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
         return results
 
     @task(trigger_rule="all_done")

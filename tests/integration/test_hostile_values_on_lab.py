@@ -18,7 +18,7 @@ from event_broker_devtools.lab_connections import connections_file
 from event_broker_rollout.compliance.facts import host_facts
 from event_broker_rollout.config.environment import Environment, load_environment
 from event_broker_rollout.config.policy import HostFile
-from event_broker_rollout.infrastructure.stage import plan_environment
+from event_broker_rollout.hosts.fleet import plan_environment
 from tests.conftest import lab_ssh, needs_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab, needs_root(), pytest.mark.timeout(300)]

@@ -819,10 +819,10 @@ def test_export_task_trail_without_log_files_writes_an_empty_trail_saying_so(
 
 
 def test_publication_needs_a_secured_cluster(monkeypatch):
-    from event_broker_rollout.infrastructure import stage as infrastructure
+    from event_broker_rollout.hosts import fleet
 
     lab = load_environment("lab")
-    monkeypatch.setattr(infrastructure, "recorded_phase", lambda environment: "listeners")
+    monkeypatch.setattr(fleet, "recorded_phase", lambda environment: "listeners")
     assert (
         audit_trail.publication_blocker(lab)
         == "not published: the cluster is not secured yet (its hosts record listeners)"
@@ -831,9 +831,9 @@ def test_publication_needs_a_secured_cluster(monkeypatch):
     def unreachable(environment):
         raise OSError("lab2: timed out")
 
-    monkeypatch.setattr(infrastructure, "recorded_phase", unreachable)
+    monkeypatch.setattr(fleet, "recorded_phase", unreachable)
     assert "security phase is unknown (lab2: timed out)" in (audit_trail.publication_blocker(lab) or "")
-    monkeypatch.setattr(infrastructure, "recorded_phase", lambda environment: "secured")
+    monkeypatch.setattr(fleet, "recorded_phase", lambda environment: "secured")
     assert audit_trail.publication_blocker(lab) is None
 
 

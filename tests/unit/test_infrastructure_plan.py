@@ -397,6 +397,7 @@ def test_the_observation_script_reads_a_real_tree_and_changes_nothing(tmp_path):
 
 
 def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(lab, lab1_state):
+    from event_broker_rollout.hosts import fleet
     from event_broker_rollout.hosts.preconditions import ChangeRefused
     from event_broker_rollout.infrastructure import stage
 
@@ -418,7 +419,7 @@ def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(la
         match=r"lab1: data folder /var/lib/kafka/data is formatted for cluster "
         r"SomeOtherClusterId0000.*nothing was changed",
     ):
-        stage.planned_hosts(plans)
+        fleet.planned_hosts(plans)
     with pytest.raises(ChangeRefused, match="lab1: data folder /var/lib/kafka/data"):
         stage.install_host(lab, plans, "lab1")  # refuses before it opens a session
     (blocking,) = stage.blocking_results(plans)
@@ -429,4 +430,4 @@ def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(la
         "blocking",
     )
     assert blocking.observed == "cluster.id=SomeOtherClusterId0000"
-    assert stage.planned_hosts({"lab2": plans["lab2"]})["lab2"].problems == []
+    assert fleet.planned_hosts({"lab2": plans["lab2"]})["lab2"].problems == []

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from event_broker_rollout.cluster import clients
 from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
-from event_broker_rollout.config.components import load_components
+from event_broker_rollout.config.components import components_of, load_components
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.hosts import listeners as layout
 from event_broker_rollout.hosts import tls
@@ -240,9 +240,9 @@ def test_scram_users_are_created_over_the_internal_listener_with_a_node_identity
 def test_users_wait_for_the_internal_listener(lab, monkeypatch):
     from event_broker_rollout.security import stage
 
-    passwords = {user: "p" * 24 for user in ["admin", *stage.components_of(lab).principals()]}
+    passwords = {user: "p" * 24 for user in ["admin", *components_of(lab).principals()]}
     Path(lab.security.credentials.path).write_text(json.dumps(passwords))
     os.chmod(lab.security.credentials.path, 0o600)
-    monkeypatch.setattr(stage.infrastructure, "recorded_phase", lambda environment: "plaintext")
+    monkeypatch.setattr(stage.fleet, "recorded_phase", lambda environment: "plaintext")
     with pytest.raises(RemoteError, match="INTERNAL TLS listener"):
         stage.ensure_users(lab)

@@ -49,7 +49,7 @@ class RollingRestartOperator(BaseOperator):
         return plans
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from event_broker_rollout.infrastructure.stage import rolling_restart_queue
+        from event_broker_rollout.hosts.fleet import rolling_restart_queue
 
         environment = validated_environment(self.environment_name)
         queue = rolling_restart_queue(environment, self._plans(context))
@@ -65,7 +65,7 @@ class RollingRestartOperator(BaseOperator):
     def _restart_next(
         self, context: Context, queue: list[str], done: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from event_broker_rollout.infrastructure.stage import restart_service
+        from event_broker_rollout.hosts.fleet import restart_service
 
         environment = validated_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]

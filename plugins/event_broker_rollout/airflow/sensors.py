@@ -72,7 +72,7 @@ def resolve_phase(environment: Environment, phase: str | None) -> str:
     """The security phase to use for client settings: given, or the one the hosts record."""
     if phase:
         return phase
-    from event_broker_rollout.infrastructure.stage import recorded_phase
+    from event_broker_rollout.hosts.fleet import recorded_phase
 
     return recorded_phase(environment)
 
@@ -149,8 +149,8 @@ class ControllerQuorumSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         from event_broker_rollout.cluster import health
+        from event_broker_rollout.hosts.fleet import describe_quorum
         from event_broker_rollout.hosts.remote import RemoteError
-        from event_broker_rollout.infrastructure.stage import describe_quorum
 
         environment = validated_environment(self.environment_name)
         voters = [environment.node_id(h) for h in environment.controllers]

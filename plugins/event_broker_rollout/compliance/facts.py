@@ -27,9 +27,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.config.policy import HostFile
+from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.shell import script
 from event_broker_rollout.hosts.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
-from event_broker_rollout.preflight.network import in_parallel
 from event_broker_rollout.resources import access, verify
 from event_broker_rollout.resources.registry import SubjectPlan, observe
 from event_broker_rollout.resources.subjects import SubjectSchema
@@ -385,8 +385,8 @@ class Health:
 
 
 def cluster_health(admin: AdminClient, environment: Environment) -> Health:
+    from event_broker_rollout.hosts.fleet import describe_quorum
     from event_broker_rollout.hosts.remote import RemoteError
-    from event_broker_rollout.infrastructure.stage import describe_quorum
 
     voters = [environment.node_id(h) for h in environment.controllers]
     try:

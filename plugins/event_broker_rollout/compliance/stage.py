@@ -15,7 +15,7 @@ from event_broker_rollout.cluster.credentials import CredentialsError, load_cred
 from event_broker_rollout.compliance import checks, facts, publish
 from event_broker_rollout.compliance.report import add_sections
 from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics, load_checked_catalog
-from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components, components_of
 from event_broker_rollout.config.environment import Environment, EnvironmentConfigError
 from event_broker_rollout.config.policy import (
     CompliancePolicy,
@@ -26,10 +26,9 @@ from event_broker_rollout.config.policy import (
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, report_dir, utcnow
 from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
-from event_broker_rollout.preflight.network import in_parallel
+from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.resources import access
 from event_broker_rollout.resources.subjects import load_subject_schemas
-from event_broker_rollout.security.stage import components_of
 
 PHASE = "secured"
 COMPLIANCE_PRINCIPAL = "compliance"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from event_broker_rollout import paths
-from event_broker_rollout.config.catalog import Catalog, Policies
-from event_broker_rollout.config.environment import ConfigProblem, EnvironmentConfigError, model_problems
+from event_broker_rollout.config.catalog import Catalog, Policies, load_catalog, load_policies
+from event_broker_rollout.config.environment import (
+    ConfigProblem,
+    Environment,
+    EnvironmentConfigError,
+    model_problems,
+)
 from event_broker_rollout.config.types import FreeText, Identifier, Principal, TopicName
 
 CANARY_PRINCIPAL = "canary"
@@ -119,3 +125,12 @@ def validated_components(path: str, catalog: Catalog, policies: Policies) -> Com
     if problems:
         raise EnvironmentConfigError(str(paths.resolve_project_path(path)), problems)
     return components
+
+
+def components_of(environment: Environment) -> Any:
+    assert environment.security is not None
+    return validated_components(
+        environment.security.components,
+        load_catalog(environment.catalog),
+        load_policies(environment.policies),
+    )

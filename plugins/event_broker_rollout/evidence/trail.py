@@ -1097,8 +1097,7 @@ def audit_topic(environment: Environment) -> str:
 
 def publisher_principal(environment: Environment, topic: str) -> str:
     """The component whose contract produces the audit topic: the trail is published with least privilege."""
-    from event_broker_rollout.config.components import matches
-    from event_broker_rollout.security.stage import components_of
+    from event_broker_rollout.config.components import components_of, matches
 
     for component in components_of(environment).components:
         if any(matches(pattern, topic) for pattern in component.produces):
@@ -1169,7 +1168,7 @@ def publication_blocker(environment: Environment) -> str | None:
     cluster receives it: the audit topic's producer authenticates."""
     if environment.security is None:
         return "not published: the environment has no security section"
-    from event_broker_rollout.infrastructure.stage import recorded_phase
+    from event_broker_rollout.hosts.fleet import recorded_phase
 
     try:
         phase = recorded_phase(environment)
@@ -1183,8 +1182,7 @@ def publication_blocker(environment: Environment) -> str | None:
 def reader(environment: Environment, topic: str) -> tuple[str, str]:
     """The component whose contract consumes the audit topic, and a consumer group under its own prefix:
     the topic is read with least privilege (the compliance principal in the shipped contracts)."""
-    from event_broker_rollout.config.components import matches
-    from event_broker_rollout.security.stage import components_of
+    from event_broker_rollout.config.components import components_of, matches
 
     for component in components_of(environment).components:
         if component.group and any(matches(pattern, topic) for pattern in component.consumes):

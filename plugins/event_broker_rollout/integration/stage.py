@@ -9,13 +9,12 @@ from typing import Any
 from event_broker_rollout.cluster import clients
 from event_broker_rollout.cluster.credentials import load_credentials
 from event_broker_rollout.config.catalog import load_checked_catalog
-from event_broker_rollout.config.components import PROBE_PRINCIPAL, Component
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, Component, components_of
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import audit_results
 from event_broker_rollout.evidence.results import Result, Status, utcnow
-from event_broker_rollout.infrastructure.stage import recorded_phase
+from event_broker_rollout.hosts.fleet import recorded_phase
 from event_broker_rollout.integration import contracts, events, flow
-from event_broker_rollout.security.stage import components_of
 
 # Probe outcomes that are neither an answer nor a refusal.
 INCONCLUSIVE = ("_TIMED_OUT", "_TRANSPORT", "_MSG_TIMED_OUT")

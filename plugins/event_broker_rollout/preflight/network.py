@@ -9,13 +9,12 @@ each measurement bounded in bytes and time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import script
 from event_broker_rollout.preflight.checks import required_ports
@@ -39,15 +38,6 @@ while time.time() < deadline:
     except OSError:
         pass
 """
-
-T = TypeVar("T")
-
-
-def in_parallel(items: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
-    if not items:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
-        return dict(zip(items, pool.map(work, items), strict=True))
 
 
 # $1: the listener's code, $2: the address, $3: seconds, then the ports. Starts one detached listener per

@@ -14,9 +14,9 @@ from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.environment import Environment, Host, sizing_profile
 from event_broker_rollout.evidence.audit import audit_result
 from event_broker_rollout.evidence.results import Result, utcnow
+from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.plan import host_preconditions
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
-from event_broker_rollout.infrastructure import stage as infrastructure
 from event_broker_rollout.preflight import checks, governance, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
 
@@ -80,7 +80,7 @@ def change_precondition_checks(session: RemoteHost, environment: Environment, ho
     """
     plain = environment.model_copy(update={"security": None})
     try:
-        seen = infrastructure.observe_host(session, plain, host)
+        seen = fleet.observe_host(session, plain, host)
     except (ValueError, RemoteError) as error:
         return [checks.change_preconditions_unjudged(host, str(error))]
     judged = host_preconditions(seen.state, seen.observed, seen.occupancy, environment.kafka.cluster_id)

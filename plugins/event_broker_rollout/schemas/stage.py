@@ -11,7 +11,7 @@ from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import audit_results
 from event_broker_rollout.evidence.results import Result, Status
-from event_broker_rollout.infrastructure.stage import recorded_phase
+from event_broker_rollout.hosts.fleet import recorded_phase
 from event_broker_rollout.schemas import reconcile
 
 

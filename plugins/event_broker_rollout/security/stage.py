@@ -20,34 +20,24 @@ from typing import Any
 from event_broker_rollout import paths
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.cluster.credentials import load_credentials
-from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.components import (
     CANARY_PRINCIPAL,
     CANARY_TOPIC,
     PROBE_PRINCIPAL,
-    validated_components,
+    components_of,
 )
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import audit, audit_results
 from event_broker_rollout.evidence.results import Result, Severity, Status, check, utcnow
+from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
 from event_broker_rollout.hosts.listeners import PHASES, client_phase, phase_index
+from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError
-from event_broker_rollout.infrastructure import stage as infrastructure
-from event_broker_rollout.preflight.network import in_parallel
 from event_broker_rollout.resources import access, verify
 
 STEPS = PHASES[1:]  # listeners, interbroker, secured
 PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"
-
-
-def components_of(environment: Environment) -> Any:
-    assert environment.security is not None
-    return validated_components(
-        environment.security.components,
-        load_catalog(environment.catalog),
-        load_policies(environment.policies),
-    )
 
 
 def configure_phase(
@@ -56,7 +46,7 @@ def configure_phase(
     """Write the ``target`` phase's files on every host (no restart yet). Returns the plans for the
     rolling restart, the phase the rollout's admin client must use meanwhile, the phase the cluster will
     be in afterwards (never behind what the hosts record), and the evidence."""
-    recorded = infrastructure.recorded_phase(environment)
+    recorded = fleet.recorded_phase(environment)
     if phase_index(recorded) > phase_index(target):
         note = Result(
             id=f"security.phase[{target}]",
@@ -64,20 +54,20 @@ def configure_phase(
             message=f"already past this phase (hosts record {recorded})",
         )
         return {}, recorded, recorded, [note.to_dict()]
-    plans = infrastructure.plan_environment(environment, target_phase=target)
-    infrastructure.planned_hosts(plans)
+    plans = fleet.plan_environment(environment, target_phase=target)
+    fleet.planned_hosts(plans)
     stopped = [f"{name}:{service}" for name, plan in plans.items() for service in plan["start"]]
     if stopped:
         raise RemoteError(
             f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)"
         )
-    results = infrastructure.configure_hosts(environment, plans)
+    results = fleet.configure_hosts(environment, plans)
     return plans, client_phase(recorded, target), target, results
 
 
 def restart_registry(environment: Environment, plans: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        infrastructure.restart_service(environment, plans, host.name, REGISTRY_SERVICE)
+        fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE)
         for host in environment.registries
         if host.name in plans and REGISTRY_SERVICE in plans[host.name]["restart"]
     ]
@@ -87,9 +77,9 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
     """Record the phase on every host once all of them run it (the next stage runs plan from it)."""
 
     def record(name: str) -> Result:
-        with infrastructure.session(environment, environment.host(name)) as remote:
+        with fleet.session(environment, environment.host(name)) as remote:
             current = (
-                remote.run_argv(["cat", "--", infrastructure.SECURITY_PHASE_FILE], timeout=10).stdout.strip()
+                remote.run_argv(["cat", "--", fleet.SECURITY_PHASE_FILE], timeout=10).stdout.strip()
                 or "plaintext"
             )
             if current in PHASES and phase_index(current) >= phase_index(target):
@@ -100,7 +90,7 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
                     message=f"host records {current}",
                     details={"at": utcnow().isoformat()},
                 )
-            remote.write_file(infrastructure.SECURITY_PHASE_FILE, target + "\n")
+            remote.write_file(fleet.SECURITY_PHASE_FILE, target + "\n")
         audit(
             "security.phase",
             target=target,
@@ -135,7 +125,7 @@ def ensure_users(environment: Environment) -> list[dict[str, Any]]:
     missing = [user for user in users if user not in passwords]
     if missing:
         raise RemoteError(f"no password for {', '.join(missing)} in the credentials source")
-    phase = infrastructure.recorded_phase(environment)
+    phase = fleet.recorded_phase(environment)
     if phase_index(phase) < phase_index("listeners"):
         raise RemoteError(
             f"SCRAM users are created over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
@@ -168,7 +158,7 @@ def _configs_tool(environment: Environment, arguments: Sequence[str]) -> str:
         TOOLS_CONFIG,
         *arguments,
     ]
-    with infrastructure.session(environment, broker) as remote:
+    with fleet.session(environment, broker) as remote:
         return remote.run_argv(command, timeout=90, check=True).stdout
 
 
