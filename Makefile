@@ -87,12 +87,12 @@ SIGNING_KEY ?= $(if $(filter lab%,$(ENV)),$(wildcard $(LAB_SIGNING_KEY)))
 CLUSTER ?= $(if $(filter command line,$(origin ENV)),$(ENV))
 
 audit-export: venv ## export a run's trail, signed and chained to ENV's previous one: DAG=<dag_id> RUN=<run_id> ENV=lab [LOGS=dir | API=url API_USER=u API_PASSWORD_FILE=f] [PUBLISH=lab] [SIGNING_KEY=file]
-	@$(PY) -m event_broker_rollout.evidence.trail export --dag-id '$(DAG)' --run-id '$(RUN)' --env '$(ENV)' \
+	@$(PY) -m event_broker_devtools.trail_cli export --dag-id '$(DAG)' --run-id '$(RUN)' --env '$(ENV)' \
 	  $(if $(API),--api $(API) --user $(API_USER) --password-file $(API_PASSWORD_FILE),--logs $(or $(LOGS),.airflow-server/logs)) \
 	  $(if $(SIGNING_KEY),--signing-key '$(SIGNING_KEY)') $(if $(PUBLISH),--publish $(PUBLISH))
 
 audit-verify: venv ## check a trail (default: ENV's newest), its chain and, with ENV=<env> or CLUSTER=<env>, the audit topic; names the first break: [TRAIL=reports/<dag_id>/<run_id>/audit-trail.jsonl] [PUBLIC_KEY=file]
-	@$(PY) -m event_broker_rollout.evidence.trail verify $(if $(TRAIL),'$(TRAIL)',--env '$(ENV)') \
+	@$(PY) -m event_broker_devtools.trail_cli verify $(if $(TRAIL),'$(TRAIL)',--env '$(ENV)') \
 	  $(if $(PUBLIC_KEY),--public-key '$(PUBLIC_KEY)') $(if $(CLUSTER),--cluster '$(CLUSTER)')
 
 BENCH_ARGS ?=

@@ -18,8 +18,8 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.compliance import stage
-from event_broker_rollout.evidence.trail import export_task_trail
 
 DAG_ID = "event_broker_compliance"
 TITLE = "Compliance: HIPAA Security Rule re-verification"

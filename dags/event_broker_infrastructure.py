@@ -16,7 +16,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor, ControllerQuorumSensor
-from event_broker_rollout.evidence.trail import export_task_trail
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE, REGISTRY_SERVICE
 from event_broker_rollout.infrastructure import stage

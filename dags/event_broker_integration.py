@@ -15,8 +15,8 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout.airflow import tasks as dag_support
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.evidence.results import report_dir
-from event_broker_rollout.evidence.trail import export_task_trail
 from event_broker_rollout.integration import stage
 
 DAG_ID = "event_broker_integration"

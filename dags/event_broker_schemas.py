@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from event_broker_rollout.airflow import tasks as dag_support
-from event_broker_rollout.evidence.trail import export_task_trail
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.schemas import stage
 
 DAG_ID = "event_broker_schemas"

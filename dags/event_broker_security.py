@@ -17,8 +17,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.evidence.results import report_dir
-from event_broker_rollout.evidence.trail import export_task_trail
 from event_broker_rollout.security import stage
 
 DAG_ID = "event_broker_security"

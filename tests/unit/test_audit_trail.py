@@ -25,7 +25,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from event_broker_devtools import lab_connections
+from event_broker_devtools import lab_connections, trail_cli
+from event_broker_rollout.airflow import trail_export
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.evidence import trail as audit_trail
@@ -600,7 +601,7 @@ def published(paths_: list[Path], *, first_offset: int = 0) -> list[TopicMessage
 
 
 def labelled(paths_: list[Path], root: Path) -> list[tuple[str, list[str]]]:
-    return audit_trail.chain_lines(paths_, root)
+    return trail_cli.chain_lines(paths_, root)
 
 
 def test_a_chain_identical_to_the_topic_agrees(reports, run_logs):
@@ -735,7 +736,7 @@ def signing_connection(monkeypatch) -> str:
 
 @pytest.fixture
 def no_cluster(monkeypatch, signing_connection):
-    monkeypatch.setattr(audit_trail, "publication_blocker", lambda environment: "not published: test")
+    monkeypatch.setattr(trail_export, "publication_blocker", lambda environment: "not published: test")
 
 
 def key_material(private_key: Ed25519PrivateKey) -> list[str]:
@@ -757,7 +758,7 @@ def test_export_task_trail_writes_the_run_trail_beside_the_reports(monkeypatch, 
         "responded_by_user": {"id": "bob", "name": "Bob"},
         "responded_at": datetime(2026, 11, 27, 15, 20, 59, 211351, tzinfo=UTC),
     }
-    outcome = audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id, approvals=[approval])
+    outcome = trail_export.export_task_trail(task_context(RUN.run_id), RUN.dag_id, approvals=[approval])
     path = Path(outcome["trail"])
     assert path == report_dir(RUN.dag_id, RUN.run_id) / "audit-trail.jsonl"
     assert path.is_relative_to(tmp_path / "reports")
@@ -785,8 +786,8 @@ def test_the_signing_key_reaches_no_log_xcom_report_or_trail(
     monkeypatch, no_cluster, tmp_path, logged, capsys
 ):
     monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(LOGS))
-    first = audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
-    second = audit_trail.export_task_trail(task_context("manual__next"), "event_broker_schemas")
+    first = trail_export.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
+    second = trail_export.export_task_trail(task_context("manual__next"), "event_broker_schemas")
     assert second["previous_head"] == first["head"]  # the runs of one environment form one chain
     written = "".join(path.read_text() for path in (tmp_path / "reports").rglob("*") if path.is_file())
     emitted = json.dumps([first, second]) + json.dumps(logged) + capsys.readouterr().out + written
@@ -797,20 +798,20 @@ def test_without_the_signing_connection_no_trail_is_exported(monkeypatch, tmp_pa
     monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(LOGS))
     monkeypatch.delenv("AIRFLOW_CONN_EBR_AUDIT_SIGNING", raising=False)
     with pytest.raises(audit_trail.SigningKeyError, match="no Airflow connection ebr_audit_signing"):
-        audit_trail.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
+        trail_export.export_task_trail(task_context(RUN.run_id), RUN.dag_id)
     assert not (tmp_path / "reports").exists()
     monkeypatch.setenv(
         "AIRFLOW_CONN_EBR_AUDIT_SIGNING", json.dumps({"conn_type": "generic", "password": "x"})
     )
     with pytest.raises(audit_trail.SigningKeyError, match="not an unencrypted PEM private key"):
-        audit_trail.signing_key_from_airflow()
+        audit_trail.signing_key_from_connection()
 
 
 def test_export_task_trail_without_log_files_writes_an_empty_trail_saying_so(
     monkeypatch, no_cluster, tmp_path
 ):
     monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path / "no-logs"))
-    outcome = audit_trail.export_task_trail(task_context("manual__in_process"), "event_broker_schemas")
+    outcome = trail_export.export_task_trail(task_context("manual__in_process"), "event_broker_schemas")
     assert outcome["records"] == 0
     header = trail_lines(Path(outcome["trail"]))[0]
     assert header["records"] == 0
@@ -933,13 +934,13 @@ def cli_export(run: RunRef, private: Path, logs: Path = LOGS) -> Path:
         "--logs",
         str(logs),
     ]
-    assert audit_trail.main([*args, "--signing-key", str(private)]) == 0
+    assert trail_cli.main([*args, "--signing-key", str(private)]) == 0
     return report_dir(run.dag_id, run.run_id) / "audit-trail.jsonl"
 
 
 def cli_verify(path: Path | None, public: Path, reports: Path) -> int:
     where = [str(path)] if path else ["--env", ENVIRONMENT]
-    return audit_trail.main(["verify", *where, "--public-key", str(public), "--reports", str(reports)])
+    return trail_cli.main(["verify", *where, "--public-key", str(public), "--reports", str(reports)])
 
 
 def test_command_exports_and_verifies(reports, key_files, capsys):
@@ -1032,7 +1033,7 @@ def test_audit_verify_names_a_trail_missing_from_the_chain(reports, key_files, c
 def test_a_chain_is_named_by_a_plain_environment_name(reports, key_files, capsys):
     private, _public = key_files
     args = ["export", "--dag-id", "d", "--run-id", "r", "--env", "../elsewhere", "--logs", str(LOGS)]
-    assert audit_trail.main([*args, "--signing-key", str(private)]) == 2
+    assert trail_cli.main([*args, "--signing-key", str(private)]) == 2
     assert "environment '../elsewhere': not a plain name" in capsys.readouterr().err
     assert not (reports / "elsewhere.lock").exists()
 
@@ -1041,7 +1042,7 @@ def test_command_refuses_a_signing_key_file_others_can_read(reports, key_files, 
     private, _public = key_files
     private.chmod(0o640)
     args = ["export", "--dag-id", "d", "--run-id", "r", "--env", ENVIRONMENT, "--logs", str(LOGS)]
-    assert audit_trail.main([*args, "--signing-key", str(private)]) == 2
+    assert trail_cli.main([*args, "--signing-key", str(private)]) == 2
     assert "readable by others" in capsys.readouterr().err
     assert not reports.exists()
 
@@ -1060,7 +1061,7 @@ def test_the_lab_signing_key_is_generated_once_private_and_in_the_connections(tm
 
 def test_command_takes_several_runs_in_pairs(tmp_path):
     with pytest.raises(SystemExit, match="pairs"):
-        audit_trail.main(
+        trail_cli.main(
             [
                 "export",
                 "--dag-id",

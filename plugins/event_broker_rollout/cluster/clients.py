@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from event_broker_rollout import orchestrator
 from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.hosts.desired import https_mode
 from event_broker_rollout.hosts.listeners import phase_index
 from event_broker_rollout.hosts.tls import node_identity_files
 
@@ -62,9 +64,7 @@ def node_admin_config(environment: Environment) -> dict[str, Any]:
 
 def admin_config(environment: Environment, phase: str) -> dict[str, Any]:
     """The admin client's settings from the environment's Kafka connection (read at run time only)."""
-    from airflow.sdk import BaseHook
-
-    connection = BaseHook.get_connection(environment.connections.kafka_admin)
+    connection = orchestrator.current().connection(environment.connections.kafka_admin)
     return kafka_config(environment, phase, connection.login, connection.password)
 
 
@@ -79,8 +79,6 @@ def registry_api_url(environment: Environment, base: str) -> str:
 
 
 def registry_base_url(environment: Environment, phase: str) -> str:
-    from event_broker_rollout.hosts.desired import https_mode
-
     host = environment.registries[0]
     if https_mode(environment, phase) == "only":
         assert environment.security is not None

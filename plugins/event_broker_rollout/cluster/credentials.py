@@ -1,15 +1,15 @@
 """SCRAM credentials of the component principals: from the file or Airflow Variable the environment names.
 
-Every password is registered with Airflow's secrets masker the moment it is read, so a password that
+Every password is registered with the orchestrator's secrets masker (Airflow's) the moment it is read, so a password that
 slips into a log line is shown as ***. Passwords are never returned in evidence, XCom or reports.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from event_broker_rollout import orchestrator
 from event_broker_rollout.config.environment import Environment
 
 
@@ -18,14 +18,10 @@ class CredentialsError(RuntimeError):
 
 
 def _mask(passwords: dict[str, str]) -> None:
-    # Only a process running Airflow code has a masker to register with. Helper processes (the
-    # migration canary) must not import Airflow: a worker's environment holds no usable DB settings.
-    if "airflow.sdk" not in sys.modules:
-        return
-    from airflow.sdk.log import mask_secret
-
+    # A helper process without an orchestrator (the migration canary) has no masker and needs none: it
+    # never logs a password.
     for password in passwords.values():
-        mask_secret(password)
+        orchestrator.current().mask_secret(password)
 
 
 def load_credentials(environment: Environment) -> dict[str, str]:
@@ -44,11 +40,9 @@ def load_credentials(environment: Environment) -> dict[str, str]:
             raise CredentialsError(f"credentials file {path} is readable by group or others (chmod 600)")
         raw = path.read_text()
     else:
-        from airflow.sdk import Variable
-
         if not source.variable:
             raise CredentialsError("security.credentials.variable: required for an airflow_variable source")
-        raw = Variable.get(source.variable)
+        raw = orchestrator.current().variable(source.variable)
     passwords = json.loads(raw)
     if not isinstance(passwords, dict) or not all(
         isinstance(v, str) and len(v) >= 16 for v in passwords.values()

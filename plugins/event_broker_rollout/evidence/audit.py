@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from event_broker_rollout import orchestrator
 from event_broker_rollout.evidence.results import Result, Status
 
 AUDIT_EVENT = "ebr.audit"
@@ -92,20 +93,7 @@ def compact(value: Any) -> Any:
 
 
 def _run_context() -> dict[str, Any]:
-    try:
-        from airflow.sdk import get_current_context
-
-        context = get_current_context()
-    except Exception:  # outside a running task (unit tests, CLI tools): no run context to add
-        return {}
-    ti = context.get("ti")
-    return {
-        "dag_id": getattr(ti, "dag_id", None),
-        "run_id": context.get("run_id"),
-        "task_id": getattr(ti, "task_id", None),
-        "map_index": getattr(ti, "map_index", None),
-        "try_number": getattr(ti, "try_number", None),
-    }
+    return orchestrator.current().task_identity()
 
 
 def _numbered(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ stage runs).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import fcntl
@@ -29,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -45,16 +43,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from event_broker_rollout import paths
+from event_broker_rollout import orchestrator, paths
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import (
     AUDIT_EVENT,
     RECORD_KEY,
-    audit,
     canonical_json,
     without_secrets,
 )
 from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.orchestrator import OrchestratorError
 
 TRAIL_KIND = "ebr.audit-trail"
 # Version 2: signed, bound to an environment, chained to the previous trail. Version 1 trails (unsigned)
@@ -432,22 +430,17 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def signing_key_from_airflow(conn_id: str = SIGNING_CONN_ID) -> Ed25519PrivateKey:
-    """The deployment's signing key from its Airflow connection (any secrets backend Airflow is configured
+def signing_key_from_connection(conn_id: str = SIGNING_CONN_ID) -> Ed25519PrivateKey:
+    """The deployment's signing key from its connection (Airflow: any secrets backend it is configured
     with; the lab's connections file, ``AIRFLOW_CONN_EBR_AUDIT_SIGNING`` in containers). Airflow masks a
     connection's password in task logs; it is never returned, logged or written here."""
-    from airflow.sdk import BaseHook
-
     try:
-        connection = BaseHook.get_connection(conn_id)
-    except Exception as error:  # AirflowNotFoundException and the secrets backends' own errors
-        raise SigningKeyError(
-            f"no Airflow connection {conn_id} ({type(error).__name__}): the trail cannot be signed "
-            "(lab: make lab-up writes it)"
-        ) from None
+        connection = orchestrator.current().connection(conn_id)
+    except OrchestratorError as error:
+        raise SigningKeyError(f"{error}: the trail cannot be signed (lab: make lab-up writes it)") from None
     if not connection.password:
-        raise SigningKeyError(f"Airflow connection {conn_id}: its password holds no private key")
-    return load_private_key(connection.password, f"Airflow connection {conn_id}")
+        raise SigningKeyError(f"connection {conn_id}: its password holds no private key")
+    return load_private_key(connection.password, f"connection {conn_id}")
 
 
 def signing_key_from_file(path: Path) -> Ed25519PrivateKey:
@@ -1325,244 +1318,3 @@ def export_trail(
         )
         path = write_trail(trail, target)
     return Export(path=path, trail=trail, notes=notes)
-
-
-def _context_people(
-    run: RunRef, context: Mapping[str, Any], approvals: Iterable[Mapping[str, Any]]
-) -> list[Entry]:
-    """Who triggered the current run (the task's own dag run) and the approvals its caller hands over."""
-    dag_run = context["dag_run"]
-    trigger = trigger_entry(
-        run,
-        {
-            "triggering_user_name": getattr(dag_run, "triggering_user_name", None),
-            "run_type": getattr(dag_run, "run_type", None),
-            "run_after": getattr(dag_run, "run_after", None) or getattr(dag_run, "start_date", None),
-        },
-        "task context",
-    )
-    return [trigger, *approval_entries(run, approvals)]
-
-
-def export_task_trail(
-    context: Mapping[str, Any],
-    dag_id: str,
-    *,
-    extra_runs: Sequence[tuple[str, str]] = (),
-    approvals: Iterable[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """A DAG's export task: the current run's trail (plus ``extra_runs``, e.g. a rollout's stage runs)
-    from this Airflow's task log files, signed with the key of the ``ebr_audit_signing`` connection,
-    chained to the environment's previous trail, written beside the reports and published when the
-    environment's cluster is secured and reachable. ``approvals`` are HITL answers the DAG holds (an
-    approval task's XCom: chosen_options, responded_by_user, responded_at, task_id). Returns the trail's
-    path, record count, head, previous head, signing key id and whether it was published."""
-    from airflow.configuration import conf
-
-    from event_broker_rollout.config.environment import load_environment
-
-    runs = [RunRef(dag_id, str(context["run_id"])), *(RunRef(d, r) for d, r in extra_runs)]
-    logs = Path(conf.get("logging", "base_log_folder"))
-    environment = load_environment(str(context["params"]["environment"]))
-    # Without log files (an in-process dag.test() run) the trail says so and holds no records at all.
-    logged = any(run_log_dir(logs, run).is_dir() for run in runs)
-    exported = export_trail(
-        runs,
-        environment=environment.name,
-        signing_key=signing_key_from_airflow(),
-        logs=logs,
-        people=_context_people(runs[0], context, approvals) if logged else (),
-    )
-    blocker = publication_blocker(environment)
-    if blocker is None:
-        try:
-            topic, delivered = publish_trail(exported.trail, environment)
-        except (AuditTopicMissing, ClusterUnreachable) as error:
-            exported.publication = f"not published: {error}"
-        else:
-            exported.published = True
-            exported.publication = f"published {delivered} messages to {topic}"
-    else:
-        exported.publication = blocker
-    records = int(exported.trail.header["records"])
-    # The export itself is audited: a rollout's trail then carries each stage trail's head.
-    audit(
-        "audit.trail_export",
-        target=str(exported.path),
-        outcome="published" if exported.published else "written",
-        before=exported.trail.previous_head,
-        after=exported.trail.head,
-        records=records,
-        signed_by=exported.trail.header["signature"]["key_id"],
-    )
-    print(
-        f"audit trail: {exported.path} ({records} records, head {exported.trail.head}, chained from "
-        f"{exported.trail.previous_head or 'nothing: the first trail of ' + environment.name}); "
-        f"{exported.publication}"
-    )
-    for note in exported.notes:
-        print(f"note: {note}")
-    return exported.to_dict()
-
-
-# --- command line ------------------------------------------------------------------------------------
-
-
-def _runs_from(args: argparse.Namespace) -> list[RunRef]:
-    if len(args.dag_id) != len(args.run_id):
-        raise SystemExit("give --dag-id and --run-id in pairs, one --run-id per --dag-id")
-    return [RunRef(d, r) for d, r in zip(args.dag_id, args.run_id, strict=True)]
-
-
-def export_command(args: argparse.Namespace) -> int:
-    runs = _runs_from(args)
-    if args.publish and args.publish != args.env:
-        raise SystemExit(f"--publish {args.publish}: a trail of {args.env} is published to {args.env} only")
-    api = None
-    if args.api:
-        if not args.user or not args.password_file:
-            raise SystemExit("--api needs --user and --password-file")
-        api = AirflowApi.login(args.api, args.user, Path(args.password_file).read_text().strip())
-    if args.logs is None and api is None:
-        raise SystemExit("give --logs DIR (Airflow's base_log_folder) or --api URL")
-    try:
-        key = (
-            signing_key_from_file(Path(args.signing_key)) if args.signing_key else signing_key_from_airflow()
-        )
-        exported = export_trail(
-            runs,
-            environment=args.env,
-            signing_key=key,
-            logs=Path(args.logs) if args.logs else None,
-            api=api,
-            out=Path(args.out) if args.out else None,
-        )
-    except (SigningKeyError, ChainError) as error:
-        print(f"not exported: {error}", file=sys.stderr)
-        return 2
-    trail = exported.trail
-    print(
-        f"trail: {exported.path} ({trail.header['records']} records, head {trail.head}, "
-        f"previous {trail.previous_head or 'none: the first trail of ' + args.env}, "
-        f"signed by {trail.header['signature']['key_id']})"
-    )
-    for note in exported.notes:
-        print(f"note: {note}")
-    if args.publish:
-        from event_broker_rollout.config.environment import load_environment
-
-        try:
-            topic, delivered = publish_trail(trail, load_environment(args.publish))
-        except PublishError as error:
-            print(f"not published: {error}", file=sys.stderr)
-            return 1
-        print(f"published {delivered} messages to {topic}")
-    return 0
-
-
-def chain_lines(chain: Sequence[Path], root: Path) -> list[tuple[str, list[str]]]:
-    labelled = []
-    for trail in chain:
-        inside = trail.resolve().is_relative_to(root.resolve())
-        labelled.append(
-            (reports_relative(trail, root) if inside else str(trail), trail.read_text().splitlines())
-        )
-    return labelled
-
-
-def verify_command(args: argparse.Namespace) -> int:
-    """The trail, the chain of trails before it, and (``--cluster``) the audit topic's copies; the first
-    break is named. Exit 0: intact; 1: a break; 2: not checkable (no key, topic not readable)."""
-    root = Path(args.reports) if args.reports else paths.reports_dir()
-    try:
-        keys = trusted_public_keys([Path(name) for name in args.public_key])
-    except SigningKeyError as error:
-        print(f"not verified: {error}", file=sys.stderr)
-        return 2
-    if args.trail:
-        path = Path(args.trail)
-    elif args.env:
-        trails = environment_trails(root, args.env)
-        if not trails:
-            print(f"not verified: no signed trail of {args.env} under {root}", file=sys.stderr)
-            return 2
-        path = trails[-1][0]
-    else:
-        raise SystemExit("give a trail file, or --env ENV for the environment's newest trail")
-    result = verify_trail(path, keys)
-    print(result.summary())
-    if not result.intact:
-        return 1
-    chain = verify_chain(path, keys, root)
-    print(chain.summary())
-    if not chain.intact:
-        return 1
-    if args.cluster:
-        from event_broker_rollout.config.environment import load_environment
-
-        try:
-            topic, messages = read_audit_topic(load_environment(args.cluster))
-        except (PublishError, OSError, ValueError) as error:
-            print(f"audit topic not compared: {error}", file=sys.stderr)
-            return 2
-        newest = environment_trails(root, str(chain.environment))
-        whole = bool(newest) and newest[-1][0].resolve() == path.resolve()
-        comparison = compare_with_topic(
-            chain_lines(chain.trails, root), messages, str(chain.environment), topic, whole_chain=whole
-        )
-        print(comparison.summary())
-        if not comparison.agrees:
-            return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m event_broker_rollout.evidence.trail")
-    commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser(
-        "export", help="assemble, chain, sign and write the audit trail of one or more runs"
-    )
-    export.add_argument("--dag-id", action="append", required=True, help="repeat with --run-id for each run")
-    export.add_argument("--run-id", action="append", required=True)
-    export.add_argument(
-        "--env", required=True, help="the environment the runs rolled out (its chain of trails)"
-    )
-    export.add_argument("--logs", help="Airflow's base_log_folder (task log files)")
-    export.add_argument(
-        "--api", help="Airflow's base URL, e.g. http://127.0.0.1:8080 (logs unless --logs; and people)"
-    )
-    export.add_argument("--user", help="Airflow user for --api")
-    export.add_argument("--password-file", help="file holding that user's password")
-    export.add_argument("--out", help="where to write the trail (default: beside the first run's reports)")
-    export.add_argument(
-        "--signing-key",
-        help=f"Ed25519 private key file (PEM, mode 600); default: the Airflow connection {SIGNING_CONN_ID}",
-    )
-    export.add_argument(
-        "--publish", metavar="ENV", help="publish it to ENV's audit topic (a secured cluster; ENV = --env)"
-    )
-    export.set_defaults(handler=export_command)
-    verify = commands.add_parser(
-        "verify",
-        help="check a trail, the chain of trails before it and the audit topic; name the first break",
-    )
-    verify.add_argument("trail", nargs="?", help="a trail file (default: the newest trail of --env)")
-    verify.add_argument("--env", help="without a trail file: verify the newest trail of this environment")
-    verify.add_argument(
-        "--public-key",
-        action="append",
-        default=[],
-        help=f"trusted Ed25519 public key (PEM), repeatable; default: ${PUBLIC_KEY_ENV}, else the lab's",
-    )
-    verify.add_argument("--reports", help="the reports folder holding the chain (default: the project's)")
-    verify.add_argument(
-        "--cluster", metavar="ENV", help="also compare the chain with ENV's audit topic (a secured cluster)"
-    )
-    verify.set_defaults(handler=verify_command)
-    args = parser.parse_args(argv)
-    result: int = args.handler(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

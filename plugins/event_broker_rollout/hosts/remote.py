@@ -1,6 +1,7 @@
 """Commands and files on target hosts over SSH, with the host key always checked.
 
-Credentials come from the Airflow SSH connection, parsed by the SSH provider's own ``SSHHook``; the
+Credentials come from the host's SSH connection as the orchestrator parses it (Airflow: the SSH provider's
+own ``SSHHook``, see ``orchestrator.SshEndpoint``); the
 session itself is a fabric ``Connection`` (for ``run``/``put``). fabric installs paramiko's
 AutoAddPolicy, which would trust any host key: we replace it with RejectPolicy and load the host key the
 connection declares, so a changed or unknown host key is refused, never accepted silently.
@@ -20,11 +21,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import paramiko
 
+from event_broker_rollout import orchestrator
 from event_broker_rollout.hosts.shell import Command, command_line
+from event_broker_rollout.orchestrator import SshEndpoint
 
 if TYPE_CHECKING:
     import fabric
-    from airflow.providers.ssh.hooks.ssh import SSHHook
 
 
 log = logging.getLogger(__name__)
@@ -51,49 +53,47 @@ class CommandResult:
 class RemoteHost:
     """One SSH session to one host; use as a context manager so the session is always closed."""
 
-    def __init__(self, name: str, hook: SSHHook, connect_timeout: int = 10) -> None:
+    def __init__(self, name: str, endpoint: SshEndpoint) -> None:
         import fabric
 
-        if hook.no_host_key_check:
+        if endpoint.no_host_key_check:
             raise RemoteError(
-                f"{name}: connection {hook.ssh_conn_id} disables host key checking; this project refuses that"
+                f"{name}: connection {endpoint.conn_id} disables host key checking; this project refuses that"
             )
         self.name = name
-        self.address = hook.remote_host
+        self.address = endpoint.host
         connect_kwargs: dict[str, object] = {
             "look_for_keys": False,
             "allow_agent": False,
-            "banner_timeout": connect_timeout,
-            "auth_timeout": connect_timeout,
+            "banner_timeout": endpoint.connect_timeout,
+            "auth_timeout": endpoint.connect_timeout,
         }
-        if hook.pkey is not None:
-            connect_kwargs["pkey"] = hook.pkey
-        elif hook.key_file:
-            connect_kwargs["key_filename"] = hook.key_file
-        if hook.password:
-            connect_kwargs["password"] = hook.password
+        if endpoint.pkey is not None:
+            connect_kwargs["pkey"] = endpoint.pkey
+        elif endpoint.key_file:
+            connect_kwargs["key_filename"] = endpoint.key_file
+        if endpoint.password:
+            connect_kwargs["password"] = endpoint.password
         config = fabric.Config(ssh_config=paramiko.SSHConfig())  # hermetic: no ~/.ssh/config surprises
         self.connection: fabric.Connection = fabric.Connection(
-            host=hook.remote_host,
-            user=hook.username,
-            port=hook.port,
+            host=endpoint.host,
+            user=endpoint.username,
+            port=endpoint.port,
             config=config,
-            connect_timeout=int(hook.conn_timeout or connect_timeout),
+            connect_timeout=endpoint.connect_timeout,
             connect_kwargs=connect_kwargs,
         )
         client = self.connection.client
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if hook.host_key is not None:
-            entry = hook.remote_host if hook.port == 22 else f"[{hook.remote_host}]:{hook.port}"
-            client.get_host_keys().add(entry, hook.host_key.get_name(), hook.host_key)
+        if endpoint.host_key is not None:
+            entry = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
+            client.get_host_keys().add(entry, endpoint.host_key.get_name(), endpoint.host_key)
         else:
             client.load_system_host_keys()
 
     @classmethod
     def from_conn_id(cls, name: str, ssh_conn_id: str, connect_timeout: int = 10) -> RemoteHost:
-        from airflow.providers.ssh.hooks.ssh import SSHHook
-
-        return cls(name, SSHHook(ssh_conn_id=ssh_conn_id, conn_timeout=connect_timeout), connect_timeout)
+        return cls(name, orchestrator.current().ssh_endpoint(ssh_conn_id, connect_timeout))
 
     def __enter__(self) -> RemoteHost:
         try:
