@@ -9,10 +9,10 @@ from pathlib import Path
 
 import event_broker_rollout.airflow  # noqa: F401  (Airflow as the orchestrator: the signing key's connection)
 from event_broker_rollout import paths
+from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.evidence.trail import (
     PUBLIC_KEY_ENV,
     SIGNING_CONN_ID,
-    AirflowApi,
     ChainError,
     PublishError,
     RunRef,
@@ -45,7 +45,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.api:
         if not args.user or not args.password_file:
             raise SystemExit("--api needs --user and --password-file")
-        api = AirflowApi.login(args.api, args.user, Path(args.password_file).read_text().strip())
+        api = AirflowApi(args.api, args.user, Path(args.password_file).read_text().strip())
     if args.logs is None and api is None:
         raise SystemExit("give --logs DIR (Airflow's base_log_folder) or --api URL")
     try:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from event_broker_devtools import lab_connections, trail_cli
 from event_broker_rollout.airflow import trail_export
+from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.evidence import trail as audit_trail
@@ -104,15 +105,15 @@ def fixture_api(monkeypatch):
     responses = json.loads(API_RESPONSES.read_text())
     requested: list[str] = []
 
-    def answer(method: str, url: str, *, token: str | None = None, body: Any = None) -> Any:
-        parts = urllib.parse.urlsplit(url)
-        key = parts.path + (f"?{parts.query}" if parts.query else "")
+    def answer(method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        query = urllib.parse.urlencode(params) if params else ""
+        key = "/api/v2/" + path.lstrip("/") + (f"?{query}" if query else "")
         requested.append(key)
-        assert token == "jwt"
+        assert method == "GET"
         return responses[key]
 
-    monkeypatch.setattr(audit_trail, "_http_json", answer)
-    api = audit_trail.AirflowApi("http://127.0.0.1:28080", "jwt")
+    api = AirflowApi("http://127.0.0.1:28080", "auditor", "unused")
+    monkeypatch.setattr(api, "request", answer)
     api.requested = requested  # type: ignore[attr-defined]
     return api
 

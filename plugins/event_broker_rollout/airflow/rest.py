@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+API_PAGE = 100  # the API's default maximum page size
 TERMINAL_RUN_STATES = {"success", "failed"}
 # Airflow 3.3.2 fails a human-in-the-loop task answered within about a second of asking: the answer
 # re-queues the task before the scheduler has processed the asking attempt's exit, which it then takes
@@ -85,6 +86,20 @@ class AirflowApi:
         if response.status_code >= 400:
             raise AirflowApiError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET an ``/api/v2`` path (with or without that prefix) and its query parameters."""
+        return self.request("GET", path.removeprefix("/api/v2"), params=params or None)
+
+    def get_all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged collection."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.get(path, **params, limit=API_PAGE, offset=len(items))
+            batch = page.get(key) or []
+            items += batch
+            if not batch or len(items) >= int(page.get("total_entries", 0)):
+                return items
 
     # -- what the driver and the tests need -------------------------------------------------------
 

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -70,8 +70,6 @@ LAB_PRIVATE_KEY_FILE = "secrets/audit-signing.key"
 AUDIT_TOPIC_NAME = "rollout-audit"
 # Event-log owner of what the scheduler and workers do by themselves; every other owner is a person.
 SYSTEM_OWNER = "airflow"
-API_PAGE = 100  # the API's default maximum page size
-HTTP_TIMEOUT = 30.0
 
 # Record kinds: what a task logged, who triggered a run, who answered an approval, what a person did.
 AUDIT, TRIGGER, APPROVAL, USER_ACTION = "audit", "trigger", "approval", "user_action"
@@ -227,56 +225,12 @@ def read_log_files(base: Path, run: RunRef) -> list[Entry]:
 # --- the REST API ------------------------------------------------------------------------------------
 
 
-class ApiError(RuntimeError):
-    pass
+class ApiReader(Protocol):
+    """The reads the trail needs from Airflow's REST API (``airflow.rest.AirflowApi`` is the one client)."""
 
+    def get(self, path: str, **params: Any) -> Any: ...
 
-class AirflowApi:
-    """The few ``/api/v2`` reads the trail needs, with a JWT from ``/auth/token``."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-
-    @classmethod
-    def login(cls, base_url: str, user: str, password: str) -> AirflowApi:
-        answer = _http_json(
-            "POST", base_url.rstrip("/") + "/auth/token", body={"username": user, "password": password}
-        )
-        return cls(base_url, str(answer["access_token"]))
-
-    def get(self, path: str, **params: Any) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        return _http_json("GET", f"{self.base_url}{path}{query}", token=self._token)
-
-    def get_all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
-        """Every item of a paged collection."""
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.get(path, **params, limit=API_PAGE, offset=len(items))
-            batch = page.get(key) or []
-            items += batch
-            if not batch or len(items) >= int(page.get("total_entries", 0)):
-                return items
-
-
-def _http_json(method: str, url: str, *, token: str | None = None, body: Any = None) -> Any:
-    headers = {"Accept": "application/json"}
-    data = None
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-        data = json.dumps(body).encode()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    path = urllib.parse.urlsplit(url).path
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as error:
-        raise ApiError(f"{method} {path}: HTTP {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        raise ApiError(f"{method} {path}: {error.reason}") from None
+    def get_all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]: ...
 
 
 def _run_path(run: RunRef) -> str:
@@ -284,7 +238,7 @@ def _run_path(run: RunRef) -> str:
     return f"/api/v2/dags/{quote(run.dag_id, safe='')}/dagRuns/{quote(run.run_id, safe='')}"
 
 
-def read_api_logs(api: AirflowApi, run: RunRef) -> list[Entry]:
+def read_api_logs(api: ApiReader, run: RunRef) -> list[Entry]:
     """Every try of every task instance of the run, read through the log endpoint."""
     entries: list[Entry] = []
     instances = api.get_all(f"{_run_path(run)}/taskInstances", "task_instances")
@@ -375,7 +329,7 @@ def user_action_entries(run: RunRef, event_logs: Iterable[Mapping[str, Any]]) ->
     return entries
 
 
-def read_api_people(api: AirflowApi, run: RunRef) -> list[Entry]:
+def read_api_people(api: ApiReader, run: RunRef) -> list[Entry]:
     """Who triggered the run, who answered its approvals, and what else people did to it."""
     entries = [trigger_entry(run, api.get(_run_path(run)), "dag run")]
     entries += approval_entries(run, api.get_all(f"{_run_path(run)}/hitlDetails", "hitl_details"))
@@ -1269,7 +1223,7 @@ def export_trail(
     environment: str,
     signing_key: Ed25519PrivateKey,
     logs: Path | None = None,
-    api: AirflowApi | None = None,
+    api: ApiReader | None = None,
     people: Sequence[Entry] = (),
     out: Path | None = None,
 ) -> Export:
