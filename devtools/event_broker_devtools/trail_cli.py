@@ -9,7 +9,7 @@ from pathlib import Path
 
 import event_broker_rollout.airflow  # noqa: F401  (Airflow as the orchestrator: the signing key's connection)
 from event_broker_rollout import paths
-from event_broker_rollout.airflow.rest import AirflowApi
+from event_broker_rollout.airflow.rest import AirflowApi, AirflowApiError
 from event_broker_rollout.evidence.trail import (
     PUBLIC_KEY_ENV,
     SIGNING_CONN_ID,
@@ -62,7 +62,7 @@ def export_command(args: argparse.Namespace) -> int:
             api=api,
             out=Path(args.out) if args.out else None,
         )
-    except (SigningKeyError, ChainError) as error:
+    except (SigningKeyError, ChainError, AirflowApiError) as error:
         print(f"not exported: {error}", file=sys.stderr)
         return 2
     trail = exported.trail
