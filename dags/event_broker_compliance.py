@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from event_broker_rollout.airflow import compliance_report
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.compliance import stage
@@ -78,7 +79,7 @@ def event_broker_compliance() -> None:
         listeners: Any, access: Any, cluster: Any, registry: Any, hosts: Any, params: dict[str, Any]
     ) -> str:
         results = dag_support.results_from(listeners, access, cluster, registry, hosts)
-        return stage.finish(
+        return compliance_report.finish(
             get_current_context(),
             DAG_ID,
             TITLE,

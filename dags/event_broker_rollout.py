@@ -32,12 +32,12 @@ from event_broker_rollout.airflow.rollout_operators import (
     RolloutApprovalOperator,
     StageRunOperator,
     approval_answers,
+    build_rollout_report,
     triggered_stage_runs,
 )
 from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.rollout import controller as rollout
-from event_broker_rollout.rollout.report import build_rollout_report
 
 DAG_ID = "event_broker_rollout"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from event_broker_devtools.lab_connections import connections_file
 from event_broker_rollout import paths
+from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.hosts.secret_files import write_secret
 
 USER = "admin"
@@ -146,7 +147,6 @@ def running_pid(server: ServerSettings) -> int | None:
 
 def start(server: ServerSettings, timeout: float = 300.0) -> bool:
     """Start Airflow unless it runs already; returns True if this call started it. Waits until healthy."""
-    from event_broker_rollout.airflow.rest import AirflowApi
 
     if running_pid(server) is not None:
         AirflowApi(server.url, USER, password(server)).wait_until_ready(timeout)

@@ -19,10 +19,15 @@ from typing import Any
 
 import requests
 
-from event_broker_devtools import airflow_server
+from event_broker_devtools import airflow_server, airflow_stack
+from event_broker_devtools.lab_connections import connections_file
+from event_broker_devtools.rollout_driver import run_rollout
 from event_broker_rollout import paths
 from event_broker_rollout.airflow.rest import AirflowApiError
 from event_broker_rollout.config.environment import available_environments, environment_file
+from event_broker_rollout.config.types import printable
+from event_broker_rollout.config.validation import validate_environment
+from event_broker_rollout.evidence.results import report_dir
 
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 # DAGs that `stage` runs besides the rollout stages: the scheduled compliance re-verification.
@@ -99,7 +104,6 @@ def check_params(dag_id: str, conf: dict[str, Any], params: Iterable[str]) -> No
 
 
 def default_connections_file() -> Path | None:
-    from event_broker_devtools.lab_connections import connections_file
 
     candidate = Path(os.environ.get("EBR_CONNECTIONS_FILE", connections_file()))
     return candidate if candidate.is_file() else None
@@ -131,7 +135,6 @@ def run_dag(dag_id: str, conf: dict[str, Any], connections: Path | None) -> tupl
 
 
 def report_path(dag_id: str, run_id: str) -> Path:
-    from event_broker_rollout.evidence.results import report_dir
 
     return report_dir(dag_id, run_id) / "report.json"
 
@@ -148,7 +151,6 @@ def stage_command(args: argparse.Namespace) -> int:
 
 
 def rollout_command(args: argparse.Namespace) -> int:
-    from event_broker_devtools.rollout_driver import run_rollout
 
     conf = run_conf(args)
     try:
@@ -167,8 +169,6 @@ def rollout_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """One line per problem (``<file>:<yaml path>: <rule>``); exit 0 only when there is none."""
-    from event_broker_rollout.config.types import printable
-    from event_broker_rollout.config.validation import validate_environment
 
     validation = validate_environment(args.env)
     for problem in validation.problems:
@@ -184,7 +184,6 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def celery_stack_command(action: str) -> int:
-    from event_broker_devtools import airflow_stack
 
     stack = airflow_stack.settings()
     if action == "up":

@@ -14,7 +14,10 @@ from typing import Any
 
 from event_broker_rollout import paths
 from event_broker_rollout.cluster.clients import registry_api_url
+from event_broker_rollout.config.components import load_components
 from event_broker_rollout.config.environment import Environment, load_environment
+from event_broker_rollout.evidence import trail as audit_trail
+from event_broker_rollout.evidence.trail import SIGNING_CONN_ID
 from event_broker_rollout.hosts.secret_files import write_secret
 
 
@@ -47,7 +50,6 @@ def ssh_connections(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def ensure_lab_credentials(environment: Environment) -> dict[str, str]:
     """The lab's SCRAM passwords: generated once (random, mode 0600) for every principal it needs."""
-    from event_broker_rollout.config.components import load_components
 
     assert environment.security is not None and environment.security.credentials.path
     path = Path(environment.security.credentials.path)
@@ -96,8 +98,6 @@ def ensure_audit_signing_key(state_dir: Path | None = None) -> str:
     one chain; its public key, which verifiers need, is written beside it (``audit-signing.pub``)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from event_broker_rollout.evidence import trail as audit_trail
-
     state = state_dir or paths.lab_state_dir()
     key_file = state / audit_trail.LAB_PRIVATE_KEY_FILE
     if not key_file.exists():
@@ -112,7 +112,6 @@ def ensure_audit_signing_key(state_dir: Path | None = None) -> str:
 
 def audit_signing_connection(state_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """``ebr_audit_signing``: the export tasks sign each trail with its password (the private key)."""
-    from event_broker_rollout.evidence.trail import SIGNING_CONN_ID
 
     return {
         SIGNING_CONN_ID: {

@@ -10,12 +10,12 @@ from pathlib import Path
 import event_broker_rollout.airflow  # noqa: F401  (Airflow as the orchestrator: the signing key's connection)
 from event_broker_rollout import paths
 from event_broker_rollout.airflow.rest import AirflowApi, AirflowApiError
+from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence.trail import (
     PUBLIC_KEY_ENV,
     SIGNING_CONN_ID,
     ChainError,
     PublishError,
-    RunRef,
     SigningKeyError,
     compare_with_topic,
     environment_trails,
@@ -29,6 +29,7 @@ from event_broker_rollout.evidence.trail import (
     verify_chain,
     verify_trail,
 )
+from event_broker_rollout.evidence.trail_entries import RunRef
 
 
 def _runs_from(args: argparse.Namespace) -> list[RunRef]:
@@ -74,8 +75,6 @@ def export_command(args: argparse.Namespace) -> int:
     for note in exported.notes:
         print(f"note: {note}")
     if args.publish:
-        from event_broker_rollout.config.environment import load_environment
-
         try:
             topic, delivered = publish_trail(trail, load_environment(args.publish))
         except PublishError as error:
@@ -123,8 +122,6 @@ def verify_command(args: argparse.Namespace) -> int:
     if not chain.intact:
         return 1
     if args.cluster:
-        from event_broker_rollout.config.environment import load_environment
-
         try:
             topic, messages = read_audit_topic(load_environment(args.cluster))
         except (PublishError, OSError, ValueError) as error:

@@ -22,7 +22,8 @@ import pytest
 
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import trail as audit_trail
-from event_broker_rollout.evidence.trail import RunRef
+from event_broker_rollout.evidence import trail_entries
+from event_broker_rollout.evidence.trail_entries import RunRef
 from tests.conftest import LAB_STATE, REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -53,7 +54,7 @@ def test_a_file_that_differs_from_the_audit_topic_is_named(schemas_ready, tmp_pa
     logs = tmp_path / "logs"
     for run in runs:
         shutil.copytree(
-            audit_trail.run_log_dir(FIXTURE_LOGS, FIXTURE_RUN), audit_trail.run_log_dir(logs, run)
+            trail_entries.run_log_dir(FIXTURE_LOGS, FIXTURE_RUN), trail_entries.run_log_dir(logs, run)
         )
     exports = [audit_trail.export_trail([run], environment=chain, signing_key=key, logs=logs) for run in runs]
     for exported in exports:

@@ -20,7 +20,8 @@ import pytest
 from event_broker_devtools import airflow_server, airflow_stack
 from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.evidence.audit import AUDIT_EVENT, RECORD_KEY
-from event_broker_rollout.evidence.trail import RunRef, trail_path, verify_chain, verify_trail
+from event_broker_rollout.evidence.trail import trail_path, verify_chain, verify_trail
+from event_broker_rollout.evidence.trail_entries import RunRef
 from tests.conftest import needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]

@@ -8,7 +8,7 @@ import stat
 
 from event_broker_devtools import airflow_server, airflow_stack
 from event_broker_devtools.airflow_stack import StackSettings, WorkloadKey
-from event_broker_rollout.evidence.trail import Entry, RunRef
+from event_broker_rollout.evidence.trail_entries import Entry, RunRef
 from event_broker_rollout.evidence.trail_sources import attempt_parts, read_every_log_part, sequence_gaps
 
 RUN = RunRef("event_broker_rollout", "manual__1")

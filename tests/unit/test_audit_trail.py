@@ -31,6 +31,7 @@ from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.evidence import trail as audit_trail
+from event_broker_rollout.evidence import trail_entries
 from event_broker_rollout.evidence.audit import (
     AUDIT_EVENT,
     RECORD_KEY,
@@ -40,14 +41,8 @@ from event_broker_rollout.evidence.audit import (
     digest,
 )
 from event_broker_rollout.evidence.results import Result, Status, report_dir
-from event_broker_rollout.evidence.trail import (
-    Entry,
-    RunRef,
-    TopicMessage,
-    compare_with_topic,
-    verify_chain,
-    write_trail,
-)
+from event_broker_rollout.evidence.trail import TopicMessage, compare_with_topic, verify_chain, write_trail
+from event_broker_rollout.evidence.trail_entries import Entry, RunRef
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "airflow_logs"
@@ -137,7 +132,7 @@ def logged(monkeypatch) -> list[dict[str, Any]]:
 @pytest.fixture
 def trail_file(tmp_path) -> Path:
     trail = build_trail(
-        [RUN], audit_trail.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
+        [RUN], trail_entries.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
     )
     return write_trail(trail, tmp_path / "audit-trail.jsonl")
 
@@ -214,7 +209,7 @@ def test_audit_result_records_a_change_as_before_after_and_large_values_as_diges
 
 
 def test_reads_the_audit_records_of_every_task_attempt_from_the_log_files():
-    entries = audit_trail.read_log_files(LOGS, RUN)
+    entries = trail_entries.read_log_files(LOGS, RUN)
     attempts = sorted((e.task_id, e.map_index, e.try_number) for e in entries)
     assert attempts == [
         ("change", 0, 1),
@@ -238,8 +233,8 @@ def test_reads_the_audit_records_of_every_task_attempt_from_the_log_files():
 
 
 def test_the_rest_api_yields_the_same_records_and_who_triggered_and_approved(fixture_api):
-    from_files = [e.body() for e in sorted(audit_trail.read_log_files(LOGS, RUN), key=Entry.sort_key)]
-    from_api = [e.body() for e in sorted(audit_trail.read_api_logs(fixture_api, RUN), key=Entry.sort_key)]
+    from_files = [e.body() for e in sorted(trail_entries.read_log_files(LOGS, RUN), key=Entry.sort_key)]
+    from_api = [e.body() for e in sorted(trail_entries.read_api_logs(fixture_api, RUN), key=Entry.sort_key)]
     assert from_api == from_files
     # Mapped tasks are read with their map index, retried ones try by try.
     assert any(
@@ -247,7 +242,7 @@ def test_the_rest_api_yields_the_same_records_and_who_triggered_and_approved(fix
     )
     assert any("/taskInstances/flaky/logs/2?" in r for r in fixture_api.requested)
 
-    people = audit_trail.read_api_people(fixture_api, RUN)
+    people = trail_entries.read_api_people(fixture_api, RUN)
     by_kind = {entry.kind: entry for entry in people}
     assert by_kind["trigger"].data["user"] == "admin"
     assert by_kind["trigger"].data["triggered_by"] == "rest_api"
@@ -439,7 +434,7 @@ def test_a_removed_record_with_every_hash_recomputed_fails_the_signature(trail_f
 
 def test_a_trail_signed_with_another_key_is_named(tmp_path):
     forged = write_trail(
-        build_trail([RUN], audit_trail.read_log_files(LOGS, RUN), source="t", signing_key=OTHER_KEY),
+        build_trail([RUN], trail_entries.read_log_files(LOGS, RUN), source="t", signing_key=OTHER_KEY),
         tmp_path / "forged.jsonl",
     )
     result = verify_trail(forged)
@@ -479,7 +474,7 @@ def run_logs(tmp_path) -> Path:
             (f"s{number}", f"r{number}"),
         ):
             shutil.copytree(
-                audit_trail.run_log_dir(LOGS, RUN), audit_trail.run_log_dir(base, RunRef(dag_id, run_id))
+                trail_entries.run_log_dir(LOGS, RUN), trail_entries.run_log_dir(base, RunRef(dag_id, run_id))
             )
     return base
 
@@ -705,7 +700,7 @@ def test_the_exporter_strips_secret_fields_from_foreign_log_lines(tmp_path):
 
 def test_the_real_fixture_trail_carries_no_secret():
     # The probe task passed sasl_password=...; the record names what was dropped, never the value.
-    entries = audit_trail.read_log_files(LOGS, RUN)
+    entries = trail_entries.read_log_files(LOGS, RUN)
     flaky = [e for e in entries if e.task_id == "flaky"]
     assert all(e.data["redacted"] == ["details.sasl_password"] for e in flaky)
     trail = build_trail([RUN], entries, source="log files", exported_at=FIXED_TIME)
@@ -881,7 +876,7 @@ def fake_kafka(monkeypatch):
 
 def test_publish_sends_every_line_as_the_audit_principal_with_acks_all(fake_kafka):
     trail = build_trail(
-        [RUN], audit_trail.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
+        [RUN], trail_entries.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
     )
     topic, delivered = audit_trail.publish_trail(trail, load_environment("lab"))
     producer = fake_kafka.instances[0]

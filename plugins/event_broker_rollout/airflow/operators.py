@@ -22,6 +22,7 @@ from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE
+from event_broker_rollout.hosts.fleet import restart_service, rolling_restart_queue
 
 
 class RollingRestartOperator(BaseOperator):
@@ -49,7 +50,6 @@ class RollingRestartOperator(BaseOperator):
         return plans
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from event_broker_rollout.hosts.fleet import rolling_restart_queue
 
         environment = validated_environment(self.environment_name)
         queue = rolling_restart_queue(environment, self._plans(context))
@@ -65,7 +65,6 @@ class RollingRestartOperator(BaseOperator):
     def _restart_next(
         self, context: Context, queue: list[str], done: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from event_broker_rollout.hosts.fleet import restart_service
 
         environment = validated_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]

@@ -12,9 +12,12 @@ from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.hosts.fleet import describe_quorum, recorded_phase
+from event_broker_rollout.hosts.remote import RemoteError
 
 GATE_IDS = {
     "brokers": "gate.brokers_registered",
@@ -72,7 +75,6 @@ def resolve_phase(environment: Environment, phase: str | None) -> str:
     """The security phase to use for client settings: given, or the one the hosts record."""
     if phase:
         return phase
-    from event_broker_rollout.hosts.fleet import recorded_phase
 
     return recorded_phase(environment)
 
@@ -148,9 +150,6 @@ class ControllerQuorumSensor(BaseSensorOperator):
         self.gate_timeout = gate_timeout
 
     def poke(self, context: Context) -> bool:
-        from event_broker_rollout.cluster import health
-        from event_broker_rollout.hosts.fleet import describe_quorum
-        from event_broker_rollout.hosts.remote import RemoteError
 
         environment = validated_environment(self.environment_name)
         voters = [environment.node_id(h) for h in environment.controllers]

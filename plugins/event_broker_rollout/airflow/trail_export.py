@@ -12,14 +12,16 @@ from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.trail import (
     AuditTopicMissing,
     ClusterUnreachable,
-    Entry,
-    RunRef,
-    approval_entries,
     export_trail,
     publication_blocker,
     publish_trail,
-    run_log_dir,
     signing_key_from_connection,
+)
+from event_broker_rollout.evidence.trail_entries import (
+    Entry,
+    RunRef,
+    approval_entries,
+    run_log_dir,
     trigger_entry,
 )
 

@@ -27,7 +27,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.config.policy import HostFile
+from event_broker_rollout.hosts.fleet import describe_quorum
 from event_broker_rollout.hosts.parallel import in_parallel
+from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import script
 from event_broker_rollout.hosts.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
 from event_broker_rollout.resources import access, verify
@@ -385,8 +387,6 @@ class Health:
 
 
 def cluster_health(admin: AdminClient, environment: Environment) -> Health:
-    from event_broker_rollout.hosts.fleet import describe_quorum
-    from event_broker_rollout.hosts.remote import RemoteError
 
     voters = [environment.node_id(h) for h in environment.controllers]
     try:
@@ -575,7 +575,6 @@ def parse_host_output(host: str, text: str) -> HostFacts:
 
 
 def host_facts(host: Host, files: list[HostFile]) -> HostFacts:
-    from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 
     kafka_node = bool({"broker", "controller"} & set(host.roles))
     try:

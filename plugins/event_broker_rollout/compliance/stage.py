@@ -13,10 +13,9 @@ from typing import Any
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
 from event_broker_rollout.compliance import checks, facts, publish
-from event_broker_rollout.compliance.report import add_sections
 from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics, load_checked_catalog
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components, components_of
-from event_broker_rollout.config.environment import Environment, EnvironmentConfigError
+from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.policy import (
     CompliancePolicy,
     applicable_files,
@@ -24,7 +23,7 @@ from event_broker_rollout.config.policy import (
     load_policy,
 )
 from event_broker_rollout.evidence.audit import audit
-from event_broker_rollout.evidence.results import Result, report_dir, utcnow
+from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.resources import access
@@ -247,30 +246,3 @@ def summary(results: list[Result], policy: CompliancePolicy) -> dict[str, Any]:
         "findings": len(results),
         "by_hipaa_clause": clauses,
     }
-
-
-def finish(
-    context: Any, dag_id: str, title: str, environment: Environment, results: list[Result], runs: int
-) -> str:
-    """The report task: publish the findings, write the report with its per-check table and trend, and
-    fail the run when a blocking check failed."""
-    from event_broker_rollout.airflow import tasks as dag_support
-
-    try:
-        setting = load(environment)
-    except (EnvironmentConfigError, ValueError) as error:
-        # validate_policy failed for this reason (the report lists that task): nothing to publish or chart.
-        return dag_support.publish_report(context, dag_id, title, results, {"not_verified": str(error)})
-    run = {
-        "dag_id": dag_id,
-        "run_id": context["run_id"],
-        "environment": environment.name,
-        "checked_at": utcnow().isoformat(),
-    }
-    results = [*results, *recorded_results([publish_results(setting, run, results)])]
-    report_json = report_dir(dag_id, context["run_id"]) / "report.json"
-    try:
-        return dag_support.publish_report(context, dag_id, title, results, summary(results, setting.policy))
-    finally:
-        if report_json.exists():  # written even when the run fails; absent only if writing itself failed
-            add_sections(report_json, setting.policy, runs)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from event_broker_rollout.evidence.trail import (
+from event_broker_rollout.evidence.trail_entries import (
     Entry,
     RunRef,
     audit_entries,

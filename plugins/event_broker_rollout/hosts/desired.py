@@ -17,7 +17,9 @@ import jinja2
 
 from event_broker_rollout import paths
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile
+from event_broker_rollout.hosts.listeners import TLS_DIR, ListenerLayout, layout_for_phase, phase_index
 from event_broker_rollout.hosts.shell import command_line, double_quoted
+from event_broker_rollout.hosts.tls import node_material
 from event_broker_rollout.hosts.tls_policy import SERVER_CIPHER_SUITES
 
 KAFKA_SERVICE = "kafka"
@@ -75,17 +77,6 @@ def render(template: str, **values: object) -> str:
 
 def sha256(text: str | bytes) -> str:
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
-@dataclass(frozen=True)
-class ListenerLayout:
-    """Listeners of one node and their security settings (see ``security.layout`` for the phases)."""
-
-    listeners: tuple[str, ...]
-    advertised: tuple[str, ...]
-    protocol_map: tuple[str, ...]
-    inter_broker_listener: str
-    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,7 +144,6 @@ def archive_top_dir(archive: Path) -> str:
 
 def https_mode(environment: Environment, phase: str) -> str:
     """The registry's HTTPS: off before security, beside HTTP while clients move, alone once secured."""
-    from event_broker_rollout.hosts.listeners import phase_index
 
     if environment.security is None or phase_index(phase) < phase_index("listeners"):
         return "off"
@@ -179,7 +169,6 @@ def tls_files(
     environment: Environment, host: Host, directory: str, restarts: tuple[str, ...], keystore: bool
 ) -> list[ManagedFile]:
     """The node's certificate material: a PEM keystore (key + chain) for Kafka, or cert and key for the registry."""
-    from event_broker_rollout.hosts.tls import node_material
 
     material = node_material(environment, host)
     user = environment.kafka.service_user
@@ -218,7 +207,6 @@ def desired_state(
     phase: str = "plaintext",
     systemd: bool = False,
 ) -> HostState:
-    from event_broker_rollout.hosts.listeners import TLS_DIR, layout_for_phase
 
     layout = layout_for_phase(environment, host, phase)
     user = environment.kafka.service_user

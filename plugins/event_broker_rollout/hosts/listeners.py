@@ -15,8 +15,21 @@ No password is written into server.properties: brokers authenticate each other w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from event_broker_rollout.config.environment import Environment, Host
-from event_broker_rollout.hosts.desired import ListenerLayout
+
+
+@dataclass(frozen=True)
+class ListenerLayout:
+    """Listeners of one node and their security settings (the phases below)."""
+
+    listeners: tuple[str, ...]
+    advertised: tuple[str, ...]
+    protocol_map: tuple[str, ...]
+    inter_broker_listener: str
+    settings: tuple[tuple[str, str], ...] = ()
+
 
 PHASES = ("plaintext", "listeners", "interbroker", "secured")
 TLS_DIR = "/etc/kafka/tls"

@@ -15,7 +15,14 @@ from pathlib import Path
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Severity, Status
 from event_broker_rollout.hosts.desired import SERVICE_WRAPPER, HostState, Install, backup_path
-from event_broker_rollout.hosts.plan import ABSENT, Change, HostPlan, Observed, parse_observation
+from event_broker_rollout.hosts.plan import (
+    ABSENT,
+    Change,
+    HostPlan,
+    Observed,
+    observe_command,
+    parse_observation,
+)
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import Command, script
 
@@ -27,7 +34,6 @@ _RESTORE_SCRIPT = 'if [ -f "$1" ]; then mv -f -- "$1" "$2"; else rm -f -- "$2"; 
 
 def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, str]]:
     """The host's current state, and the current text of every managed file whose digest differs."""
-    from event_broker_rollout.hosts.plan import observe_command
 
     observed = parse_observation(session.run_argv(observe_command(state), timeout=60, check=True).stdout)
     contents: dict[str, str] = {}

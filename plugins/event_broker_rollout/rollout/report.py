@@ -17,8 +17,6 @@ from typing import Any
 
 from event_broker_rollout.evidence.results import Result, Severity, StageReport, Status, report_dir
 from event_broker_rollout.rollout.controller import (
-    CHANGING_STAGES,
-    PLAN_STAGE,
     RolloutRequest,
     approval_user,
     approved,
@@ -160,7 +158,7 @@ def refused_answer_results(refused: Sequence[Mapping[str, Any]]) -> list[Result]
     return results
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str) and value:
@@ -188,12 +186,12 @@ def timeline_bars(
     bars = []
     for outcome in outcomes:
         report = outcome.report or {}
-        start, end = _parse_time(report.get("started_at")), _parse_time(report.get("finished_at"))
+        start, end = parse_time(report.get("started_at")), parse_time(report.get("finished_at"))
         if start is None or end is None:
             continue
         status = "plan" if outcome.plan_only else ("pass" if report.get("status") == "passed" else "fail")
         bars.append(TimelineBar(outcome.label, start, end, status))
-    answered = _parse_time((approval or {}).get("responded_at"))
+    answered = parse_time((approval or {}).get("responded_at"))
     if approval_asked is not None and answered is not None:
         bars.append(TimelineBar("approval", approval_asked, answered, "wait"))
     return sorted(bars, key=lambda bar: bar.start)
@@ -322,93 +320,3 @@ def build_report(
         figures=(stage_table_html(outcomes, rollout_dir), timeline_svg(bars)),
         triggered_by=triggered_by,
     )
-
-
-def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
-    """The controller's last task: gather what each task did, write the report; returns its path and,
-    when the rollout did not complete, why (the caller fails the run with it)."""
-    from event_broker_rollout.airflow.rollout_operators import (
-        ANSWER_KEY,
-        APPROVAL_TASK_ID,
-        PLAN_TASK_ID,
-        REQUEST_TASK_ID,
-        refused_answers,
-    )
-    from event_broker_rollout.airflow.tasks import task_outcomes
-    from event_broker_rollout.evidence.results import utcnow
-
-    ti = context["ti"]
-    run_id = context["run_id"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-    raw_request = ti.xcom_pull(task_ids=REQUEST_TASK_ID)
-    dag_run = context["dag_run"]
-    if raw_request is None:
-        refused = ti.xcom_pull(task_ids=REQUEST_TASK_ID, key="refused")
-        environment = str(context["params"]["environment"])
-        report = StageReport(
-            dag_id=dag_id,
-            run_id=run_id,
-            environment=environment,
-            started_at=dag_run.start_date,
-            finished_at=utcnow(),
-            results=[
-                Result(
-                    "rollout.request",
-                    Status.FAIL,
-                    f"refused before touching any host: {refused or 'the request task failed; see its log'}",
-                    observed=dict(context["params"]),
-                    expected="a valid environment and trigger form",
-                )
-            ],
-            summary={"triggered_by": dag_run.triggering_user_name},
-            title="Rollout",
-            triggered_by=dag_run.triggering_user_name,
-        )
-        return report.write(), "the rollout request was refused before touching any host"
-    request = RolloutRequest.from_dict(raw_request)
-    outcomes = []
-    for stage, task_id, plan_only in [
-        ("preflight", "stage_preflight", False),
-        (PLAN_STAGE, PLAN_TASK_ID, True),
-        *[(stage, f"stage_{stage}", False) for stage in CHANGING_STAGES],
-    ]:
-        stage_run = ti.xcom_pull(task_ids=task_id, key="trigger_run_id")
-        outcomes.append(
-            StageOutcome(
-                stage=stage,
-                task_id=task_id,
-                task_state=states.get(task_id),
-                run_id=stage_run,
-                report=load_stage_report(stage, stage_run),
-                plan_only=plan_only,
-            )
-        )
-    approval = ti.xcom_pull(task_ids=APPROVAL_TASK_ID, key=ANSWER_KEY)
-    asked = _parse_time(ti.xcom_pull(task_ids=APPROVAL_TASK_ID, key="asked_at"))
-    report = build_report(
-        dag_id=dag_id,
-        run_id=run_id,
-        request=request,
-        triggered_by=dag_run.triggering_user_name,
-        started_at=dag_run.start_date,
-        finished_at=utcnow(),
-        outcomes=outcomes,
-        approval=approval,
-        approval_task_state=states.get(APPROVAL_TASK_ID),
-        approval_asked=asked,
-        refused_answers=refused_answers(context),
-    )
-    trail = ti.xcom_pull(task_ids="export_audit_trail") or {}
-    report.summary = {
-        **report.summary,
-        "audit_trail": {key: trail.get(key) for key in ("trail", "records", "head", "published")}
-        if trail
-        else None,
-    }
-    stage_tasks = {outcome.task_id for outcome in outcomes}
-    extra = [r for r in task_outcomes(context) if r.id.removeprefix("task.") not in stage_tasks]
-    report.results = [*report.results, *extra]
-    path = report.write()
-    failed = [r for r in report.results if r.status is Status.FAIL]
-    verdict = "; ".join(f"{r.id}: {r.message}" for r in failed) if failed else None
-    return path, verdict

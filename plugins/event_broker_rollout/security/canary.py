@@ -21,6 +21,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from event_broker_rollout.cluster import clients
+from event_broker_rollout.cluster.credentials import load_credentials, password_for
+from event_broker_rollout.config.components import CANARY_PRINCIPAL, CANARY_TOPIC
+from event_broker_rollout.config.environment import load_environment
+
 RATE_PER_SECOND = 50
 DRAIN_SECONDS = 90
 INTERVAL_SECONDS = 5.0
@@ -161,10 +166,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-file", required=True)
     parser.add_argument("--group", required=True)
     args = parser.parse_args(argv)
-    from event_broker_rollout.cluster import clients
-    from event_broker_rollout.cluster.credentials import load_credentials, password_for
-    from event_broker_rollout.config.components import CANARY_PRINCIPAL, CANARY_TOPIC
-    from event_broker_rollout.config.environment import load_environment
 
     environment = load_environment(args.environment)
     password = password_for(load_credentials(environment), CANARY_PRINCIPAL)
