@@ -24,9 +24,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from event_broker_rollout import paths
+from event_broker_rollout.cluster.clients import flavor_api_url
 from event_broker_rollout.config.catalog import desired_topics, load_avro_schema, load_checked_catalog
 from event_broker_rollout.evidence.results import Status
-from event_broker_rollout.schemas import load_subject_schemas, reconcile, registry_url
+from event_broker_rollout.schemas import load_subject_schemas, reconcile
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +188,7 @@ def services(tmp_path_factory):
         _wait("Apicurio", 120, started[1], registry_log, registry_ready)
         yield Services(
             bootstrap=bootstrap,
-            registry_url=registry_url("apicurio", HOST, registry_port),
+            registry_url=flavor_api_url("apicurio", f"http://{HOST}:{registry_port}"),
             kafka_home=kafka_home,
             pids=tuple(proc.pid for proc in started),
         )

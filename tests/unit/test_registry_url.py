@@ -57,3 +57,8 @@ def test_the_confluent_flavor_has_no_apicurio_path():
     confluent = load_environment("dev")
     assert confluent.schema_registry.flavor == "confluent"
     assert CCOMPAT not in clients.registry_api_url(confluent, "https://sr:8443")
+
+
+def test_the_loopback_tests_url():
+    assert clients.flavor_api_url("apicurio", "http://127.0.0.1:8081") == f"http://127.0.0.1:8081{CCOMPAT}"
+    assert clients.flavor_api_url("confluent", "https://[::1]:8081") == "https://[::1]:8081"

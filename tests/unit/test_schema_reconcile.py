@@ -15,7 +15,7 @@ from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.resources.changes import describe_changes
 from event_broker_rollout.resources.registry import METADATA_IGNORED, METADATA_KEPT, METADATA_REFUSED
 from event_broker_rollout.resources.topics import ObservedTopic
-from event_broker_rollout.schemas import load_subject_schemas, plan_topic, reconcile_schemas, registry_url
+from event_broker_rollout.schemas import load_subject_schemas, plan_topic, reconcile_schemas
 
 SPEC = TopicSpec(
     topic="healthcare.patient.upserted.v1",
@@ -99,11 +99,6 @@ def test_describe_changes_names_fields():
         "changed type of id: string -> long",
         "removed field data.status (string, no default)",
     ]
-
-
-def test_registry_url():
-    assert registry_url("apicurio", "127.0.0.1", 8081) == "http://127.0.0.1:8081/apis/ccompat/v7"
-    assert registry_url("confluent", "::1", 8081, scheme="https") == "https://[::1]:8081"
 
 
 # --- the registry run against an in-memory stand-in ------------------------------------------------

@@ -75,7 +75,12 @@ REGISTRY_API_PATHS = {"apicurio": "/apis/ccompat/v7", "confluent": ""}
 
 def registry_api_url(environment: Environment, base: str) -> str:
     """The URL ``SchemaRegistryClient`` needs, for the environment's registry flavor."""
-    return f"{base}{REGISTRY_API_PATHS[environment.schema_registry.flavor]}"
+    return flavor_api_url(environment.schema_registry.flavor, base)
+
+
+def flavor_api_url(flavor: str, base: str) -> str:
+    """The Confluent-compatible API under a registry's base URL (``http(s)://host:port``)."""
+    return f"{base}{REGISTRY_API_PATHS[flavor]}"
 
 
 def registry_base_url(environment: Environment, phase: str) -> str:

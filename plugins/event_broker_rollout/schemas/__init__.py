@@ -13,7 +13,6 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from event_broker_rollout.cluster.clients import REGISTRY_API_PATHS
 from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics
 from event_broker_rollout.evidence.results import Result
 from event_broker_rollout.resources.registry import SchemaOutcome, SubjectPlan, reconcile_schemas
@@ -34,14 +33,7 @@ __all__ = [
     "reconcile",
     "reconcile_schemas",
     "reconcile_topics",
-    "registry_url",
 ]
-
-
-def registry_url(flavor: str, host: str, port: int, scheme: str = "http") -> str:
-    """The URL ``SchemaRegistryClient`` needs: Apicurio serves the Confluent API under a path."""
-    address = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{address}:{port}{REGISTRY_API_PATHS[flavor]}"
 
 
 @dataclass
