@@ -12,15 +12,16 @@ runs) lands in `reports/event_broker_compliance/<run>/`; the findings also go to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
 from event_broker_rollout.airflow import compliance_report
 from event_broker_rollout.airflow import tasks as dag_support
-from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.compliance import stage
+from event_broker_rollout.evidence.results import Result
 
 DAG_ID = "event_broker_compliance"
 TITLE = "Compliance: HIPAA Security Rule re-verification"
@@ -74,32 +75,18 @@ def event_broker_compliance() -> None:
     def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
         return stage.host(dag_support.environment_from(params), host_name)
 
-    @task(trigger_rule="all_done")
-    def report(
-        listeners: Any, access: Any, cluster: Any, registry: Any, hosts: Any, params: dict[str, Any]
-    ) -> str:
-        results = dag_support.results_from(listeners, access, cluster, registry, hosts)
-        return compliance_report.finish(
-            get_current_context(),
-            DAG_ID,
-            TITLE,
-            dag_support.environment_from(params),
-            results,
-            params["trend_runs"],
-        )
-
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        """Each run's findings as a hash-chained trail, also published to the audit topic."""
-        return export_task_trail(get_current_context(), DAG_ID)
-
     hosts = validate_policy()
     checked = [probe_listeners(), check_access(), check_cluster(), check_registry()]
-    inspected = inspect_host.expand(host_name=hosts)
+    inspect_host.expand(host_name=hosts)
     hosts >> checked
-    trail = export_audit_trail()
-    [*checked, inspected] >> trail
-    trail >> report(*checked, inspected)
+    dag_support.closing_tasks(DAG_ID, TITLE, write_report=write_report)
+
+
+def write_report(context: Mapping[str, Any], results: list[Result]) -> str:
+    """Findings published, the report with its per-check table and trend; a failed blocking check fails the run."""
+    params = context["params"]
+    environment = dag_support.environment_from(params)
+    return compliance_report.finish(context, DAG_ID, TITLE, environment, results, params["trend_runs"])
 
 
 event_broker_compliance()

@@ -8,15 +8,16 @@ the plan (files with diffs, services to start or restart) and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor, ControllerQuorumSensor
-from event_broker_rollout.airflow.trail_export import export_task_trail
+from event_broker_rollout.evidence.results import Result
 from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE, REGISTRY_SERVICE
 from event_broker_rollout.infrastructure import stage
@@ -25,17 +26,6 @@ DAG_ID = "event_broker_infrastructure"
 ENV = "{{ params.environment }}"
 GATE_TIMEOUT = "{{ params.gate_timeout_seconds }}"
 SETTLE = "{{ params.gate_settle_seconds }}"
-REPORTED_TASKS = (
-    "configure",
-    "start_controllers",
-    "gate_controller_quorum",
-    "start_brokers",
-    "gate_brokers_registered",
-    "gate_partitions_healthy",
-    "rolling_restart",
-    "start_registry",
-    "gate_registry_healthy",
-)
 
 
 @dag(
@@ -107,28 +97,6 @@ def event_broker_infrastructure() -> None:
                 results.append(fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
         return results
 
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        return export_task_trail(get_current_context(), DAG_ID)
-
-    @task(trigger_rule="all_done")
-    def report(params: dict[str, Any]) -> str:
-        context = get_current_context()
-        ti = context["ti"]
-        plans = ti.xcom_pull(task_ids="plan") or {}
-        if params["dry_run"]:
-            results = stage.plan_results(plans, dry_run=True)
-        else:  # a run that stopped at its plan shows why (an unreachable host, a refusal)
-            results = stage.blocking_results(plans)
-        results += dag_support.results_from(
-            *(ti.xcom_pull(task_ids=task_id) for task_id in REPORTED_TASKS),
-            *(ti.xcom_pull(task_ids="install", map_indexes=i) for i in range(len(plans))),
-        )
-        summary = stage.summary(plans, results, params["dry_run"])
-        return dag_support.publish_report(
-            context, DAG_ID, "Infrastructure: KRaft cluster and Schema Registry", results, summary
-        )
-
     plans = plan()
     go = proceed(plans)
     host_names = hosts_to_install(plans)
@@ -183,7 +151,16 @@ def event_broker_infrastructure() -> None:
         >> registry
         >> registry_gate
     )
-    [plans, registry_gate] >> export_audit_trail() >> report()
+    dag_support.closing_tasks(DAG_ID, "Infrastructure: KRaft cluster and Schema Registry", conclude)
+
+
+def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
+    """A dry run shows the plan; a run that stopped at its plan shows why (an unreachable host, a refusal)."""
+    plans = context["ti"].xcom_pull(task_ids="plan") or {}
+    dry_run = context["params"]["dry_run"]
+    planned = stage.plan_results(plans, dry_run=True) if dry_run else stage.blocking_results(plans)
+    results = [*planned, *results]
+    return results, stage.summary(plans, results, dry_run)
 
 
 event_broker_infrastructure()

@@ -9,14 +9,14 @@ with the reason, and are counted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 from event_broker_rollout.airflow import tasks as dag_support
-from event_broker_rollout.airflow.trail_export import export_task_trail
-from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.results import Result, report_dir
 from event_broker_rollout.integration import stage
 
 DAG_ID = "event_broker_integration"
@@ -72,23 +72,14 @@ def event_broker_integration() -> None:
             docs,
         )
 
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        return export_task_trail(get_current_context(), DAG_ID)
+    verify_contracts() >> end_to_end()
+    dag_support.closing_tasks(DAG_ID, "Integration: contracts and healthcare events end to end", conclude)
 
-    @task(trigger_rule="all_done")
-    def report(params: dict[str, Any]) -> str:
-        ti = get_current_context()["ti"]
-        flow = ti.xcom_pull(task_ids="end_to_end") or {}
-        results = dag_support.results_from(
-            ti.xcom_pull(task_ids="verify_contracts"), [flow] if flow else None
-        )
-        title = "Integration: contracts and healthcare events end to end"
-        return dag_support.publish_report(
-            get_current_context(), DAG_ID, title, results, flow.get("summary", {})
-        )
 
-    verify_contracts() >> end_to_end() >> export_audit_trail() >> report()
+def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
+    """The end-to-end step's figures (events, latency, quality) are the report's summary."""
+    flow = context["ti"].xcom_pull(task_ids="end_to_end") or {}
+    return results, flow.get("summary", {})
 
 
 event_broker_integration()

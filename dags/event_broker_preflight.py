@@ -8,13 +8,14 @@ so one run shows every problem; the stage fails if any blocking check failed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from event_broker_rollout.airflow import tasks as dag_support
-from event_broker_rollout.airflow.trail_export import export_task_trail
+from event_broker_rollout.evidence.results import Result
 from event_broker_rollout.preflight import stage
 
 DAG_ID = "event_broker_preflight"
@@ -63,41 +64,25 @@ def event_broker_preflight() -> None:
         environment = dag_support.environment_from(params)
         return stage.check_governance(environment, params["knowledge_acknowledged"] or [])
 
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        return export_task_trail(get_current_context(), DAG_ID)
-
-    @task(trigger_rule="all_done")
-    def report(
-        host_results: Any,
-        network_results: Any,
-        security_results: Any,
-        governance_results: Any,
-        params: dict[str, Any],
-    ) -> str:
-        environment = dag_support.environment_from(params)
-        summary = {
-            "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
-            "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
-            "hosts": len(environment.hosts),
-            "knowledge_acknowledged": params["knowledge_acknowledged"] or [],
-        }
-        results = dag_support.results_from(
-            host_results, network_results, security_results, governance_results
-        )
-        return dag_support.publish_report(
-            get_current_context(), DAG_ID, "Preflight: prerequisites", results, summary
-        )
-
     hosts = validate_environment()
     inspections = inspect_host.expand(host_name=hosts)
-    network = inspect_network(inspections)
+    inspect_network(inspections)
     security = check_security()
     governance = check_governance()
     hosts >> [security, governance]
-    trail = export_audit_trail()
-    [inspections, network, security, governance] >> trail
-    trail >> report(inspections, network, security, governance)
+    dag_support.closing_tasks(DAG_ID, "Preflight: prerequisites", conclude)
+
+
+def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
+    params = context["params"]
+    environment = dag_support.environment_from(params)
+    summary = {
+        "sizing_profile": params["sizing_profile"] or environment.sizing_profile,
+        "deployment_mode": params["deployment_mode"] or str(environment.deployment_mode),
+        "hosts": len(environment.hosts),
+        "knowledge_acknowledged": params["knowledge_acknowledged"] or [],
+    }
+    return results, summary
 
 
 event_broker_preflight()

@@ -8,13 +8,14 @@ schema twice registers no new version. `dry_run` shows the plan and changes noth
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from event_broker_rollout.airflow import tasks as dag_support
-from event_broker_rollout.airflow.trail_export import export_task_trail
+from event_broker_rollout.evidence.results import Result
 from event_broker_rollout.schemas import stage
 
 DAG_ID = "event_broker_schemas"
@@ -40,22 +41,12 @@ def event_broker_schemas() -> None:
     def reconcile(params: dict[str, Any]) -> list[dict[str, Any]]:
         return stage.reconcile_environment(dag_support.environment_from(params), dry_run=params["dry_run"])
 
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        return export_task_trail(get_current_context(), DAG_ID)
+    validate_catalog() >> reconcile()
+    dag_support.closing_tasks(DAG_ID, "Schemas: healthcare event catalog", conclude)
 
-    @task(trigger_rule="all_done")
-    def report(params: dict[str, Any]) -> str:
-        ti = get_current_context()["ti"]
-        results = dag_support.results_from(
-            ti.xcom_pull(task_ids="validate_catalog"), ti.xcom_pull(task_ids="reconcile")
-        )
-        summary = stage.summary(results, params["dry_run"])
-        return dag_support.publish_report(
-            get_current_context(), DAG_ID, "Schemas: healthcare event catalog", results, summary
-        )
 
-    validate_catalog() >> reconcile() >> export_audit_trail() >> report()
+def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
+    return results, stage.summary(results, context["params"]["dry_run"])
 
 
 event_broker_schemas()

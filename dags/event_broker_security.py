@@ -8,6 +8,7 @@ the report counts what they sent and read back. The stage ends by probing the cl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor
-from event_broker_rollout.airflow.trail_export import export_task_trail
-from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.evidence.results import Result, report_dir
 from event_broker_rollout.security import stage
 
 DAG_ID = "event_broker_security"
@@ -98,29 +98,7 @@ def event_broker_security() -> None:
     def verify_from_outside(params: dict[str, Any]) -> list[dict[str, Any]]:
         return stage.verify_from_outside(dag_support.environment_from(params))
 
-    @task(trigger_rule="all_done")
-    def export_audit_trail() -> dict[str, Any]:
-        return export_task_trail(get_current_context(), DAG_ID)
-
-    @task(trigger_rule="all_done")
-    def report(params: dict[str, Any]) -> str:
-        context = get_current_context()
-        ti = context["ti"]
-        groups = [ti.xcom_pull(task_ids=f"configure_{target}", key="results") for target in stage.STEPS]
-        groups += [ti.xcom_pull(task_ids=task_id) for task_id in report_tasks]
-        results = dag_support.results_from(*groups)
-        migration = next((r for r in results if r.id == "canary.zero_loss"), None)
-        summary = {
-            "migration": migration.observed if migration else None,
-            "changes": sum(1 for r in results if r.status.value == "changed"),
-            **stage.migration_chart_data(results),
-        }
-        return dag_support.publish_report(
-            context, DAG_ID, "Security: TLS, authentication, authorization", results, summary
-        )
-
     previous = None
-    report_tasks: list[str] = []
     for target in stage.STEPS:
         plans = configure.override(task_id=f"configure_{target}")(target)
         roll = RollingRestartOperator(
@@ -144,12 +122,6 @@ def event_broker_security() -> None:
         if previous is not None:
             previous >> plans
         plans >> roll >> registry >> registry_gate >> committed
-        report_tasks += [
-            f"roll_{target}",
-            f"registry_{target}",
-            f"gate_registry_{target}",
-            f"commit_{target}",
-        ]
         if target == "listeners":
             users = scram_users()
             canary = start_canary()
@@ -165,8 +137,18 @@ def event_broker_security() -> None:
             committed >> stopped >> verified
             committed >> verified  # verify a finished migration only, not one a gate stopped halfway
             previous = verified
-    report_tasks += ["scram_users", "start_canary", "acls_and_quotas", "stop_canary", "verify_from_outside"]
-    previous >> export_audit_trail() >> report()
+    dag_support.closing_tasks(DAG_ID, "Security: TLS, authentication, authorization", conclude)
+
+
+def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
+    """The canary's zero-loss verdict and the migration chart's data are the report's summary."""
+    migration = next((r for r in results if r.id == "canary.zero_loss"), None)
+    summary = {
+        "migration": migration.observed if migration else None,
+        "changes": sum(1 for r in results if r.status.value == "changed"),
+        **stage.migration_chart_data(results),
+    }
+    return results, summary
 
 
 event_broker_security()

@@ -1,4 +1,5 @@
-"""What every stage DAG shares: the trigger-form params, loading the environment, writing the report.
+"""What every stage DAG shares: the trigger-form params, loading the environment, and the run's closing
+tasks (the audit trail's export, then the report from the evidence of every other task).
 
 Nothing here reads a connection or variable at import time: DAG files must parse without them.
 """
@@ -6,9 +7,14 @@ Nothing here reads a connection or variable at import time: DAG files must parse
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow.sdk import Param, get_current_context, task
+from airflow.sdk.definitions.xcom_arg import PlainXComArg
+from airflow.sdk.exceptions import AirflowFailException
+
+from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.config.environment import (
     Environment,
     available_environments,
@@ -73,8 +79,6 @@ DEFAULT_ARGS: dict[str, Any] = {"owner": "platform", "retries": 0, "on_failure_c
 
 
 def environment_param() -> Any:
-    from airflow.sdk import Param
-
     names = available_environments()
     return Param(
         "lab" if "lab" in names else names[0],
@@ -86,8 +90,6 @@ def environment_param() -> Any:
 
 
 def dry_run_param() -> Any:
-    from airflow.sdk import Param
-
     return Param(
         False,
         type="boolean",
@@ -97,8 +99,6 @@ def dry_run_param() -> Any:
 
 
 def sizing_profile_param() -> Any:
-    from airflow.sdk import Param
-
     profiles = sorted(load_sizing_profiles())
     return Param(
         None,
@@ -110,8 +110,6 @@ def sizing_profile_param() -> Any:
 
 
 def deployment_mode_param() -> Any:
-    from airflow.sdk import Param
-
     return Param(
         None,
         type=["null", "string"],
@@ -122,8 +120,6 @@ def deployment_mode_param() -> Any:
 
 
 def knowledge_param() -> Any:
-    from airflow.sdk import Param
-
     # A nullable array with examples: the trigger form shows a multi-select that may stay empty.
     return Param(
         None,
@@ -141,20 +137,6 @@ def environment_from(params: Mapping[str, Any]) -> Environment:
     """The run's environment after the same full validation as ``make validate`` (every file it
     references), so no task of any stage acts on a config that validation would refuse."""
     return validated_environment(str(params["environment"]))
-
-
-def results_from(*groups: Iterable[Mapping[str, Any]] | None) -> list[Result]:
-    """Results from XCom: each group a list of result dicts, or of dicts that carry ``results``."""
-    results: list[Result] = []
-    for group in groups:
-        for item in group or []:
-            if item is None:
-                continue
-            if "results" in item:
-                results += [Result.from_dict(r) for r in item["results"]]
-            else:
-                results.append(Result.from_dict(item))
-    return results
 
 
 def task_outcomes(context: Any) -> list[Result]:
@@ -206,10 +188,85 @@ def publish_report(
 
 def finish(report: StageReport) -> str:
     """The stage's verdict: fail the task (and so the run) when any blocking check failed."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     failed = [r for r in report.results if r.status is Status.FAIL]
     if failed:
         listing = "; ".join(f"{r.id}@{r.host or 'cluster'}: {r.message}" for r in failed[:20])
         raise AirflowFailException(f"{len(failed)} blocking check(s) failed: {listing}")
     return str(report.write_path)
+
+
+EXPORT_TASK_ID = "export_audit_trail"
+REPORT_TASK_ID = "report"
+# A step may push its evidence under this key when its return value feeds downstream tasks instead.
+EVIDENCE_KEY = "results"
+
+# What a DAG adds to its report: (the run's context, every task's results) -> (results, summary).
+Conclude = Callable[[Mapping[str, Any], list[Result]], tuple[list[Result], Mapping[str, Any]]]
+# A DAG whose report is more than results and a summary writes it itself and returns its path.
+WriteReport = Callable[[Mapping[str, Any], list[Result]], str]
+
+
+def _is_result(value: Any) -> bool:
+    return isinstance(value, Mapping) and "id" in value and "status" in value
+
+
+def evidence_in(value: Any) -> list[Result]:
+    """The results a task's XCom holds: a list of result dicts, one result, or a dict carrying
+    ``results``; anything else (a plan, host names) is data for other tasks, not evidence."""
+    if isinstance(value, Mapping) and isinstance(value.get("results"), list):
+        return [Result.from_dict(r) for r in value["results"]]
+    if _is_result(value):
+        return [Result.from_dict(value)]
+    if isinstance(value, list) and value and all(_is_result(item) for item in value):
+        return [Result.from_dict(item) for item in value]
+    return []
+
+
+def run_evidence(context: Mapping[str, Any], excluded: Iterable[str]) -> list[Result]:
+    """Every result of every task of the run but ``excluded``, in the DAG's task order: a task's
+    ``results`` XCom when it pushed one, else its return value (every map index of a mapped task)."""
+    ti = context["ti"]
+    skip = set(excluded)
+    results: list[Result] = []
+    for task_id in context["dag"].task_ids:
+        if task_id in skip:
+            continue
+        pushed = [v for v in ti.xcom_pull(task_ids=[task_id], key=EVIDENCE_KEY) if v is not None]
+        for value in pushed or ti.xcom_pull(task_ids=[task_id]):
+            results += evidence_in(value)
+    return results
+
+
+def closing_tasks(
+    dag_id: str, title: str, conclude: Conclude | None = None, write_report: WriteReport | None = None
+) -> None:
+    """The run's last two tasks, after every other task whatever its outcome: export the audit trail,
+    then the report from the evidence of every other task of the run (no task list to keep in step).
+    Call it last in the DAG function: it wires itself after the DAG's current leaves."""
+
+    @task(task_id=EXPORT_TASK_ID, trigger_rule="all_done")
+    def export_audit_trail() -> dict[str, Any]:
+        return export_task_trail(get_current_context(), dag_id)
+
+    @task(task_id=REPORT_TASK_ID, trigger_rule="all_done")
+    def report() -> str:
+        context = get_current_context()
+        results = run_evidence(context, excluded=(EXPORT_TASK_ID, REPORT_TASK_ID))
+        if write_report is not None:
+            return write_report(context, results)
+        summary: Mapping[str, Any] = {}
+        if conclude is not None:
+            results, summary = conclude(context, results)
+        return publish_report(context, dag_id, title, results, summary)
+
+    trail, written = export_audit_trail(), report()
+    # @task calls inside a DAG function: plain XComArgs whose operators belong to that DAG
+    assert isinstance(trail, PlainXComArg) and isinstance(written, PlainXComArg)
+    exporter = trail.operator
+    assert exporter.dag is not None
+    leaves = [
+        t for t in exporter.dag.tasks if not t.downstream_list and t not in (exporter, written.operator)
+    ]
+    for leaf in leaves:
+        leaf >> exporter
+    exporter >> written.operator
