@@ -23,7 +23,7 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 # Plain code under test reads its SSH and Kafka connections through the orchestrator, as in a task.
-import event_broker_rollout.airflow  # noqa: E402, F401
+import event_broker_rollout.airflow.runtime  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_STATE = Path(os.environ.get("LAB_STATE", "/var/lib/event-broker-lab"))

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import event_broker_rollout.airflow  # noqa: F401  (Airflow as the orchestrator: the signing key's connection)
+import event_broker_rollout.airflow.runtime  # noqa: F401  (Airflow as the orchestrator: the signing key's connection)
 from event_broker_rollout import paths
 from event_broker_rollout.airflow.rest import AirflowApi, AirflowApiError
 from event_broker_rollout.config.environment import load_environment

@@ -1,9 +1,7 @@
 """The Airflow layer: hooks, operators, sensors, triggers and task factories over the plain layers.
 
-Importing any module of it installs Airflow as the plain layers' orchestrator (connections, Variables,
-secret masking, task identity), so DAG files, the triggerer and the dev tools never run without it.
+Its task-facing modules import ``runtime``, which installs Airflow as the plain layers' orchestrator
+(connections, Variables, secret masking, task identity): DAG files, the triggerer and the tests get it by
+importing them. The REST client (``rest``) imports no Airflow, so the dev tools can use it before they
+point Airflow at its home.
 """
-
-from event_broker_rollout.airflow import runtime
-
-runtime.install()

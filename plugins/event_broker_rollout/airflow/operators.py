@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.sensors import fail_gate, gate_result, resolve_phase
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster import clients, health

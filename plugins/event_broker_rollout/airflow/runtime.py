@@ -70,5 +70,5 @@ class AirflowOrchestrator:
         return Path(conf.get("logging", "base_log_folder"))
 
 
-def install() -> None:
-    orchestrator.install(AirflowOrchestrator())
+# Importing this module is what installs Airflow: the task-facing modules of this layer import it.
+orchestrator.install(AirflowOrchestrator())

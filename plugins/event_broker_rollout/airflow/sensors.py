@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment

@@ -14,6 +14,7 @@ from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.definitions.xcom_arg import PlainXComArg
 from airflow.sdk.exceptions import AirflowFailException
 
+from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.trail_export import export_task_trail
 from event_broker_rollout.config.environment import (
     Environment,

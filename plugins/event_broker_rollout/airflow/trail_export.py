@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from event_broker_rollout import orchestrator
+from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.trail import (
