@@ -38,12 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from event_broker_rollout.rollout.controller import STAGES
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 LAB_STATE = Path(os.environ.get("LAB_STATE", "/var/lib/event-broker-lab"))
 LAB_SH = REPO / "lab" / "lab.sh"
 PYTHON = sys.executable
-STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 KAFKA_HOSTS = ("10.77.0.11", "10.77.0.12", "10.77.0.13")
 REGISTRY_HOST = "10.77.0.11"
 SERVICE = "/opt/event-broker/bin/ebr-service"

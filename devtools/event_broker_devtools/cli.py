@@ -28,8 +28,8 @@ from event_broker_rollout.config.environment import available_environments, envi
 from event_broker_rollout.config.types import printable
 from event_broker_rollout.config.validation import validate_environment
 from event_broker_rollout.evidence.results import report_dir
+from event_broker_rollout.rollout.controller import STAGES
 
-STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 # DAGs that `stage` runs besides the rollout stages: the scheduled compliance re-verification.
 RUNNABLE = (*STAGES, "compliance")
 # standalone: `airflow standalone` on SQLite; celery: PostgreSQL, Redis and two Celery workers.

@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import requests
 
+from event_broker_rollout.rollout.controller import STAGES
+
 API_PAGE = 100  # the API's default maximum page size
 TERMINAL_RUN_STATES = {"success", "failed"}
 # Airflow 3.3.2 fails a human-in-the-loop task answered within about a second of asking: the answer
@@ -28,13 +30,7 @@ ANSWER_NOT_BEFORE_SECONDS = 15.0
 # a refused answer keeps its first created_at, and the resumed task its first start_date.
 LAST_ASKED_XCOM_KEY = "last_asked_at"
 # The controller and the stage DAGs it triggers: a rollout can start once all of them are parsed.
-ROLLOUT_DAGS = (
-    "event_broker_rollout",
-    *(
-        f"event_broker_{stage}"
-        for stage in ("preflight", "infrastructure", "security", "schemas", "integration")
-    ),
-)
+ROLLOUT_DAGS = ("event_broker_rollout", *(f"event_broker_{stage}" for stage in STAGES))
 
 
 def seconds_before_answering(asked_at: datetime, now: datetime) -> float:

@@ -14,9 +14,11 @@ from typing import Any
 
 from event_broker_rollout.config.environment import Environment
 
+# The guide's sections in rollout order: the one list of stages (the CLI, the REST client's readiness
+# check and the bench read it here).
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration")
 # Stages that change hosts or the cluster: under change control they wait for an approval.
-CHANGING_STAGES = ("infrastructure", "security", "schemas", "integration")
+CHANGING_STAGES = STAGES[1:]
 # Stages whose DAG has a dry-run mode (plan only). The others would change the cluster even when asked
 # for a plan, so a dry-run rollout skips them and says so.
 DRY_RUN_STAGES = ("preflight", "infrastructure", "schemas")
