@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from event_broker_rollout.evidence.runs import child_run_id
 from event_broker_rollout.rollout.controller import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -640,7 +641,7 @@ def bench_gate_slots(context: dict[str, Any]) -> Figure:
 
     logs = airflow_server.settings().task_logs
     folders = [logs / "dag_id=event_broker_rollout" / f"run_id={run_id}"] + [
-        logs / f"dag_id=event_broker_{stage}" / f"run_id=rollout__{run_id}" for stage in STAGES
+        logs / f"dag_id=event_broker_{stage}" / f"run_id={child_run_id(run_id, False)}" for stage in STAGES
     ]
     tasks: list[dict[str, Any]] = []
     for folder in folders:
@@ -718,7 +719,7 @@ def bench_latency(context: dict[str, Any]) -> Figure:
     figure = Figure("latency", "End-to-end event latency p50 (p99 in details)", "ms")
     reports = REPO / "reports" / "event_broker_integration"
     run_ids = context.get("rollout_run_ids") or []
-    candidates = [reports / f"rollout__{run_id}" / "report.json" for run_id in run_ids]
+    candidates = [reports / child_run_id(run_id, False) / "report.json" for run_id in run_ids]
     candidates = [path for path in candidates if path.is_file()] or [reports / "latest" / "report.json"]
     p50, p99, sources = [], [], []
     for path in candidates:

@@ -8,6 +8,7 @@ import pytest
 
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence.results import Status
+from event_broker_rollout.evidence.runs import child_run_id, is_child_run_id
 from event_broker_rollout.rollout import controller as rollout
 from event_broker_rollout.rollout import report as rollout_report
 from event_broker_rollout.rollout.controller import (
@@ -318,3 +319,11 @@ def test_answers_that_did_not_count_are_warnings_in_the_report(gated_request):
     assert result.id == "rollout.approval.refused[1]" and result.status is Status.WARN
     assert result.observed == {"by": "admin", "at": "t", "chosen": "Approve"}
     assert "Approve by admin at t did not count: admin triggered this rollout" in result.message
+
+
+def test_a_rollouts_stage_runs_are_named_after_it_and_recognised_as_such():
+    controller = "manual__2026-12-03T17:09:09.052094+00:00"
+    assert child_run_id(controller, plan_only=False) == f"rollout__{controller}"
+    assert child_run_id(controller, plan_only=True) == f"plan__{controller}"
+    assert is_child_run_id(child_run_id(controller, plan_only=True))
+    assert not is_child_run_id(controller)

@@ -21,6 +21,7 @@ from event_broker_rollout.airflow.rest import LAST_ASKED_XCOM_KEY
 from event_broker_rollout.airflow.tasks import task_outcomes
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, StageReport, Status, utcnow
+from event_broker_rollout.evidence.runs import child_run_id
 from event_broker_rollout.rollout import controller as rollout
 from event_broker_rollout.rollout.controller import CHANGING_STAGES, PLAN_STAGE, RolloutRequest
 from event_broker_rollout.rollout.report import StageOutcome, build_report, load_stage_report, parse_time
@@ -35,11 +36,6 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 def rollout_request(context: Context) -> rollout.RolloutRequest:
     return rollout.RolloutRequest.from_dict(context["ti"].xcom_pull(task_ids=REQUEST_TASK_ID))
-
-
-def child_run_id(controller_run_id: str, plan_only: bool) -> str:
-    """Stage runs are named after the rollout, so the UI, reports and audit trail tie them together."""
-    return f"{'plan' if plan_only else 'rollout'}__{controller_run_id}"
 
 
 class StageRunOperator(TriggerDagRunOperator):

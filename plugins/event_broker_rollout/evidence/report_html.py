@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from event_broker_rollout.evidence import report_charts
+from event_broker_rollout.evidence.runs import is_child_run_id
 
 STATUS_COLOURS = {
     "pass": "#1a7f37",
@@ -345,7 +346,7 @@ def _approval(data: Mapping[str, Any]) -> str:
     approval = next((r for r in data.get("results", []) if r.get("id") == "rollout.approval"), None)
     if approval is not None:
         return _status_html(approval) + " " + html.escape(str(approval.get("message") or ""))
-    if str(data.get("run_id", "")).startswith(("rollout__", "plan__")):
+    if is_child_run_id(str(data.get("run_id", ""))):
         return "given in the rollout this run is part of"
     return "not asked: the stage was run directly, not through a rollout"
 
