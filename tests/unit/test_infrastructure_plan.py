@@ -431,3 +431,24 @@ def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(la
     )
     assert blocking.observed == "cluster.id=SomeOtherClusterId0000"
     assert fleet.planned_hosts({"lab2": plans["lab2"]})["lab2"].problems == []
+
+
+def test_the_restart_safety_policy_names_what_makes_a_restart_unsafe(lab, monkeypatch):
+    from event_broker_rollout.cluster import clients
+    from event_broker_rollout.hosts import restarts
+
+    monkeypatch.setattr(clients, "admin_config", lambda environment, phase: {"bootstrap.servers": "b:9092"})
+    monkeypatch.setattr(health, "admin_client", lambda config: object())
+    monkeypatch.setattr(health, "silent_brokers", lambda servers, skip: ["10.77.0.12:9092"])
+    monkeypatch.setattr(health, "restart_blockers", lambda admin, node, min_isr: [])
+    assert (
+        restarts.restart_refusal(lab, "plaintext", "lab1")
+        == "another broker does not answer: lab2 (10.77.0.12:9092)"
+    )
+    monkeypatch.setattr(health, "silent_brokers", lambda servers, skip: [])
+    monkeypatch.setattr(health, "restart_blockers", lambda admin, node, min_isr: ["healthcare.x-0"])
+    assert restarts.restart_refusal(lab, "plaintext", "lab1") == (
+        "it would take partitions below min.insync.replicas: healthcare.x-0"
+    )
+    monkeypatch.setattr(health, "restart_blockers", lambda admin, node, min_isr: [])
+    assert restarts.restart_refusal(lab, "plaintext", "lab1") is None

@@ -1,7 +1,7 @@
 """Rolling restart: one Kafka node at a time, each followed by the health gates, deferring in between.
 
-Before each restart the operator refuses to go on if another broker does not answer, or if the restart
-would take any partition below min.insync.replicas (Strimzi's rule); after each restart it defers to
+Before each restart the operator asks the safety policy (``hosts.restarts``: every other broker answers,
+no partition would drop below min.insync.replicas) and refuses to go on otherwise; after each restart it defers to
 the brokers and partitions triggers, so no worker slot is held while the node rejoins. A failed gate
 stops the roll: the next node is never touched.
 """
@@ -18,12 +18,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.sensors import fail_gate, gate_result, resolve_phase
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
-from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE
 from event_broker_rollout.hosts.fleet import restart_service, rolling_restart_queue
+from event_broker_rollout.hosts.restarts import restart_refusal
 
 
 class RollingRestartOperator(BaseOperator):
@@ -69,23 +69,9 @@ class RollingRestartOperator(BaseOperator):
 
         environment = validated_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]
-        host = environment.host(host_name)
-        config = clients.admin_config(environment, self._phase(environment))
-        silent = health.silent_brokers(config["bootstrap.servers"], str(host.address))
-        if silent:
-            names = {str(h.address): h.name for h in environment.hosts}
-            who = [f"{names.get(health.server_address(server), server)} ({server})" for server in silent]
-            self._refuse(context, done, host_name, f"another broker does not answer: {', '.join(who)}")
-        blockers = health.restart_blockers(
-            health.admin_client(config), environment.node_id(host), environment.kafka.min_insync_replicas
-        )
-        if blockers:
-            self._refuse(
-                context,
-                done,
-                host_name,
-                f"it would take partitions below min.insync.replicas: {', '.join(blockers[:10])}",
-            )
+        refusal = restart_refusal(environment, self._phase(environment), host_name)
+        if refusal is not None:
+            self._refuse(context, done, host_name, refusal)
         done = [*done, restart_service(environment, self._plans(context), host_name, KAFKA_SERVICE)]
         self.defer(
             trigger=ClusterHealthTrigger(
