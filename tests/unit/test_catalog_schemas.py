@@ -20,6 +20,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import CatalogConfigError
 from event_broker_rollout.config.catalog import (
     MS_PER_DAY,
     check_catalog,
@@ -30,7 +31,6 @@ from event_broker_rollout.config.catalog import (
     load_policies,
     validate_catalog,
 )
-from event_broker_rollout.config.environment import EnvironmentConfigError
 from event_broker_rollout.integration.synthetic import fhir_json, generate
 from event_broker_rollout.schemas import KEY_SCHEMA, load_subject_schemas
 
@@ -205,7 +205,7 @@ def test_check_catalog_raises_with_every_path(tmp_path, catalog, policies):
     raw["operational_topics"][2]["retention_days"] = 30
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(EnvironmentConfigError) as caught:
+    with pytest.raises(CatalogConfigError) as caught:
         load_checked_catalog(path)
     text = str(caught.value)
     assert "events[0].retention_days" in text and "operational_topics[2].retention_days" in text

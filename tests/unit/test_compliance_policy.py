@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import PolicyConfigError
 from event_broker_rollout.config.catalog import load_catalog, load_policies
-from event_broker_rollout.config.environment import EnvironmentConfigError
 from event_broker_rollout.config.policy import (
     CHECK_IDS,
     POLICY_FILE,
@@ -81,7 +81,7 @@ def test_broken_policy_reports_every_mistake_with_its_yaml_path(raw, catalog, po
     broken["durability"]["min_insync_replicas"] = 3
     broken["audit_topic"]["catalog_entry"] = "rollout-trail"
     broken["host_files"][0]["max_mode"] = "600"
-    with pytest.raises(EnvironmentConfigError) as caught:
+    with pytest.raises(PolicyConfigError) as caught:
         parse_policy(broken, "compliance.yaml", catalog, policies)
     found = {problem.path for problem in caught.value.problems}
     assert {
@@ -107,7 +107,7 @@ def test_broken_policy_reports_every_mistake_with_its_yaml_path(raw, catalog, po
 
 
 def test_a_policy_that_is_not_a_mapping_is_refused(catalog, policies):
-    with pytest.raises(EnvironmentConfigError, match="expected a mapping"):
+    with pytest.raises(PolicyConfigError, match="expected a mapping"):
         parse_policy(["not", "a", "mapping"], "compliance.yaml", catalog, policies)
 
 

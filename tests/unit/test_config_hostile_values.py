@@ -25,11 +25,11 @@ from pydantic import BaseModel
 from event_broker_devtools.cli import main as cli_main
 from event_broker_rollout import paths
 from event_broker_rollout.config import environment as envmod
+from event_broker_rollout.config.base import EnvironmentConfigError, PolicyConfigError
 from event_broker_rollout.config.catalog import Catalog, Policies, load_catalog, load_policies
 from event_broker_rollout.config.components import Components
 from event_broker_rollout.config.environment import (
     Environment,
-    EnvironmentConfigError,
     SizingProfile,
     SizingProfiles,
     environment_file,
@@ -180,7 +180,7 @@ def _model_refusals(model: type[BaseModel]) -> Callable[[Any, Path], tuple[set[s
 def _policy_refusals(raw: Any, _tmp_path: Path) -> tuple[set[str], list[str]]:
     try:
         parse_policy(raw, POLICY_FILE, *_catalog_and_policies())
-    except EnvironmentConfigError as error:
+    except PolicyConfigError as error:
         return {p.path for p in error.problems}, [str(p) for p in error.problems]
     return set(), []
 

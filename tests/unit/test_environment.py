@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from event_broker_rollout.config import environment as envmod
-from event_broker_rollout.config.environment import EnvironmentConfigError, parse_environment
+from event_broker_rollout.config.base import EnvironmentConfigError
+from event_broker_rollout.config.environment import parse_environment
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,25 @@ def test_approvers_need_change_control_and_at_least_one_user_or_role(lab_raw, pr
         parse_environment({**gated, "approvers": {"users": ["ad min"]}}, "x.yaml", profiles)
     environment = parse_environment({**gated, "approvers": {"roles": ["admin"]}}, "x.yaml", profiles)
     assert environment.approvers is not None and environment.approvers.roles == ["admin"]
+
+
+def test_each_config_file_kind_fails_with_an_error_named_for_it(tmp_path):
+    from event_broker_rollout.config import base
+    from event_broker_rollout.config.catalog import load_catalog, load_policies
+    from event_broker_rollout.config.components import load_components
+    from event_broker_rollout.config.environment import load_environment
+    from event_broker_rollout.config.policy import load_policy
+
+    unknown_key = tmp_path / "typo.yaml"
+    unknown_key.write_text("surprise: 1\n")
+    loaders = {
+        base.EnvironmentConfigError: lambda: load_environment(str(unknown_key)),
+        base.CatalogConfigError: lambda: load_catalog(unknown_key),
+        base.ComponentsConfigError: lambda: load_components(unknown_key),
+        base.PolicyConfigError: lambda: load_policy(load_catalog(), load_policies(), unknown_key),
+    }
+    for error_type, load in loaders.items():
+        with pytest.raises(error_type) as caught:
+            load()
+        assert isinstance(caught.value, base.ConfigError)
+        assert str(unknown_key) in str(caught.value), error_type.__name__

@@ -35,7 +35,7 @@ COMPLIANCE_PRINCIPAL = "compliance"
 
 @dataclass(frozen=True)
 class Setting:
-    """What every step needs, loaded and validated (``EnvironmentConfigError`` names YAML paths)."""
+    """What every step needs, loaded and validated (a ``ConfigError`` names the file and YAML paths)."""
 
     environment: Environment
     catalog: Catalog

@@ -19,10 +19,11 @@ from typing import Any, Literal
 import fastavro
 import yaml
 from fastavro.schema import SchemaParseException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from event_broker_rollout import paths
-from event_broker_rollout.config.environment import ConfigProblem, EnvironmentConfigError, model_problems
+from event_broker_rollout.config.base import CatalogConfigError, ConfigProblem, Strict
+from event_broker_rollout.config.environment import model_problems
 from event_broker_rollout.config.types import FreeText, Identifier, ProjectPath, TopicName
 
 Compatibility = Literal[
@@ -32,10 +33,6 @@ CleanupPolicy = Literal["delete", "compact"]
 
 MS_PER_DAY = 86_400_000
 _HL7_TRIGGER = re.compile(r"^A\d\d$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TopicDefaults(Strict):
@@ -354,10 +351,10 @@ def validate_catalog(catalog: Catalog, policies: Policies) -> list[ConfigProblem
 
 
 def check_catalog(catalog: Catalog, policies: Policies, source: str = "config/catalog.yaml") -> None:
-    """Raise ``EnvironmentConfigError`` naming every problem's YAML path; return quietly when valid."""
+    """Raise ``CatalogConfigError`` naming every problem's YAML path; return quietly when valid."""
     problems = validate_catalog(catalog, policies)
     if problems:
-        raise EnvironmentConfigError(source, problems)
+        raise CatalogConfigError(source, problems)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -367,10 +364,10 @@ def _load(path: Path, model: type[BaseModel]) -> BaseModel:
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise EnvironmentConfigError(str(path), [ConfigProblem(path="", message=str(error))]) from None
+        raise CatalogConfigError(str(path), [ConfigProblem(path="", message=str(error))]) from None
     loaded, problems = model_problems(model, raw)
     if loaded is None or problems:
-        raise EnvironmentConfigError(str(path), problems)
+        raise CatalogConfigError(str(path), problems)
     return loaded
 
 
@@ -389,7 +386,7 @@ def load_policies(path: str | Path = "config/policies.yaml") -> Policies:
 def load_checked_catalog(
     catalog_path: str | Path = "config/catalog.yaml", policies_path: str | Path = "config/policies.yaml"
 ) -> tuple[Catalog, Policies]:
-    """Both files loaded, the catalog validated against the policies (``EnvironmentConfigError`` if not)."""
+    """Both files loaded, the catalog validated against the policies (``CatalogConfigError`` if not)."""
     catalog = load_catalog(catalog_path)
     policies = load_policies(policies_path)
     check_catalog(catalog, policies, source=str(paths.resolve_project_path(catalog_path)))

@@ -6,25 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import ComponentsConfigError, ConfigProblem, Strict
 from event_broker_rollout.config.catalog import Catalog, Policies, load_catalog, load_policies
-from event_broker_rollout.config.environment import (
-    ConfigProblem,
-    Environment,
-    EnvironmentConfigError,
-    model_problems,
-)
+from event_broker_rollout.config.environment import Environment, model_problems
 from event_broker_rollout.config.types import FreeText, Identifier, Principal, TopicName
 
 CANARY_PRINCIPAL = "canary"
 PROBE_PRINCIPAL = "ebr-probe"
 CANARY_TOPIC = "ops.rollout.canary.v1"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Quotas(Strict):
@@ -64,10 +56,10 @@ def load_components(path: str | Path = "config/components.yaml") -> Components:
     try:
         raw = yaml.safe_load(source.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise EnvironmentConfigError(str(source), [ConfigProblem(path="", message=str(error))]) from None
+        raise ComponentsConfigError(str(source), [ConfigProblem(path="", message=str(error))]) from None
     loaded, problems = model_problems(Components, raw)
     if loaded is None or problems:
-        raise EnvironmentConfigError(str(source), problems)
+        raise ComponentsConfigError(str(source), problems)
     return loaded
 
 
@@ -123,7 +115,7 @@ def validated_components(path: str, catalog: Catalog, policies: Policies) -> Com
     components = load_components(path)
     problems = contract_problems(components, catalog, policies)
     if problems:
-        raise EnvironmentConfigError(str(paths.resolve_project_path(path)), problems)
+        raise ComponentsConfigError(str(paths.resolve_project_path(path)), problems)
     return components
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import ConfigProblem, EnvironmentConfigError, Strict
 from event_broker_rollout.config.types import (
     IDENTIFIER,
     AbsolutePath,
@@ -42,27 +43,6 @@ ROLES = ("controller", "broker", "schema_registry")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class ConfigProblem(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path or '<root>'}: {self.message}"
-
-
-class EnvironmentConfigError(ValueError):
-    """Raised with every problem of an environment file; the message names each YAML path."""
-
-    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {problem}" for problem in problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: {len(problems)} {noun}\n{lines}")
-
-
 LAB_STATE_PLACEHOLDER = "${LAB_STATE}"
 
 
@@ -80,10 +60,6 @@ def expand_lab_state(value: Any) -> Any:
 # A folder or file on the Airflow side that may live in the lab's state folder: checked as an absolute
 # path once the placeholder is expanded.
 ControllerPath = Annotated[AbsolutePath, BeforeValidator(expand_lab_state)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DeploymentMode(StrEnum):

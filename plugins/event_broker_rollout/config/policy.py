@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import ConfigProblem, PolicyConfigError, Strict
 from event_broker_rollout.config.catalog import Catalog, Policies
-from event_broker_rollout.config.environment import (
-    ConfigProblem,
-    EnvironmentConfigError,
-    beyond,
-    model_problems,
-)
+from event_broker_rollout.config.environment import beyond, model_problems
 from event_broker_rollout.config.types import (
     AbsolutePath,
     FileMode,
@@ -73,10 +69,6 @@ CHECK_IDS = (
     "compliance.host.no-passwords-in-config",
     "compliance.host.airflow-secrets",
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Certificates(Strict):
@@ -268,11 +260,11 @@ def cross_field_problems(raw: Mapping[str, Any], catalog: Catalog, policies: Pol
 
 def parse_policy(raw: Any, source: str, catalog: Catalog, policies: Policies) -> CompliancePolicy:
     if not isinstance(raw, Mapping):
-        raise EnvironmentConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
+        raise PolicyConfigError(source, [ConfigProblem(path="", message="expected a mapping")])
     policy, problems = model_problems(CompliancePolicy, raw)
     problems.extend(beyond(problems, cross_field_problems(raw, catalog, policies)))
     if problems or policy is None:
-        raise EnvironmentConfigError(source, problems)
+        raise PolicyConfigError(source, problems)
     return policy
 
 
@@ -281,7 +273,7 @@ def load_policy(catalog: Catalog, policies: Policies, path: str | Path = POLICY_
     try:
         raw = yaml.safe_load(source.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise EnvironmentConfigError(str(source), [ConfigProblem(path="", message=str(error))]) from None
+        raise PolicyConfigError(str(source), [ConfigProblem(path="", message=str(error))]) from None
     return parse_policy(raw, str(source), catalog, policies)
 
 

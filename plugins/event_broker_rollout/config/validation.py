@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from event_broker_rollout import paths
+from event_broker_rollout.config.base import ConfigError, ConfigProblem, EnvironmentConfigError
 from event_broker_rollout.config.catalog import (
     Catalog,
     Policies,
@@ -25,13 +26,7 @@ from event_broker_rollout.config.catalog import (
     validate_catalog,
 )
 from event_broker_rollout.config.components import Components, contract_problems, load_components
-from event_broker_rollout.config.environment import (
-    ConfigProblem,
-    Environment,
-    EnvironmentConfigError,
-    environment_file,
-    load_environment,
-)
+from event_broker_rollout.config.environment import Environment, environment_file, load_environment
 from event_broker_rollout.config.policy import POLICY_FILE, load_policy
 from event_broker_rollout.hosts.listeners import NODE_PRINCIPAL_PREFIX
 from event_broker_rollout.hosts.tls import CA_CERT
@@ -73,7 +68,7 @@ class Validation:
         name = display_name(source)
         self.problems += [FileProblem(file=name, path=p.path, message=p.message) for p in problems]
 
-    def add_error(self, error: EnvironmentConfigError) -> None:
+    def add_error(self, error: ConfigError) -> None:
         self.add(error.source, error.problems)
 
 
@@ -268,7 +263,7 @@ def validate_environment(name_or_path: str) -> Validation:
     env_file = display_name(source)
     try:
         environment = load_environment(name_or_path)
-    except EnvironmentConfigError as error:
+    except ConfigError as error:
         validation = Validation(environment=None)
         validation.add_error(error)
         return validation
@@ -282,7 +277,7 @@ def validate_environment(name_or_path: str) -> Validation:
         validation.files.append(display_name(paths.resolve_project_path(reference)))
         try:
             loaded = loader(reference)
-        except EnvironmentConfigError as error:
+        except ConfigError as error:
             validation.add_error(error)
             continue
         if isinstance(loaded, Catalog):
@@ -296,7 +291,7 @@ def validate_environment(name_or_path: str) -> Validation:
     validation.files.append(display_name(paths.resolve_project_path(POLICY_FILE)))
     try:
         load_policy(catalog, policies)
-    except EnvironmentConfigError as error:
+    except ConfigError as error:
         validation.add_error(error)
 
     if environment.security is None:
@@ -306,7 +301,7 @@ def validate_environment(name_or_path: str) -> Validation:
     validation.files.append(comp_file)
     try:
         components = load_components(environment.security.components)
-    except EnvironmentConfigError as error:
+    except ConfigError as error:
         validation.add_error(error)
         return validation
     validation.add(components_source, contract_problems(components, catalog, policies))
