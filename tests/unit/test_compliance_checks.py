@@ -8,7 +8,14 @@ from dataclasses import replace
 
 import pytest
 
-from event_broker_rollout.compliance import checks
+from event_broker_rollout.compliance import (
+    checks_access,
+    checks_audit,
+    checks_hosts,
+    checks_integrity,
+    checks_registry,
+    checks_transmission,
+)
 from event_broker_rollout.compliance.facts import (
     AclEntry,
     Acls,
@@ -142,24 +149,24 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
     )
     files = applicable_files(policy, ["controller", "broker"], "apicurio")
     results = [
-        *checks.only_tls_listeners(policy, [broker()]),
-        *checks.plaintext_refused(
+        *checks_transmission.only_tls_listeners(policy, [broker()]),
+        *checks_transmission.plaintext_refused(
             policy, [tls_endpoint(), tls_endpoint(9092, "FORMER_CLIENT", "none", plaintext_answer=None)]
         ),
-        *checks.protocol_versions(policy, [tls_endpoint()]),
-        *checks.certificates(policy, [tls_endpoint()]),
-        *checks.auth_required(policy, Authentication(None, "_TIMED_OUT", "_AUTHENTICATION")),
-        *checks.scram_users_approved(policy, ScramUsers(tuple(sorted(approved))), approved),
-        *checks.authorizer_enabled(policy, [broker()]),
-        *checks.deny_by_default(policy, host),
-        *checks.super_users(policy, host, ["User:node-lab1", "User:admin"]),
-        *checks.node_principals(policy, host, PRINCIPAL_RULES),
-        *checks.acl_checks(policy, Acls(entries), declared, approved, protected),
-        *checks.no_grants_refused(
+        *checks_transmission.protocol_versions(policy, [tls_endpoint()]),
+        *checks_transmission.certificates(policy, [tls_endpoint()]),
+        *checks_access.auth_required(policy, Authentication(None, "_TIMED_OUT", "_AUTHENTICATION")),
+        *checks_access.scram_users_approved(policy, ScramUsers(tuple(sorted(approved))), approved),
+        *checks_access.authorizer_enabled(policy, [broker()]),
+        *checks_access.deny_by_default(policy, host),
+        *checks_access.super_users(policy, host, ["User:node-lab1", "User:admin"]),
+        *checks_access.node_principals(policy, host, PRINCIPAL_RULES),
+        *checks_access.acl_checks(policy, Acls(entries), declared, approved, protected),
+        *checks_access.no_grants_refused(
             policy, [NoGrantsProbe("ebr-probe", topic, "TOPIC_AUTHORIZATION_FAILED") for topic in protected]
         ),
-        *checks.durability(policy, as_catalog(specs), protected),
-        *checks.health_checks(
+        *checks_integrity.durability(policy, as_catalog(specs), protected),
+        *checks_integrity.health_checks(
             policy,
             Health(
                 brokers={"healthy": True, "registered": [1, 2, 3], "missing": []},
@@ -168,11 +175,11 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
             ),
             {1: "lab1", 2: "lab2", 3: "lab3"},
         ),
-        *checks.retention(policy, as_catalog(specs), dict(catalog.topics())),
-        *checks.auto_create_off(policy, [broker()]),
-        *checks.undeclared_topics(policy, as_catalog(specs), [s.topic for s in specs]),
-        *checks.topics_as_catalog(policy, as_catalog(specs), specs),
-        *checks.registry_checks(
+        *checks_integrity.retention(policy, as_catalog(specs), dict(catalog.topics())),
+        *checks_integrity.auto_create_off(policy, [broker()]),
+        *checks_integrity.undeclared_topics(policy, as_catalog(specs), [s.topic for s in specs]),
+        *checks_integrity.topics_as_catalog(policy, as_catalog(specs), specs),
+        *checks_registry.registry_checks(
             policy,
             Registry(
                 401,
@@ -182,13 +189,13 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
             ),
             "apicurio",
         ),
-        *checks.audit_topic_exists(policy, as_catalog(specs), "ops.rollout.audit.v1"),
-        *checks.audit_recent(
+        *checks_audit.audit_topic_exists(policy, as_catalog(specs), "ops.rollout.audit.v1"),
+        *checks_audit.audit_recent(
             policy, AuditTrail("ops.rollout.audit.v1", 12, NOW - dt.timedelta(hours=3)), NOW
         ),
-        *checks.secret_files(policy, host, files, "kafka"),
-        *checks.no_passwords_in_config(policy, host, files),
-        *checks.airflow_secrets(policy, [FileStat("/ca/ca.key", 0o600, "root", "root")], "root"),
+        *checks_hosts.secret_files(policy, host, files, "kafka"),
+        *checks_hosts.no_passwords_in_config(policy, host, files),
+        *checks_hosts.airflow_secrets(policy, [FileStat("/ca/ca.key", 0o600, "root", "root")], "root"),
     ]
     assert {r.status for r in results} == {Status.PASS}, [
         r.message for r in results if r.status is not Status.PASS
@@ -222,11 +229,11 @@ def test_a_plaintext_listener_re_added_on_one_broker_fails_only_there(policy):
             "advertised.listeners": "CLIENT://10.77.0.12:9092," + SECURED_LISTENERS["advertised.listeners"],
         }
     )
-    results = checks.only_tls_listeners(policy, [broker(1, "lab1"), reopened])
+    results = checks_transmission.only_tls_listeners(policy, [broker(1, "lab1"), reopened])
     assert [(r.host, r.status) for r in results] == [("lab1", Status.PASS), ("lab2", Status.FAIL)]
     assert "CLIENT:9092 (PLAINTEXT)" in results[1].message
 
-    answered = checks.plaintext_refused(
+    answered = checks_transmission.plaintext_refused(
         policy, [tls_endpoint(), tls_endpoint(9092, "CLIENT", "PLAINTEXT", plaintext_answer=True)]
     )
     assert (
@@ -236,7 +243,7 @@ def test_a_plaintext_listener_re_added_on_one_broker_fails_only_there(policy):
 
 
 def test_unreadable_broker_settings_are_not_verified_never_passed(policy):
-    results = checks.only_tls_listeners(policy, [BrokerSettings("lab3", 3, error="_TIMED_OUT")])
+    results = checks_transmission.only_tls_listeners(policy, [BrokerSettings("lab3", 3, error="_TIMED_OUT")])
     assert results[0].status is Status.FAIL and results[0].message == "not verified: _TIMED_OUT"
 
 
@@ -248,7 +255,7 @@ def test_legacy_tls_accepted_fails_and_mtls_negotiation_counts_as_accepted(polic
             Handshake("1.2", True, protocol="TLSv1.2", cipher="X", days_left=300),
         )
     )
-    assert checks.protocol_versions(policy, [legacy])[0].status is Status.FAIL
+    assert checks_transmission.protocol_versions(policy, [legacy])[0].status is Status.FAIL
     mtls = tls_endpoint(
         9095,
         "INTERNAL",
@@ -260,13 +267,13 @@ def test_legacy_tls_accepted_fails_and_mtls_negotiation_counts_as_accepted(polic
             Handshake("1.3", True, protocol="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", days_left=200),
         ),
     )
-    result = checks.protocol_versions(policy, [mtls])[0]
+    result = checks_transmission.protocol_versions(policy, [mtls])[0]
     assert result.status is Status.PASS
     assert result.observed["TLS 1.2"] == "negotiated; client certificate required (mTLS)"
     assert result.observed["TLS 1.0"] == "not offered by this client's TLS library"
     # Without mTLS the same refusal is a refusal.
     assert (
-        checks.protocol_versions(
+        checks_transmission.protocol_versions(
             policy, [replace(mtls, client_certificate_required=False, handshakes=mtls.handshakes[:2])]
         )[0].status
         is Status.FAIL
@@ -277,7 +284,7 @@ def test_a_tls12_suite_without_ecdhe_and_aead_accepted_fails(policy):
     refused = tls_endpoint(
         outside_policy_suites=Handshake("1.2", False, error="SSLV3_ALERT_HANDSHAKE_FAILURE")
     )
-    result = checks.protocol_versions(policy, [refused])[0]
+    result = checks_transmission.protocol_versions(policy, [refused])[0]
     assert result.status is Status.PASS
     assert result.observed["TLS 1.2 without ECDHE+AEAD"] == "refused (SSLV3_ALERT_HANDSHAKE_FAILURE)"
     accepted = tls_endpoint(
@@ -285,7 +292,7 @@ def test_a_tls12_suite_without_ecdhe_and_aead_accepted_fails(policy):
             "1.2", True, protocol="TLSv1.2", cipher="AES128-SHA256", days_left=300
         )
     )
-    result = checks.protocol_versions(policy, [accepted])[0]
+    result = checks_transmission.protocol_versions(policy, [accepted])[0]
     assert result.status is Status.FAIL
     assert "accepts TLS 1.2 AES128-SHA256 (not ECDHE with AEAD)" in result.message
     # On an mTLS listener the suite is agreed before the missing client certificate is refused.
@@ -296,7 +303,7 @@ def test_a_tls12_suite_without_ecdhe_and_aead_accepted_fails(policy):
         client_certificate_required=True,
         outside_policy_suites=Handshake("1.2", False, error="SSLV3_ALERT_BAD_CERTIFICATE"),
     )
-    assert checks.protocol_versions(policy, [mtls])[0].status is Status.FAIL
+    assert checks_transmission.protocol_versions(policy, [mtls])[0].status is Status.FAIL
 
 
 @pytest.mark.parametrize(
@@ -307,14 +314,14 @@ def test_certificate_expiry_warns_at_30_days_and_fails_at_7(policy, days, status
     endpoint = tls_endpoint(
         handshakes=(Handshake("1.3", True, protocol="TLSv1.3", cipher="c", days_left=days),)
     )
-    result = checks.certificates(policy, [endpoint])[0]
+    result = checks_transmission.certificates(policy, [endpoint])[0]
     assert result.status is status
     assert result.severity is (Severity.BLOCKING if status is Status.FAIL else Severity.ADVISORY)
 
 
 def test_a_certificate_that_never_verified_fails(policy):
     endpoint = tls_endpoint(handshakes=(Handshake("1.2", False, error="CERTIFICATE_VERIFY_FAILED"),))
-    result = checks.certificates(policy, [endpoint])[0]
+    result = checks_transmission.certificates(policy, [endpoint])[0]
     assert result.status is Status.FAIL and "CERTIFICATE_VERIFY_FAILED" in result.message
 
 
@@ -322,15 +329,17 @@ def test_a_certificate_that_never_verified_fails(policy):
 
 
 def test_authentication_refusals_prove_nothing_when_the_admin_cannot_log_in_either(policy):
-    assert checks.auth_required(policy, Authentication("_TRANSPORT", "_TRANSPORT", "_TRANSPORT"))[
+    assert checks_access.auth_required(policy, Authentication("_TRANSPORT", "_TRANSPORT", "_TRANSPORT"))[
         0
     ].message.startswith("not verified")
-    admitted = checks.auth_required(policy, Authentication(None, None, "_AUTHENTICATION"))[0]
+    admitted = checks_access.auth_required(policy, Authentication(None, None, "_AUTHENTICATION"))[0]
     assert admitted.status is Status.FAIL and admitted.observed["anonymous client"] == "admitted"
 
 
 def test_an_unapproved_scram_user_fails(policy):
-    result = checks.scram_users_approved(policy, ScramUsers(("admin", "backdoor")), {"admin", "analytics"})[0]
+    result = checks_access.scram_users_approved(
+        policy, ScramUsers(("admin", "backdoor")), {"admin", "analytics"}
+    )[0]
     assert result.status is Status.FAIL
     assert result.details["unknown"] == ["backdoor"] and result.details["missing"] == ["analytics"]
 
@@ -339,17 +348,20 @@ def test_authorizer_settings_from_the_nodes_file(policy):
     open_door = HostFacts(
         "lab2", settings={"allow.everyone.if.no.acl.found": "true", "super.users": "User:admin;User:bob"}
     )
-    assert checks.deny_by_default(policy, open_door)[0].status is Status.FAIL
-    assert checks.deny_by_default(policy, HostFacts("lab2"))[0].status is Status.PASS  # Kafka's default
-    super_users = checks.super_users(policy, open_door, ["User:admin", "User:node-lab2"])[0]
+    assert checks_access.deny_by_default(policy, open_door)[0].status is Status.FAIL
+    assert (
+        checks_access.deny_by_default(policy, HostFacts("lab2"))[0].status is Status.PASS
+    )  # Kafka's default
+    super_users = checks_access.super_users(policy, open_door, ["User:admin", "User:node-lab2"])[0]
     assert super_users.status is Status.FAIL and "User:bob" in super_users.message
     # The former mapping (CN as it is) puts a node in the same namespace as components and SCRAM users.
     shared = HostFacts("lab2", settings={"ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT"})
     for facts in (shared, open_door):
-        mapping = checks.node_principals(policy, facts, PRINCIPAL_RULES)[0]
+        mapping = checks_access.node_principals(policy, facts, PRINCIPAL_RULES)[0]
         assert mapping.status is Status.FAIL and mapping.expected == PRINCIPAL_RULES
     assert (
-        checks.authorizer_enabled(policy, [broker(**{"authorizer.class.name": ""})])[0].status is Status.FAIL
+        checks_access.authorizer_enabled(policy, [broker(**{"authorizer.class.name": ""})])[0].status
+        is Status.FAIL
     )
 
 
@@ -362,7 +374,8 @@ def test_acl_drift_user_star_on_a_phi_topic_is_caught_by_its_own_check(policy, c
     ]
     drift = AclEntry("User:*", "*", "READ", "ALLOW", "TOPIC", "LITERAL", PHI_TOPIC)
     results = {
-        r.id: r for r in checks.acl_checks(policy, Acls((*clean, drift)), declared, approved, protected)
+        r.id: r
+        for r in checks_access.acl_checks(policy, Acls((*clean, drift)), declared, approved, protected)
     }
     assert results["compliance.acl.no-wildcard-principal"].status is Status.FAIL
     assert PHI_TOPIC in results["compliance.acl.no-wildcard-principal"].message
@@ -379,7 +392,7 @@ def test_wildcard_and_undeclared_prefix_grants_on_phi_are_caught(policy, compone
     star = AclEntry("User:analytics", "*", "READ", "ALLOW", "TOPIC", "LITERAL", "*")
     prefix = AclEntry("User:analytics", "*", "READ", "ALLOW", "TOPIC", "PREFIXED", "healthcare.patient")
     results = {
-        r.id: r for r in checks.acl_checks(policy, Acls((star, prefix)), declared, approved, protected)
+        r.id: r for r in checks_access.acl_checks(policy, Acls((star, prefix)), declared, approved, protected)
     }
     wildcard = results["compliance.acl.no-wildcard-resource-on-protected"]
     assert wildcard.status is Status.FAIL
@@ -390,13 +403,13 @@ def test_wildcard_and_undeclared_prefix_grants_on_phi_are_caught(policy, compone
     entry = AclEntry(
         declared_prefix.principal, "*", declared_prefix.operation, "ALLOW", "TOPIC", "PREFIXED", "healthcare."
     )
-    ok = {r.id: r for r in checks.acl_checks(policy, Acls((entry,)), declared, approved, protected)}
+    ok = {r.id: r for r in checks_access.acl_checks(policy, Acls((entry,)), declared, approved, protected)}
     assert ok["compliance.acl.no-wildcard-resource-on-protected"].status is Status.PASS
 
 
 def test_a_deny_for_everyone_is_no_grant_but_still_undeclared(policy, components, protected):
     deny = AclEntry("User:*", "*", "ALL", "DENY", "TOPIC", "LITERAL", PHI_TOPIC)
-    results = {r.id: r for r in checks.acl_checks(policy, Acls((deny,)), set(), {"admin"}, protected)}
+    results = {r.id: r for r in checks_access.acl_checks(policy, Acls((deny,)), set(), {"admin"}, protected)}
     assert results["compliance.acl.no-wildcard-principal"].status is Status.PASS
     assert results["compliance.acl.as-declared"].status is Status.FAIL
 
@@ -408,7 +421,7 @@ def test_the_no_grants_principal_on_every_phi_topic(policy):
         NoGrantsProbe("ebr-probe", "healthcare.consent.changed.v1", None, ("DESCRIBE", "READ")),
         NoGrantsProbe("ebr-probe", "healthcare.consent.changed.v1.dlq", "_TIMED_OUT"),
     ]
-    results = checks.no_grants_refused(policy, probes)
+    results = checks_access.no_grants_refused(policy, probes)
     assert [r.status for r in results] == [Status.PASS, Status.PASS, Status.FAIL, Status.FAIL]
     assert results[2].details["target"] == "ebr-probe on healthcare.consent.changed.v1"
     assert "authorizes READ" in results[2].message
@@ -428,10 +441,12 @@ def test_min_insync_replicas_1_on_a_phi_topic_is_caught(policy, specs, protected
             PHI_TOPIC: replace(drifted, configs={**drifted.configs, "min.insync.replicas": "1"}),
         },
     )
-    durability = by_status(checks.durability(policy, topics, protected))
+    durability = by_status(checks_integrity.durability(policy, topics, protected))
     assert durability[("compliance.durability.protected-topics", None, PHI_TOPIC)] is Status.FAIL
-    assert [r.details["target"] for r in failed(checks.durability(policy, topics, protected))] == [PHI_TOPIC]
-    catalog_drift = failed(checks.topics_as_catalog(policy, topics, specs))
+    assert [r.details["target"] for r in failed(checks_integrity.durability(policy, topics, protected))] == [
+        PHI_TOPIC
+    ]
+    catalog_drift = failed(checks_integrity.topics_as_catalog(policy, topics, specs))
     assert [r.details["target"] for r in catalog_drift] == [PHI_TOPIC]
     assert "min.insync.replicas 1 (catalog 2)" in catalog_drift[0].message
 
@@ -448,7 +463,7 @@ def test_durability_rules(policy, specs, protected, configs, replication, proble
     topics = as_catalog(specs)
     observed = topics.observed[PHI_TOPIC]
     changed = replace(observed, replication_factor=replication, configs={**observed.configs, **configs})
-    results = checks.durability(
+    results = checks_integrity.durability(
         policy, replace(topics, observed={**topics.observed, PHI_TOPIC: changed}), [PHI_TOPIC]
     )
     assert results[0].status is Status.FAIL and problem in results[0].message
@@ -457,14 +472,17 @@ def test_durability_rules(policy, specs, protected, configs, replication, proble
 def test_a_topic_created_by_hand_is_caught_and_internal_topics_are_not(policy, specs):
     topics = as_catalog(specs)
     topics = replace(topics, names=(*topics.names, "by-hand.patients", "__share_group_state"))
-    result = checks.undeclared_topics(policy, topics, [s.topic for s in specs])[0]
+    result = checks_integrity.undeclared_topics(policy, topics, [s.topic for s in specs])[0]
     assert result.status is Status.FAIL and result.observed == ["by-hand.patients"]
 
 
 def test_a_missing_catalog_topic_fails(policy, specs):
     topics = as_catalog(specs)
     topics = replace(topics, observed={k: v for k, v in topics.observed.items() if k != PHI_TOPIC})
-    assert failed(checks.topics_as_catalog(policy, topics, specs))[0].message == f"{PHI_TOPIC}: missing"
+    assert (
+        failed(checks_integrity.topics_as_catalog(policy, topics, specs))[0].message
+        == f"{PHI_TOPIC}: missing"
+    )
 
 
 @pytest.mark.parametrize(
@@ -483,19 +501,19 @@ def test_retention_per_classification(policy, specs, catalog, topic, configs, pr
     observed = topics.observed[topic]
     changed = replace(observed, configs={**observed.configs, **configs})
     topics = replace(topics, observed={**topics.observed, topic: changed})
-    failures = failed(checks.retention(policy, topics, dict(catalog.topics())))
+    failures = failed(checks_integrity.retention(policy, topics, dict(catalog.topics())))
     assert [r.details["target"] for r in failures] == [topic]
     assert problem in failures[0].message
 
 
 def test_a_compacted_phi_topic_may_keep_the_latest_record_per_key(policy, specs, catalog):
-    results = checks.retention(policy, as_catalog(specs), dict(catalog.topics()))
+    results = checks_integrity.retention(policy, as_catalog(specs), dict(catalog.topics()))
     consent = next(r for r in results if r.details["target"] == "healthcare.consent.changed.v1")
     assert consent.status is Status.PASS and consent.observed["retention.ms"] == "-1"
 
 
 def test_health_findings_name_hosts_and_partitions(policy):
-    results = checks.health_checks(
+    results = checks_integrity.health_checks(
         policy,
         Health(
             brokers={"healthy": False, "registered": [1, 2], "missing": [3]},
@@ -523,7 +541,7 @@ def test_registry_without_authentication_warns_and_drift_fails(policy):
         SubjectPlan("a-value", "FULL_TRANSITIVE", "BACKWARD", [1], 1),
         SubjectPlan("b-value", "FULL_TRANSITIVE", "FULL_TRANSITIVE", [1, 2], 1),
     )
-    results = checks.registry_checks(policy, Registry(200, None, True, subjects), "apicurio")
+    results = checks_registry.registry_checks(policy, Registry(200, None, True, subjects), "apicurio")
     statuses = by_status(results)
     assert statuses[("compliance.registry.https", None, None)] is Status.FAIL  # plain HTTP answers
     assert statuses[("compliance.registry.authentication", None, None)] is Status.WARN
@@ -536,14 +554,18 @@ def test_registry_without_authentication_warns_and_drift_fails(policy):
 def test_the_audit_trail_must_exist_and_speak_recently(policy, specs):
     topics = as_catalog(specs)
     assert (
-        checks.audit_topic_exists(policy, replace(topics, names=("x",)), "ops.rollout.audit.v1")[0].status
+        checks_audit.audit_topic_exists(policy, replace(topics, names=("x",)), "ops.rollout.audit.v1")[
+            0
+        ].status
         is Status.FAIL
     )
     stale = AuditTrail("ops.rollout.audit.v1", 5, NOW - dt.timedelta(days=9))
-    assert checks.audit_recent(policy, stale, NOW)[0].status is Status.WARN
-    empty = checks.audit_recent(policy, AuditTrail("ops.rollout.audit.v1"), NOW)[0]
+    assert checks_audit.audit_recent(policy, stale, NOW)[0].status is Status.WARN
+    empty = checks_audit.audit_recent(policy, AuditTrail("ops.rollout.audit.v1"), NOW)[0]
     assert empty.status is Status.WARN and "no record" in empty.message
-    assert checks.audit_recent(policy, AuditTrail("t", error="_TIMED_OUT"), NOW)[0].status is Status.WARN
+    assert (
+        checks_audit.audit_recent(policy, AuditTrail("t", error="_TIMED_OUT"), NOW)[0].status is Status.WARN
+    )
 
 
 # --- hosts -------------------------------------------------------------------------------------
@@ -558,19 +580,23 @@ def test_secret_files_wider_than_allowed_or_wrongly_owned_fail(policy):
             "/etc/kafka/server.properties": None,
         },
     )
-    results = {r.details["target"]: r for r in checks.secret_files(policy, host, files, "kafka")}
+    results = {r.details["target"]: r for r in checks_hosts.secret_files(policy, host, files, "kafka")}
     assert "grants 0044 beyond 0600" in results["/etc/kafka/tls/node.pem"].message
     assert results["/etc/kafka/server.properties"].observed == "absent"
     owned = HostFacts(
         "lab3", files={"/etc/kafka/tls/node.pem": FileStat("/etc/kafka/tls/node.pem", 0o400, "root", "root")}
     )
-    assert "owned by root, not kafka" in checks.secret_files(policy, owned, files[:1], "kafka")[0].message
-    unreachable = checks.secret_files(policy, HostFacts("lab3", error="lab3: unreachable"), files, "kafka")
+    assert (
+        "owned by root, not kafka" in checks_hosts.secret_files(policy, owned, files[:1], "kafka")[0].message
+    )
+    unreachable = checks_hosts.secret_files(
+        policy, HostFacts("lab3", error="lab3: unreachable"), files, "kafka"
+    )
     assert [r.status for r in unreachable] == [Status.FAIL]
 
 
 def test_airflow_side_secrets(policy):
-    results = checks.airflow_secrets(
+    results = checks_hosts.airflow_secrets(
         policy, [FileStat("/ca/ca.key", 0o640, "root", "root"), "/ca/issued/lab1.key"], "root"
     )
     assert [r.status for r in results] == [Status.FAIL, Status.FAIL]
@@ -609,7 +635,7 @@ def test_host_command_stats_files_and_counts_password_lines_without_reading_them
     assert facts.files[str(config)].mode == 0o640 and facts.files[str(key)].mode == 0o600
     assert facts.files[str(tmp_path / "absent.pem")] is None
     assert facts.password_settings == {str(config): 1}  # only the ssl.key.password line
-    result = checks.no_passwords_in_config(policy, facts, files)[0]
+    result = checks_hosts.no_passwords_in_config(policy, facts, files)[0]
     assert result.status is Status.FAIL and result.observed == "1 password or secret settings"
 
 

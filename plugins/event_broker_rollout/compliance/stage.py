@@ -12,7 +12,17 @@ from typing import Any
 
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
-from event_broker_rollout.compliance import checks, facts, publish
+from event_broker_rollout.compliance import (
+    checks,
+    checks_access,
+    checks_audit,
+    checks_hosts,
+    checks_integrity,
+    checks_registry,
+    checks_transmission,
+    facts,
+    publish,
+)
 from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics, load_checked_catalog
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components, components_of
 from event_broker_rollout.config.environment import Environment
@@ -115,10 +125,10 @@ def transmission(environment: Environment) -> list[dict[str, Any]]:
     endpoints = list(in_parallel(list(targets), lambda key: facts.probe_endpoint(targets[key], ca)).values())
     return recorded(
         [
-            *checks.only_tls_listeners(policy, settings),
-            *checks.plaintext_refused(policy, endpoints),
-            *checks.protocol_versions(policy, endpoints),
-            *checks.certificates(policy, endpoints),
+            *checks_transmission.only_tls_listeners(policy, settings),
+            *checks_transmission.plaintext_refused(policy, endpoints),
+            *checks_transmission.protocol_versions(policy, endpoints),
+            *checks_transmission.certificates(policy, endpoints),
         ]
     )
 
@@ -137,18 +147,20 @@ def access_control(environment: Environment) -> list[dict[str, Any]]:
     approved = {security.admin_user, *setting.components.principals()}
     return recorded(
         [
-            *checks.auth_required(policy, facts.authentication(admin_config)),
-            *checks.scram_users_approved(policy, facts.scram_users(admin), approved),
-            *checks.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
-            *checks.acl_checks(
+            *checks_access.auth_required(policy, facts.authentication(admin_config)),
+            *checks_access.scram_users_approved(policy, facts.scram_users(admin), approved),
+            *checks_access.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
+            *checks_access.acl_checks(
                 policy,
                 facts.acls(admin),
                 access.desired_grants(setting.components),
                 approved,
                 setting.protected_topics,
             ),
-            *checks.no_grants_refused(policy, probes),
-            *checks.airflow_secrets(policy, facts.airflow_secret_files(environment), facts.current_user()),
+            *checks_access.no_grants_refused(policy, probes),
+            *checks_hosts.airflow_secrets(
+                policy, facts.airflow_secret_files(environment), facts.current_user()
+            ),
         ]
     )
 
@@ -172,14 +184,14 @@ def cluster(environment: Environment) -> list[dict[str, Any]]:
     node_names = {environment.node_id(h): h.name for h in environment.brokers}
     return recorded(
         [
-            *checks.health_checks(policy, facts.cluster_health(admin, environment), node_names),
-            *checks.auto_create_off(policy, facts.broker_settings(admin, environment)),
-            *checks.undeclared_topics(policy, observed, [spec.topic for spec in specs]),
-            *checks.topics_as_catalog(policy, observed, specs),
-            *checks.durability(policy, observed, setting.protected_topics),
-            *checks.retention(policy, observed, dict(setting.catalog.topics())),
-            *checks.audit_topic_exists(policy, observed, audit_topic),
-            *checks.audit_recent(policy, trail, utcnow()),
+            *checks_integrity.health_checks(policy, facts.cluster_health(admin, environment), node_names),
+            *checks_integrity.auto_create_off(policy, facts.broker_settings(admin, environment)),
+            *checks_integrity.undeclared_topics(policy, observed, [spec.topic for spec in specs]),
+            *checks_integrity.topics_as_catalog(policy, observed, specs),
+            *checks_integrity.durability(policy, observed, setting.protected_topics),
+            *checks_integrity.retention(policy, observed, dict(setting.catalog.topics())),
+            *checks_audit.audit_topic_exists(policy, observed, audit_topic),
+            *checks_audit.audit_recent(policy, trail, utcnow()),
         ]
     )
 
@@ -187,7 +199,9 @@ def cluster(environment: Environment) -> list[dict[str, Any]]:
 def registry(environment: Environment) -> list[dict[str, Any]]:
     setting = load(environment)
     observed = facts.registry(environment, setting.ca_file(), load_subject_schemas(setting.catalog))
-    return recorded(checks.registry_checks(setting.policy, observed, environment.schema_registry.flavor))
+    return recorded(
+        checks_registry.registry_checks(setting.policy, observed, environment.schema_registry.flavor)
+    )
 
 
 def host(environment: Environment, host_name: str) -> dict[str, Any]:
@@ -198,14 +212,14 @@ def host(environment: Environment, host_name: str) -> dict[str, Any]:
     files = applicable_files(policy, target.roles, environment.schema_registry.flavor)
     observed = facts.host_facts(target, files)
     results = [
-        *checks.secret_files(policy, observed, files, environment.kafka.service_user),
-        *checks.no_passwords_in_config(policy, observed, files),
+        *checks_hosts.secret_files(policy, observed, files, environment.kafka.service_user),
+        *checks_hosts.no_passwords_in_config(policy, observed, files),
     ]
     if {"broker", "controller"} & set(target.roles):
         results += [
-            *checks.deny_by_default(policy, observed),
-            *checks.super_users(policy, observed, super_users(environment)),
-            *checks.node_principals(policy, observed, PRINCIPAL_RULES),
+            *checks_access.deny_by_default(policy, observed),
+            *checks_access.super_users(policy, observed, super_users(environment)),
+            *checks_access.node_principals(policy, observed, PRINCIPAL_RULES),
         ]
     return {"host": host_name, "results": recorded(results)}
 
