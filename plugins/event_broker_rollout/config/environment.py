@@ -316,9 +316,28 @@ def _int_or_none(value: Any) -> int | None:
 
 def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) -> list[ConfigProblem]:
     """Rules across fields, checked on the raw mapping so they run even when the structure is broken."""
-    problems: list[ConfigProblem] = []
     hosts = [_as_dict(h) for h in _as_list(raw.get("hosts"))]
+    kafka = _as_dict(raw.get("kafka"))
+    return [
+        *_duplicate_hosts(hosts),
+        *_roles_and_quorum(hosts, kafka),
+        *_replication(hosts, kafka),
+        *_port_clashes(raw, hosts, kafka),
+        *_sizing_profile(raw, profiles),
+        *_not_deployable_yet(raw, kafka),
+        *_distribution(raw),
+        *_subnet(raw, hosts),
+        *_approvals_and_files(raw),
+    ]
 
+
+def _with_role(hosts: list[Mapping[str, Any]], role: str) -> list[int]:
+    return [i for i, h in enumerate(hosts) if role in _as_list(h.get("roles"))]
+
+
+def _duplicate_hosts(hosts: list[Mapping[str, Any]]) -> list[ConfigProblem]:
+    """Each host name and address once."""
+    problems: list[ConfigProblem] = []
     for key in ("name", "address"):
         counts = Counter(str(h.get(key)) for h in hosts if h.get(key) is not None)
         seen: set[str] = set()
@@ -331,16 +350,17 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                     ConfigProblem(path=f"hosts[{index}].{key}", message=f"duplicate {key} {value}")
                 )
             seen.add(str(value))
+    return problems
 
-    def with_role(role: str) -> list[int]:
-        return [i for i, h in enumerate(hosts) if role in _as_list(h.get("roles"))]
 
+def _roles_and_quorum(hosts: list[Mapping[str, Any]], kafka: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Every role on some host; an odd number of KRaft controllers."""
+    problems: list[ConfigProblem] = []
     for role in ROLES:
-        if hosts and not with_role(role):
+        if hosts and not _with_role(hosts, role):
             problems.append(ConfigProblem(path="hosts", message=f"no host has the role {role}"))
 
-    kafka = _as_dict(raw.get("kafka"))
-    controllers = with_role("controller")
+    controllers = _with_role(hosts, "controller")
     if kafka.get("mode", "kraft") == "kraft" and controllers and len(controllers) % 2 == 0:
         problems.append(
             ConfigProblem(
@@ -348,8 +368,13 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                 message=f"{len(controllers)} KRaft controllers: a quorum needs an odd number (3 or 5)",
             )
         )
+    return problems
 
-    brokers = with_role("broker")
+
+def _replication(hosts: list[Mapping[str, Any]], kafka: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Replication within the brokers, min.insync.replicas below it."""
+    problems: list[ConfigProblem] = []
+    brokers = _with_role(hosts, "broker")
     replication = _int_or_none(kafka.get("default_replication_factor"))
     min_isr = _int_or_none(kafka.get("min_insync_replicas"))
     if replication is not None and brokers and replication > len(brokers):
@@ -367,7 +392,14 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                 " (otherwise one broker down stops every producer)",
             )
         )
+    return problems
 
+
+def _port_clashes(
+    raw: Mapping[str, Any], hosts: list[Mapping[str, Any]], kafka: Mapping[str, Any]
+) -> list[ConfigProblem]:
+    """No two roles of one host on the same port."""
+    problems: list[ConfigProblem] = []
     listeners = _as_dict(kafka.get("listeners"))
     ports_by_role = {
         "broker": ("kafka.listeners.client_port", listeners.get("client_port", 9092)),
@@ -388,7 +420,12 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                     )
                 )
             taken[port] = setting
+    return problems
 
+
+def _sizing_profile(raw: Mapping[str, Any], profiles: Mapping[str, Any]) -> list[ConfigProblem]:
+    """A sizing profile that exists."""
+    problems: list[ConfigProblem] = []
     profile = raw.get("sizing_profile")
     if isinstance(profile, str) and profiles and profile not in profiles:
         problems.append(
@@ -397,8 +434,12 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                 message=f"unknown profile {profile!r}; known: {', '.join(sorted(profiles))}",
             )
         )
+    return problems
 
-    # Accepted by the schema, not built by any stage yet: refused rather than silently ignored.
+
+def _not_deployable_yet(raw: Mapping[str, Any], kafka: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Settings the schema accepts but no stage builds yet, refused rather than ignored."""
+    problems: list[ConfigProblem] = []
     tls = _as_dict(_as_dict(raw.get("security")).get("tls"))
     if tls.get("keystore_type") == "PKCS12":
         problems.append(
@@ -422,6 +463,13 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                 else "ZooKeeper mode exists only up to Confluent Platform 7.x; Kafka 4.x is KRaft only",
             )
         )
+    return problems
+
+
+def _distribution(raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Where each distribution flavor installs from."""
+    problems: list[ConfigProblem] = []
+    distribution = _as_dict(raw.get("distribution"))
     if distribution.get("flavor") == "apache" and not distribution.get("archive"):
         problems.append(
             ConfigProblem(path="distribution.archive", message="the apache flavor installs from an archive")
@@ -437,7 +485,12 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                 message="the confluent flavor needs an archive or a package_repository",
             )
         )
+    return problems
 
+
+def _subnet(raw: Mapping[str, Any], hosts: list[Mapping[str, Any]]) -> list[ConfigProblem]:
+    """Every host inside the cluster subnet."""
+    problems: list[ConfigProblem] = []
     network = _as_dict(raw.get("network"))
     subnet = network.get("subnet")
     if isinstance(subnet, str):
@@ -458,7 +511,12 @@ def cross_field_problems(raw: Mapping[str, Any], profiles: Mapping[str, Any]) ->
                             message=f"{address} is outside the cluster subnet {subnet}",
                         )
                     )
+    return problems
 
+
+def _approvals_and_files(raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Approvers only under change control; the catalog and policies files exist."""
+    problems: list[ConfigProblem] = []
     if raw.get("approvers") is not None and raw.get("requires_approval") is not True:
         problems.append(
             ConfigProblem(path="approvers", message="approvers decide only with requires_approval: true")
