@@ -503,6 +503,18 @@ _REQUIRED = (
 def build_rules(settings: SuiteSettings) -> list[Rule]:
     """The suite: every rule with its stable id, human name, GX expectation and row predicate."""
     return [
+        *_required_rules(),
+        *_envelope_rules(settings),
+        *_consistency_rules(settings),
+        *_code_rules(),
+        *_observation_and_time_rules(settings),
+        *_identifier_rules(),
+    ]
+
+
+def _required_rules() -> list[Rule]:
+    """Required fields, by resource type where only some carry them."""
+    return [
         *(
             _not_null(f"required.{column}", f"Required field present: {label}", column)
             for column, label in _REQUIRED
@@ -520,6 +532,12 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
         _not_null(
             "required.unit", "Observation has a unit", "unit", where=("resource_type", ("Observation",))
         ),
+    ]
+
+
+def _envelope_rules(settings: SuiteSettings) -> list[Rule]:
+    """The CloudEvents envelope: ids, version, source, test label, type and resource per topic, subject."""
+    return [
         _unique("envelope.unique-id", "Event ids are unique", "event_id"),
         _in_set("envelope.specversion", "CloudEvents specversion is 1.0", "specversion", ["1.0"]),
         _regex(
@@ -547,6 +565,12 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "subject",
             r"^Patient/[A-Za-z0-9.-]{1,64}$",
         ),
+    ]
+
+
+def _consistency_rules(settings: SuiteSettings) -> list[Rule]:
+    """What must agree across the event: subject and payload, key and patient, schema id, counts, FHIR validity."""
+    return [
         _pair_equal(
             "envelope.subject-matches-payload",
             "Envelope subject is the resource's patient",
@@ -570,6 +594,12 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             "Resource is valid FHIR R4 (structure, types, required elements, required bindings)",
             "fhir_issues",
         ),
+    ]
+
+
+def _code_rules() -> list[Rule]:
+    """Clinical codes and ADT triggers: status per trigger, LOINC, SNOMED CT, ICD-10-CM, RxNorm."""
+    return [
         # Patient events carry a trigger but no status: ignored, as are encounters without a trigger.
         _in_set(
             "adt.trigger-status",
@@ -593,6 +623,12 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             rf"^{_ICD10CM}(?:\|{_ICD10CM})*$",
         ),
         _regex("code.rxnorm-format", "RxNorm codes numeric", "rxnorm_codes", rf"^{_RXNORM}(?:\|{_RXNORM})*$"),
+    ]
+
+
+def _observation_and_time_rules(settings: SuiteSettings) -> list[Rule]:
+    """Observations (units, physiologic ranges), event time, patient order and references."""
+    return [
         # Only observations have a unit; a missing one is required.unit's finding.
         _in_set(
             "observation.ucum-unit",
@@ -621,6 +657,12 @@ def build_rules(settings: SuiteSettings) -> list[Rule]:
             [True],
         ),
         _in_set("reference.known-patient", "Resource references a known patient", "patient_known", [True]),
+    ]
+
+
+def _identifier_rules() -> list[Rule]:
+    """No direct identifier anywhere in a payload (the identifiers module's rules)."""
+    return [
         *(
             _null(rule.id, rule.name, found_column(rule.id), scans=rule.scans())
             for rule in identifiers.identifier_rules()
