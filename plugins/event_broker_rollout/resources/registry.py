@@ -250,105 +250,116 @@ def reconcile_schemas(
     metadata_states: set[str] = set()
     registered: list[str] = []
     for subject, plan in plans.items():
-        item = items[subject]
-        check_id = f"schema.register[{subject}]"
-        expected = _expected(item)
-        level = plan.compatibility if not dry_run else (plan.live_compatibility or "NONE")
-        if plan.error is not None:
-            results.append(Result(id=check_id, status=Status.FAIL, message=plan.error, expected=expected))
-            continue
-        if plan.compatible is False:
-            what = "; ".join(plan.changes) or "no field-level difference found (see the registry log)"
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.FAIL,
-                    message=f"{subject}: refused: the registry judges {item.source} incompatible with the "
-                    f"registered versions {plan.versions} under {level}: {what}",
-                    observed={"versions": plan.versions, "changes": plan.changes},
-                    expected=expected,
-                )
-            )
-            continue
-        if plan.registered_version is not None:
-            state = (
-                _metadata_state(plan.latest_metadata, item)
-                if plan.registered_version == plan.latest_version
-                else METADATA_UNCHECKED
-            )
+        result, state = _registration(client, plan, items[subject], dry_run=dry_run, refused=refused)
+        results.append(result)
+        if state is not None:
             metadata_states.add(state)
-            latest = plan.registered_version == plan.latest_version
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.OK if latest else Status.WARN,
-                    severity=Severity.BLOCKING if latest else Severity.ADVISORY,
-                    message=f"{subject}: already registered as version {plan.registered_version}"
-                    + ("" if latest else f", but the latest version is {plan.latest_version}")
-                    + f"; {_metadata_note(state, item)}",
-                    observed={"version": plan.registered_version, "versions": plan.versions},
-                    expected=expected,
-                    details={"metadata": state},
-                )
-            )
-            continue
-        next_version = (plan.latest_version or 0) + 1
-        if refused:
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.SKIPPED,
-                    severity=Severity.ADVISORY,
-                    message=f"{subject}: version {next_version} not registered: {', '.join(refused)} refused "
-                    "in this run, and a run registers all or nothing",
-                    observed={"versions": plan.versions},
-                    expected=expected,
-                )
-            )
-            continue
-        verdict = (
-            f"compatible with versions {plan.versions} under {level}" if plan.versions else "first version"
-        )
-        if dry_run:
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.WARN,
-                    severity=Severity.ADVISORY,
-                    message=f"{subject}: would register version {next_version} ({verdict})",
-                    observed={"versions": plan.versions},
-                    expected=expected,
-                )
-            )
-            continue
-        try:
-            version, state = _register(client, item)
-        except REGISTRY_ERRORS as error:
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.FAIL,
-                    message=f"{subject}: registration failed: {_registry_error(error)}",
-                    observed={"versions": plan.versions},
-                    expected=expected,
-                )
-            )
-            continue
-        metadata_states.add(state)
-        registered.append(subject)
-        results.append(
-            Result(
-                id=check_id,
-                status=Status.CHANGED,
-                message=f"{subject}: registered version {version} ({verdict}); {_metadata_note(state, item)}",
-                observed={"version": version, "versions": [*plan.versions, version]},
-                expected=expected,
-                details={"metadata": state},
-            )
-        )
+        if result.status is Status.CHANGED:
+            registered.append(subject)
 
     known = metadata_states - {METADATA_UNCHECKED}
     metadata = ", ".join(sorted(known)) if known else METADATA_UNCHECKED
     return SchemaOutcome(
         results=results, plans=list(plans.values()), metadata=metadata, registered=registered
     )
+
+
+def _registration(
+    client: SchemaRegistryClient, plan: SubjectPlan, item: SubjectSchema, *, dry_run: bool, refused: list[str]
+) -> tuple[Result, str | None]:
+    """One subject's registration step — refused, already there, held back, planned or registered — and
+    its metadata state when one is known."""
+    check_id = f"schema.register[{plan.subject}]"
+    expected = _expected(item)
+    level = plan.compatibility if not dry_run else (plan.live_compatibility or "NONE")
+    if plan.error is not None:
+        return Result(id=check_id, status=Status.FAIL, message=plan.error, expected=expected), None
+    if plan.compatible is False:
+        return _incompatible(plan, item, level), None
+    if plan.registered_version is not None:
+        return _already_registered(plan, item)
+    next_version = (plan.latest_version or 0) + 1
+    if refused:
+        return (
+            Result(
+                id=check_id,
+                status=Status.SKIPPED,
+                severity=Severity.ADVISORY,
+                message=f"{plan.subject}: version {next_version} not registered: {', '.join(refused)} refused "
+                "in this run, and a run registers all or nothing",
+                observed={"versions": plan.versions},
+                expected=expected,
+            ),
+            None,
+        )
+    verdict = f"compatible with versions {plan.versions} under {level}" if plan.versions else "first version"
+    if dry_run:
+        return (
+            Result(
+                id=check_id,
+                status=Status.WARN,
+                severity=Severity.ADVISORY,
+                message=f"{plan.subject}: would register version {next_version} ({verdict})",
+                observed={"versions": plan.versions},
+                expected=expected,
+            ),
+            None,
+        )
+    return _registered(client, plan, item, verdict)
+
+
+def _incompatible(plan: SubjectPlan, item: SubjectSchema, level: str) -> Result:
+    what = "; ".join(plan.changes) or "no field-level difference found (see the registry log)"
+    return Result(
+        id=f"schema.register[{plan.subject}]",
+        status=Status.FAIL,
+        message=f"{plan.subject}: refused: the registry judges {item.source} incompatible with the "
+        f"registered versions {plan.versions} under {level}: {what}",
+        observed={"versions": plan.versions, "changes": plan.changes},
+        expected=_expected(item),
+    )
+
+
+def _already_registered(plan: SubjectPlan, item: SubjectSchema) -> tuple[Result, str]:
+    latest = plan.registered_version == plan.latest_version
+    state = _metadata_state(plan.latest_metadata, item) if latest else METADATA_UNCHECKED
+    result = Result(
+        id=f"schema.register[{plan.subject}]",
+        status=Status.OK if latest else Status.WARN,
+        severity=Severity.BLOCKING if latest else Severity.ADVISORY,
+        message=f"{plan.subject}: already registered as version {plan.registered_version}"
+        + ("" if latest else f", but the latest version is {plan.latest_version}")
+        + f"; {_metadata_note(state, item)}",
+        observed={"version": plan.registered_version, "versions": plan.versions},
+        expected=_expected(item),
+        details={"metadata": state},
+    )
+    return result, state
+
+
+def _registered(
+    client: SchemaRegistryClient, plan: SubjectPlan, item: SubjectSchema, verdict: str
+) -> tuple[Result, str | None]:
+    check_id = f"schema.register[{plan.subject}]"
+    try:
+        version, state = _register(client, item)
+    except REGISTRY_ERRORS as error:
+        return (
+            Result(
+                id=check_id,
+                status=Status.FAIL,
+                message=f"{plan.subject}: registration failed: {_registry_error(error)}",
+                observed={"versions": plan.versions},
+                expected=_expected(item),
+            ),
+            None,
+        )
+    result = Result(
+        id=check_id,
+        status=Status.CHANGED,
+        message=f"{plan.subject}: registered version {version} ({verdict}); {_metadata_note(state, item)}",
+        observed={"version": version, "versions": [*plan.versions, version]},
+        expected=_expected(item),
+        details={"metadata": state},
+    )
+    return result, state
