@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -51,6 +52,7 @@ REGISTRY_HOST = "10.77.0.11"
 SERVICE = "/opt/event-broker/bin/ebr-service"
 FIGURES = (
     "rollout",
+    "task_breakdown",
     "infra_overhead",
     "preflight_scaling",
     "gate_detection",
@@ -259,7 +261,9 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
         say("first run: purging the lab (software, CA, secrets, connections) and bringing it up fresh")
         fresh_lab()
         say("first run: rolling out")
-        first = rollout_once()
+        with PeakMemory() as memory:
+            first = rollout_once()
+        first["peak_memory"] = memory.summary()
         figure.details["first_run"] = first
         context["first_run_infrastructure_seconds"] = first["stage_seconds"].get("infrastructure")
         context.setdefault("rollout_run_ids", []).append(first["run_id"])
@@ -271,7 +275,9 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
     while len(reruns) < repeats:
         attempts += 1
         say(f"no-change re-run {len(reruns) + 1}/{repeats}")
-        rerun = rollout_once()
+        with PeakMemory() as memory:
+            rerun = rollout_once()
+        rerun["peak_memory"] = memory.summary()
         context.setdefault("rollout_run_ids", []).append(rerun["run_id"])
         if not rerun["succeeded"]:
             raise RuntimeError(f"the re-run failed: {rerun['tail']}")
@@ -289,6 +295,169 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
     figure.samples = [float(r["report_seconds"] or r["wall_seconds"]) for r in reruns]
     figure.value = median(figure.samples)
     return figure
+
+
+# ---------------------------------------------------------------- where a rollout's time goes
+
+
+def log_phases(log: Path) -> dict[str, float]:
+    """One attempt's log in seconds. Each run of the task process starts at ``::group::Pre Execute``;
+    until that group ends the process starts, loads the DAG bundle and parses the DAG file (``startup``),
+    then the task does its work (``work``); between two runs the task waited deferred (``deferred``)."""
+    runs: list[dict[str, datetime | None]] = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            stamp = datetime.fromisoformat(record["timestamp"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if record.get("event") == "::group::Pre Execute" or not runs:
+            runs.append({"start": stamp, "ready": None, "end": stamp})
+            continue
+        if runs[-1]["ready"] is None and record.get("event") == "::endgroup::":
+            runs[-1]["ready"] = stamp
+        runs[-1]["end"] = stamp
+    phases = {"startup": 0.0, "work": 0.0, "deferred": 0.0}
+    for index, one in enumerate(runs):
+        start, end = one["start"], one["end"]
+        assert start is not None and end is not None
+        ready = one["ready"] or end
+        phases["startup"] += (ready - start).total_seconds()
+        phases["work"] += (end - ready).total_seconds()
+        if index:
+            previous_end = runs[index - 1]["end"]
+            assert previous_end is not None
+            phases["deferred"] += (start - previous_end).total_seconds()
+    return phases
+
+
+def busy_seconds(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds in which at least one of the spans was running (their union)."""
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(spans):
+        if current_end is None or start > current_end:
+            if current_end is not None and current_start is not None:
+                total += (current_end - current_start).total_seconds()
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None and current_start is not None:
+        total += (current_end - current_start).total_seconds()
+    return total
+
+
+def stage_breakdown(folder: Path, wall_seconds: float | None) -> dict[str, Any]:
+    """One stage run: task-process startup (Airflow's overhead inside each task), the work, the deferred
+    waits (gates in the triggerer), and the time no task of the run was running or waiting at all (the
+    scheduler, the executor and the triggerer's hand-back between tasks)."""
+    totals = {"startup": 0.0, "work": 0.0, "deferred": 0.0}
+    spans: list[tuple[datetime, datetime]] = []
+    tasks: list[dict[str, Any]] = []
+    for log in sorted(folder.glob("task_id=*/**/attempt=*.log")):
+        if ".trigger." in log.name:
+            continue
+        phases = log_phases(log)
+        for key in totals:
+            totals[key] += phases[key]
+        segments = _log_segments(log)
+        # a task waiting deferred is a gate at work, not Airflow idling: its waits count as busy too
+        spans += segments + [(end, start) for (_, end), (start, _) in itertools.pairwise(segments)]
+        tasks.append({"task": log.relative_to(folder).parts[0].removeprefix("task_id="), **phases})
+    busy = busy_seconds(spans)
+    first = min((start for start, _ in spans), default=None)
+    last = max((end for _, end in spans), default=None)
+    wall = (
+        wall_seconds
+        if wall_seconds is not None
+        else (last - first).total_seconds()
+        if first and last
+        else 0.0
+    )
+    slowest = sorted(tasks, key=lambda t: t["startup"] + t["work"], reverse=True)[:5]
+    return {
+        "wall_seconds": round(wall, 1),
+        "tasks": len(tasks),
+        "task_startup_seconds": round(totals["startup"], 1),
+        "task_work_seconds": round(totals["work"], 1),
+        "deferred_wait_seconds": round(totals["deferred"], 1),
+        "no_task_running_seconds": round(max(0.0, wall - busy), 1),
+        "slowest_tasks": [
+            {k: round(v, 1) if isinstance(v, float) else v for k, v in task.items()} for task in slowest
+        ],
+    }
+
+
+def bench_task_breakdown(context: dict[str, Any]) -> Figure:
+    """Where the newest rollout's time went, per stage: Airflow's share (task-process startup and DAG
+    parse in every task, time with no task running between tasks) against the work and the gate waits."""
+    figure = Figure("task_breakdown", "Airflow overhead share of a rollout's stage time", "%")
+    run_id = (context.get("rollout_run_ids") or [None])[-1] or newest_rollout_run_id()
+    from event_broker_devtools import airflow_server
+
+    logs = airflow_server.settings().task_logs
+    report = json.loads((REPO / "reports" / "event_broker_rollout" / run_id / "report.json").read_text())
+    stage_seconds = (report.get("summary") or {}).get("stage_seconds", {})
+    stages = {
+        stage: stage_breakdown(
+            logs / f"dag_id=event_broker_{stage}" / f"run_id={child_run_id(run_id, False)}",
+            stage_seconds.get(stage),
+        )
+        for stage in STAGES
+    }
+    wall = sum(s["wall_seconds"] for s in stages.values())
+    overhead = sum(s["task_startup_seconds"] + s["no_task_running_seconds"] for s in stages.values())
+    figure.samples = [round(100 * overhead / wall, 1)] if wall else []
+    figure.value = figure.samples[0] if figure.samples else None
+    figure.details = {"rollout_run_id": run_id, "stages": stages, "overhead_seconds": round(overhead, 1)}
+    return figure
+
+
+class PeakMemory:
+    """Peak resident memory during a command: Airflow's processes together (sampled: its task processes
+    come and go) and each JVM (its kernel high-water mark, VmHWM, read while it runs)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.airflow_peak_kib = 0
+        self.jvm_peak_kib: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            airflow_kib = 0
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(
+                        line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+                    )
+                    cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:  # the process ended while it was read
+                    continue
+                rss = int(fields.get("VmRSS", "0 kB").split()[0])
+                if "java" in fields.get("Name", "") and ("kafka.Kafka" in cmdline or "quarkus" in cmdline):
+                    role = "kafka" if "kafka.Kafka" in cmdline else "registry"
+                    key = f"{role}[pid {status.parent.name}]"
+                    hwm = int(fields.get("VmHWM", "0 kB").split()[0])
+                    self.jvm_peak_kib[key] = max(self.jvm_peak_kib.get(key, 0), hwm)
+                elif "airflow" in cmdline:
+                    airflow_kib += rss
+            self.airflow_peak_kib = max(self.airflow_peak_kib, airflow_kib)
+            self._stop.wait(self.interval)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "airflow_processes_peak_mib": round(self.airflow_peak_kib / 1024),
+            "jvm_peak_mib": {key: round(kib / 1024) for key, kib in sorted(self.jvm_peak_kib.items())},
+        }
 
 
 # ---------------------------------------------------------------- infrastructure overhead
@@ -921,6 +1090,12 @@ def summary_of(figure: dict[str, Any]) -> str:
         )
     if key == "validation":
         return f"{details['events']} events in {details['seconds']} s"
+    if key == "task_breakdown":
+        return "; ".join(
+            f"{stage} {s['wall_seconds']} s: startup {s['task_startup_seconds']}, work {s['task_work_seconds']}, "
+            f"gates {s['deferred_wait_seconds']}, no task {s['no_task_running_seconds']}"
+            for stage, s in details["stages"].items()
+        )
     if key == "latency":
         return f"p99 median {details['p99_median_ms']} ms over {len(details['runs'])} run(s)"
     if key == "compliance":
@@ -999,6 +1174,7 @@ def main() -> int:
         "latency": lambda: bench_latency(context),
         "compliance": lambda: bench_compliance(args.lab_repeats),
         "parse": lambda: bench_parse(args.repeats),
+        "task_breakdown": lambda: bench_task_breakdown(context),
     }
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     figures: dict[str, dict[str, Any]] = {}
