@@ -24,6 +24,7 @@ from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import trail as audit_trail
 from event_broker_rollout.evidence import trail_entries
 from event_broker_rollout.evidence.trail_entries import RunRef
+from event_broker_rollout.resources import audit_topic
 from tests.conftest import LAB_STATE, REPO, needs_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -58,7 +59,7 @@ def test_a_file_that_differs_from_the_audit_topic_is_named(schemas_ready, tmp_pa
         )
     exports = [audit_trail.export_trail([run], environment=chain, signing_key=key, logs=logs) for run in runs]
     for exported in exports:
-        audit_trail.publish_trail(exported.trail, lab)
+        audit_topic.publish_trail(exported.trail, lab)
 
     newest = exports[-1].path
     agreed = verify_cli(reports, str(newest))

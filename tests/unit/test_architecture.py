@@ -1,5 +1,5 @@
 """The house rules of ARCHITECTURE.md, read from the package's imports: only the Airflow layer imports
-Airflow, no stage package imports another, the shared layers import no stage, no import cycle, and no
+Airflow, no stage package imports another, no layer imports one above it, no import cycle, and no
 project import hidden inside a function. Each rule is also shown to fail on a violation planted in a
 temporary copy of the package."""
 
@@ -17,7 +17,15 @@ PACKAGE = "event_broker_rollout"
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "plugins" / PACKAGE
 AIRFLOW_LAYER = f"{PACKAGE}.airflow"
 STAGES = ("preflight", "infrastructure", "security", "schemas", "integration", "compliance")
-SHARED_LAYERS = ("config", "evidence", "hosts", "cluster", "resources")
+SHARED_LAYERS = ("evidence", "config", "hosts", "cluster", "resources")
+# Bottom to top: a module imports only from its own layer and the layers below it. The stages share one
+# rank (and may not import each other); ``paths`` and ``orchestrator`` sit below everything.
+LAYER_RANK = {
+    **{layer: rank for rank, layer in enumerate(SHARED_LAYERS)},
+    **{stage: len(SHARED_LAYERS) for stage in STAGES},
+    "rollout": len(SHARED_LAYERS),
+    "airflow": len(SHARED_LAYERS) + 1,
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,9 @@ def airflow_outside_its_layer(root: Path) -> list[str]:
 
 
 def top_package(module: str) -> str | None:
+    """The layer or stage a module belongs to (``paths`` and ``orchestrator`` are modules of their own)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 else None
+    return parts[1] if len(parts) > 1 else None
 
 
 def stage_crossings(root: Path) -> list[str]:
@@ -84,13 +93,13 @@ def stage_crossings(root: Path) -> list[str]:
     )
 
 
-def shared_layers_reaching_up(root: Path) -> list[str]:
-    above = (*STAGES, "rollout", "airflow")
+def imports_reaching_up(root: Path) -> list[str]:
+    ranks = {module: LAYER_RANK.get(top_package(module) or "", -1) for module in project_graph(root)}
     return sorted(
         f"{importer} imports {imported}"
         for importer, imported_set in project_graph(root).items()
         for imported in imported_set
-        if top_package(importer) in SHARED_LAYERS and top_package(imported) in above
+        if ranks[imported] > ranks[importer]
     )
 
 
@@ -141,7 +150,7 @@ def hidden_project_imports(root: Path) -> list[str]:
 RULES = {
     "airflow": airflow_outside_its_layer,
     "stages": stage_crossings,
-    "shared": shared_layers_reaching_up,
+    "layers": imports_reaching_up,
     "cycles": cycles,
     "hidden": hidden_project_imports,
 }
@@ -156,7 +165,7 @@ PLANTED = {
     # rule: (module file, line appended to it)
     "airflow": ("config/environment.py", "from airflow.sdk import Variable\n"),
     "stages": ("schemas/stage.py", "from event_broker_rollout.security import canary\n"),
-    "shared": ("hosts/fleet.py", "from event_broker_rollout.infrastructure import stage\n"),
+    "layers": ("hosts/fleet.py", "from event_broker_rollout.cluster import health\n"),
     "cycles": ("config/types.py", "from event_broker_rollout.config import environment\n"),
     "hidden": ("cluster/health.py", "def later():\n    from event_broker_rollout.hosts import shell\n"),
 }

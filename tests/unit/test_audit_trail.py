@@ -43,6 +43,7 @@ from event_broker_rollout.evidence.audit import (
 from event_broker_rollout.evidence.results import Result, Status, report_dir
 from event_broker_rollout.evidence.trail import TopicMessage, compare_with_topic, verify_chain, write_trail
 from event_broker_rollout.evidence.trail_entries import Entry, RunRef
+from event_broker_rollout.resources import audit_topic
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "airflow_logs"
@@ -821,7 +822,7 @@ def test_publication_needs_a_secured_cluster(monkeypatch):
     lab = load_environment("lab")
     monkeypatch.setattr(fleet, "recorded_phase", lambda environment: "listeners")
     assert (
-        audit_trail.publication_blocker(lab)
+        audit_topic.publication_blocker(lab)
         == "not published: the cluster is not secured yet (its hosts record listeners)"
     )
 
@@ -829,9 +830,9 @@ def test_publication_needs_a_secured_cluster(monkeypatch):
         raise OSError("lab2: timed out")
 
     monkeypatch.setattr(fleet, "recorded_phase", unreachable)
-    assert "security phase is unknown (lab2: timed out)" in (audit_trail.publication_blocker(lab) or "")
+    assert "security phase is unknown (lab2: timed out)" in (audit_topic.publication_blocker(lab) or "")
     monkeypatch.setattr(fleet, "recorded_phase", lambda environment: "secured")
-    assert audit_trail.publication_blocker(lab) is None
+    assert audit_topic.publication_blocker(lab) is None
 
 
 class FakeProducer:
@@ -878,7 +879,7 @@ def test_publish_sends_every_line_as_the_audit_principal_with_acks_all(fake_kafk
     trail = build_trail(
         [RUN], trail_entries.read_log_files(LOGS, RUN), source="log files", exported_at=FIXED_TIME
     )
-    topic, delivered = audit_trail.publish_trail(trail, load_environment("lab"))
+    topic, delivered = audit_topic.publish_trail(trail, load_environment("lab"))
     producer = fake_kafka.instances[0]
     assert (topic, delivered) == ("ops.rollout.audit.v1", 6)
     assert producer.config["acks"] == "all" and producer.config["enable.idempotence"] is True
@@ -891,15 +892,15 @@ def test_publish_sends_every_line_as_the_audit_principal_with_acks_all(fake_kafk
 def test_publish_fails_when_a_message_is_not_acknowledged(fake_kafka):
     fake_kafka.fail_delivery = True
     trail = build_trail([RUN], [], source="test", exported_at=FIXED_TIME)
-    with pytest.raises(audit_trail.PublishError, match=r"1 of 1 trail messages not delivered.*broker down"):
-        audit_trail.publish_trail(trail, load_environment("lab"))
+    with pytest.raises(audit_topic.PublishError, match=r"1 of 1 trail messages not delivered.*broker down"):
+        audit_topic.publish_trail(trail, load_environment("lab"))
 
 
 def test_publish_reports_a_missing_audit_topic(fake_kafka):
     fake_kafka.topic_error = "UNKNOWN_TOPIC_OR_PART"
     trail = build_trail([RUN], [], source="test", exported_at=FIXED_TIME)
-    with pytest.raises(audit_trail.AuditTopicMissing, match=re.escape("ops.rollout.audit.v1")):
-        audit_trail.publish_trail(trail, load_environment("lab"))
+    with pytest.raises(audit_topic.AuditTopicMissing, match=re.escape("ops.rollout.audit.v1")):
+        audit_topic.publish_trail(trail, load_environment("lab"))
     assert fake_kafka.instances[0].sent == []
 
 

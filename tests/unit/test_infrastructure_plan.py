@@ -434,8 +434,7 @@ def test_the_stage_stops_at_its_plan_naming_host_and_folder_before_any_change(la
 
 
 def test_the_restart_safety_policy_names_what_makes_a_restart_unsafe(lab, monkeypatch):
-    from event_broker_rollout.cluster import clients
-    from event_broker_rollout.hosts import restarts
+    from event_broker_rollout.cluster import clients, restarts
 
     monkeypatch.setattr(clients, "admin_config", lambda environment, phase: {"bootstrap.servers": "b:9092"})
     monkeypatch.setattr(health, "admin_client", lambda config: object())

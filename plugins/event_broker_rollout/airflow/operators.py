@@ -1,6 +1,6 @@
 """Rolling restart: one Kafka node at a time, each followed by the health gates, deferring in between.
 
-Before each restart the operator asks the safety policy (``hosts.restarts``: every other broker answers,
+Before each restart the operator asks the safety policy (``cluster.restarts``: every other broker answers,
 no partition would drop below min.insync.replicas) and refuses to go on otherwise; after each restart it defers to
 the brokers and partitions triggers, so no worker slot is held while the node rejoins. A failed gate
 stops the roll: the next node is never touched.
@@ -18,12 +18,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.sensors import fail_gate, gate_result, resolve_phase
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.cluster.restarts import restart_refusal
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE
 from event_broker_rollout.hosts.fleet import restart_service, rolling_restart_queue
-from event_broker_rollout.hosts.restarts import restart_refusal
 
 
 class RollingRestartOperator(BaseOperator):

@@ -10,20 +10,19 @@ from event_broker_rollout import orchestrator
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence.audit import audit
-from event_broker_rollout.evidence.trail import (
-    AuditTopicMissing,
-    ClusterUnreachable,
-    export_trail,
-    publication_blocker,
-    publish_trail,
-    signing_key_from_connection,
-)
+from event_broker_rollout.evidence.trail import export_trail, signing_key_from_connection
 from event_broker_rollout.evidence.trail_entries import (
     Entry,
     RunRef,
     approval_entries,
     run_log_dir,
     trigger_entry,
+)
+from event_broker_rollout.resources.audit_topic import (
+    AuditTopicMissing,
+    ClusterUnreachable,
+    publication_blocker,
+    publish_trail,
 )
 
 

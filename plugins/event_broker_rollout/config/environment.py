@@ -43,6 +43,13 @@ ROLES = ("controller", "broker", "schema_registry")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+# The CA certificate's file name in a TLS material folder (``security.tls.material_dir``).
+CA_CERT = "ca.crt"
+# Node certificates (subject CN=<host name>, see tls.issue_node_certificate; a provided certificate may
+# add attributes after the CN) map to principals of their own, User:node-<host>, so a host named like a
+# component or a SCRAM user named like a host never shares its identity. Any other subject keeps its DN.
+NODE_PRINCIPAL_PREFIX = "node-"
+
 LAB_STATE_PLACEHOLDER = "${LAB_STATE}"
 
 

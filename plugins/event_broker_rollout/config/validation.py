@@ -26,10 +26,14 @@ from event_broker_rollout.config.catalog import (
     validate_catalog,
 )
 from event_broker_rollout.config.components import Components, contract_problems, load_components
-from event_broker_rollout.config.environment import Environment, environment_file, load_environment
+from event_broker_rollout.config.environment import (
+    CA_CERT,
+    NODE_PRINCIPAL_PREFIX,
+    Environment,
+    environment_file,
+    load_environment,
+)
 from event_broker_rollout.config.policy import POLICY_FILE, load_policy
-from event_broker_rollout.hosts.listeners import NODE_PRINCIPAL_PREFIX
-from event_broker_rollout.hosts.tls import CA_CERT
 
 SECRET_MODE_BITS = 0o077  # group and others: a secret file grants them nothing
 

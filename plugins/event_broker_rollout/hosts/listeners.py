@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from event_broker_rollout.config.environment import Environment, Host
+from event_broker_rollout.config.environment import NODE_PRINCIPAL_PREFIX, Environment, Host
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,6 @@ TLS_DIR = "/etc/kafka/tls"
 KEYSTORE = f"{TLS_DIR}/node.pem"  # private key + certificate chain (PEM keystore)
 TRUSTSTORE = f"{TLS_DIR}/ca.crt"
 TLS_PROTOCOLS = "TLSv1.3,TLSv1.2"
-# Node certificates (subject CN=<host name>, see tls.issue_node_certificate; a provided certificate may
-# add attributes after the CN) map to principals of their own, User:node-<host>, so a host named like a
-# component or a SCRAM user named like a host never shares its identity. Any other subject keeps its DN.
-NODE_PRINCIPAL_PREFIX = "node-"
 PRINCIPAL_RULES = f"RULE:^CN=([a-z0-9-]+)(,.*)?$/{NODE_PRINCIPAL_PREFIX}$1/,DEFAULT"
 # mTLS clients on the SECURE listener keep their certificate's CN as their principal (their ACLs name it).
 CLIENT_CERTIFICATE_RULES = "RULE:^CN=([a-z0-9-]+)(,.*)?$/$1/,DEFAULT"

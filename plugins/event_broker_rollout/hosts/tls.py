@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from event_broker_rollout.config.environment import Environment, Host
+from event_broker_rollout.config.environment import CA_CERT, Environment, Host
 from event_broker_rollout.hosts.secret_files import write_secret
 
 CA_KEY = "ca.key"
-CA_CERT = "ca.crt"
 
 
 class TlsMaterialError(ValueError):

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from event_broker_rollout.config.environment import Host, Tls
+from event_broker_rollout.config.environment import CA_CERT, Host, Tls
 from event_broker_rollout.evidence.results import Result, Severity, Status, check
-from event_broker_rollout.hosts.tls import CA_CERT, node_names
+from event_broker_rollout.hosts.tls import node_names
 from event_broker_rollout.hosts.tls_policy import (
     ACCEPTED_EC_CURVES,
     MIN_RSA_BITS,
