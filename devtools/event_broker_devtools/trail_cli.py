@@ -15,13 +15,10 @@ from event_broker_rollout.evidence.trail import (
     PUBLIC_KEY_ENV,
     SIGNING_CONN_ID,
     ChainError,
-    PublishError,
     SigningKeyError,
     compare_with_topic,
     environment_trails,
     export_trail,
-    publish_trail,
-    read_audit_topic,
     reports_relative,
     signing_key_from_connection,
     signing_key_from_file,
@@ -30,6 +27,7 @@ from event_broker_rollout.evidence.trail import (
     verify_trail,
 )
 from event_broker_rollout.evidence.trail_entries import RunRef
+from event_broker_rollout.resources.audit_topic import PublishError, publish_trail, read_audit_topic
 
 
 def _runs_from(args: argparse.Namespace) -> list[RunRef]:
