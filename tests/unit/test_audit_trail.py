@@ -867,11 +867,10 @@ class FakeProducer:
 def fake_kafka(monkeypatch):
     import confluent_kafka
 
-    from event_broker_rollout.cluster import credentials
-
     FakeProducer.instances, FakeProducer.fail_delivery, FakeProducer.topic_error = [], False, None
     monkeypatch.setattr(confluent_kafka, "Producer", FakeProducer)
-    monkeypatch.setattr(credentials, "load_credentials", lambda environment: {"rollout-audit": "p" * 24})
+    # audit_topic binds load_credentials at import: patch it where it is looked up
+    monkeypatch.setattr(audit_topic, "load_credentials", lambda environment: {"rollout-audit": "p" * 24})
     return FakeProducer
 
 
