@@ -11,7 +11,7 @@ from paramiko import SSHException
 
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.cluster.health import KafkaLoginError
-from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.evidence.results import Status
 
 DAG_ID, RUN_ID = "event_broker_schemas", "manual__2026-11-27T10:00:00+00:00"
 
@@ -69,13 +69,3 @@ def test_a_recorded_failure_becomes_the_reports_finding(tmp_path, monkeypatch):
     )
     assert outcomes["task.lint"].message == "task lint failed: see its log"  # died without a callback
     assert "task.report" not in outcomes
-
-
-def test_a_gate_settles_only_after_a_step_started_something():
-    from event_broker_rollout.airflow.sensors import started_anything
-
-    started = Result("infra.start[kafka]", Status.CHANGED, "started kafka", host="lab1").to_dict()
-    running = Result("gate.brokers", Status.PASS, "3 of 3").to_dict()
-    assert started_anything([running, started])
-    assert not started_anything([running])
-    assert not started_anything([])

@@ -4,7 +4,7 @@ stage with the last state it observed (which broker is missing, which partitions
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -80,19 +80,8 @@ def resolve_phase(environment: Environment, phase: str | None) -> str:
     return recorded_phase(environment)
 
 
-def started_anything(results: Sequence[Any]) -> bool:
-    """Whether a step's results report a change (a service started): only then can a node crash-loop."""
-    return any(isinstance(r, Mapping) and r.get("status") == Status.CHANGED.value for r in results)
-
-
 class ClusterHealthSensor(BaseSensorOperator):
-    """Deferrable gate: brokers registered, partitions healthy, or the registry up.
-
-    ``settle_seconds`` is how long the cluster must stay healthy before the gate passes: a broker that just
-    started must stay registered longer than a session timeout (a crash-looping one registers, then drops
-    out). With ``settle_after`` the window applies only when one of those tasks started something; when
-    they changed nothing, nothing can crash-loop and the gate answers at once.
-    """
+    """Deferrable gate: brokers registered, partitions healthy, or the registry up."""
 
     template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
 
@@ -105,12 +94,10 @@ class ClusterHealthSensor(BaseSensorOperator):
         settle_seconds: Any = 10,
         poll_interval: float = 2.0,
         phase: str | None = None,
-        settle_after: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.check = check
-        self.settle_after = tuple(settle_after)
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout
         self.settle_seconds = settle_seconds
@@ -120,10 +107,6 @@ class ClusterHealthSensor(BaseSensorOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | None:
         environment = validated_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
-        if self.settle_after and not started_anything(
-            [r for group in context["ti"].xcom_pull(task_ids=list(self.settle_after)) for r in group or []]
-        ):
-            self.settle_seconds = 0
         if float(self.settle_seconds) == 0:
             answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
             if answered is not None:
