@@ -102,7 +102,10 @@ def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_h
         child = f"rollout__{run_id}"
         mapped = [w for key, w in workers.items() if key.run_id == child and key.task_id == "inspect_host"]
         assert len(mapped) == 3
-        assert {worker for parts in mapped for worker in parts} == set(airflow_stack.WORKERS), mapped
+        # Which worker takes which task is Celery's choice (three mapped tasks can all land on one worker
+        # that finishes fast); over both runs' task parts both workers must have worked.
+        in_runs = [parts for key, parts in workers.items() if key.run_id in (run_id, child)]
+        assert {worker for parts in in_runs for worker in parts} == set(airflow_stack.WORKERS), workers
         # The approval and the stage tasks deferred and resumed: two workloads for one attempt each.
         resumed = {
             key.task_id: parts
