@@ -52,28 +52,29 @@ TITLE = "Compliance: HIPAA Security Rule re-verification"
 def event_broker_compliance() -> None:
     @task
     def validate_policy(params: dict[str, Any]) -> list[str]:
-        """Fails here, before anything is probed, if the environment, catalog or policy has mistakes."""
+        """Fails here, before anything is probed, if the environment, catalog or policy has mistakes. The
+        host names are the list inspect_host maps over."""
         return stage.validate(dag_support.environment_from(params))
 
     @task(execution_timeout=timedelta(minutes=3))
-    def probe_listeners(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.transmission(dag_support.environment_from(params))
+    def probe_listeners(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.transmission(dag_support.environment_from(params)))
 
     @task(execution_timeout=timedelta(minutes=3))
-    def check_access(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.access_control(dag_support.environment_from(params))
+    def check_access(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.access_control(dag_support.environment_from(params)))
 
     @task(execution_timeout=timedelta(minutes=3))
-    def check_cluster(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.cluster(dag_support.environment_from(params))
+    def check_cluster(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.cluster(dag_support.environment_from(params)))
 
     @task(execution_timeout=timedelta(minutes=3))
-    def check_registry(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.registry(dag_support.environment_from(params))
+    def check_registry(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.registry(dag_support.environment_from(params)))
 
     @task(execution_timeout=timedelta(minutes=2))
     def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
-        return stage.host(dag_support.environment_from(params), host_name)
+        return dag_support.recorded(stage.host(dag_support.environment_from(params), host_name))
 
     hosts = validate_policy()
     checked = [probe_listeners(), check_access(), check_cluster(), check_registry()]

@@ -18,8 +18,9 @@ from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.operators import RollingRestartOperator
 from event_broker_rollout.airflow.sensors import ClusterHealthSensor, ControllerQuorumSensor
 from event_broker_rollout.evidence.results import Result
+from event_broker_rollout.evidence.steps import step_data
 from event_broker_rollout.hosts import fleet
-from event_broker_rollout.hosts.desired import KAFKA_SERVICE, REGISTRY_SERVICE
+from event_broker_rollout.hosts.desired import KAFKA_SERVICE
 from event_broker_rollout.infrastructure import stage
 
 DAG_ID = "event_broker_infrastructure"
@@ -59,49 +60,53 @@ def event_broker_infrastructure() -> None:
     @task
     def plan(params: dict[str, Any]) -> dict[str, Any]:
         """Read-only: observe every host and compute what would change."""
-        return fleet.plan_environment(dag_support.environment_from(params))
+        return dag_support.recorded(stage.plan(dag_support.environment_from(params)))
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def proceed(plans: dict[str, Any], params: dict[str, Any]) -> bool:
+    def proceed(planned: dict[str, Any], params: dict[str, Any]) -> bool:
         """Stop here on a dry run (the report shows the plan), or before any change when a host could not
         be planned or a change step would refuse (another cluster's data, a foreign port, file or install)."""
-        fleet.planned_hosts(plans)
+        fleet.planned_hosts(step_data(planned))
         return not params["dry_run"]
 
     @task
-    def hosts_to_install(plans: dict[str, Any]) -> list[str]:
-        return list(plans)
+    def hosts_to_install(planned: dict[str, Any]) -> list[str]:
+        """The list install maps over (a plain list: Airflow maps over return values only)."""
+        return list(step_data(planned))
 
     @task(max_active_tis_per_dagrun=4)
-    def install(host_name: str, plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.install_host(dag_support.environment_from(params), plans, host_name)
-
-    @task
-    def configure(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return fleet.configure_hosts(dag_support.environment_from(params), plans)
-
-    @task
-    def start_controllers(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.start_services(dag_support.environment_from(params), plans, "controller", KAFKA_SERVICE)
-
-    @task
-    def start_brokers(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.start_services(dag_support.environment_from(params), plans, "broker", KAFKA_SERVICE)
-
-    @task
-    def start_registry(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def install(host_name: str, planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         environment = dag_support.environment_from(params)
-        results = stage.start_services(environment, plans, "schema_registry", REGISTRY_SERVICE)
-        for host in environment.registries:
-            if stage.registry_action(plans, host.name) == "restart":
-                results.append(fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
-        return results
+        return dag_support.recorded(stage.install_host(environment, step_data(planned), host_name))
+
+    @task
+    def configure(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.configure(dag_support.environment_from(params), step_data(planned)))
+
+    @task
+    def start_controllers(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return dag_support.recorded(
+            stage.start_services(environment, step_data(planned), "controller", KAFKA_SERVICE)
+        )
+
+    @task
+    def start_brokers(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return dag_support.recorded(
+            stage.start_services(environment, step_data(planned), "broker", KAFKA_SERVICE)
+        )
+
+    @task
+    def start_registry(planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return dag_support.recorded(stage.start_registry(environment, step_data(planned)))
 
     plans = plan()
     go = proceed(plans)
     host_names = hosts_to_install(plans)
     go >> host_names
-    installed = install.partial(plans=plans).expand(host_name=host_names)
+    installed = install.partial(planned=plans).expand(host_name=host_names)
     configured = configure(plans)
     controllers = start_controllers(plans)
     quorum = ControllerQuorumSensor(
@@ -156,7 +161,7 @@ def event_broker_infrastructure() -> None:
 
 def conclude(context: Mapping[str, Any], results: list[Result]) -> tuple[list[Result], dict[str, Any]]:
     """A dry run shows the plan; a run that stopped at its plan shows why (an unreachable host, a refusal)."""
-    plans = context["ti"].xcom_pull(task_ids="plan") or {}
+    plans = step_data(context["ti"].xcom_pull(task_ids="plan")) or {}
     dry_run = context["params"]["dry_run"]
     planned = stage.plan_results(plans, dry_run=True) if dry_run else stage.blocking_results(plans)
     results = [*planned, *results]

@@ -56,14 +56,15 @@ DAG_ID = "event_broker_integration"
 )
 def event_broker_integration() -> None:
     @task
-    def verify_contracts(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.verify_contracts(dag_support.environment_from(params), get_current_context()["run_id"])
+    def verify_contracts(params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return dag_support.recorded(stage.verify_contracts(environment, get_current_context()["run_id"]))
 
     @task
     def end_to_end(params: dict[str, Any]) -> dict[str, Any]:
         context = get_current_context()
         docs = report_dir(DAG_ID, context["run_id"]) / "data-docs"
-        return stage.end_to_end(
+        flow = stage.end_to_end(
             dag_support.environment_from(params),
             context["run_id"],
             params["sample_events"],
@@ -71,6 +72,7 @@ def event_broker_integration() -> None:
             params["seed"],
             docs,
         )
+        return dag_support.recorded(flow)
 
     verify_contracts() >> end_to_end()
     dag_support.closing_tasks(DAG_ID, "Integration: contracts and healthcare events end to end", conclude)

@@ -39,30 +39,37 @@ DAG_ID = "event_broker_preflight"
 def event_broker_preflight() -> None:
     @task
     def validate_environment(params: dict[str, Any]) -> list[str]:
-        """Fails here, before any host is touched, if the environment file has mistakes."""
+        """Fails here, before any host is touched, if the environment file has mistakes. The host names
+        are the list inspect_host maps over (a plain list: Airflow maps over return values only)."""
         environment = dag_support.environment_from(params)
         return [host.name for host in environment.hosts]
 
     @task(execution_timeout=timedelta(minutes=3))
     def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
         environment = dag_support.environment_from(params)
-        return stage.inspect_host(environment, host_name, params["sizing_profile"], params["deployment_mode"])
+        return dag_support.recorded(
+            stage.inspect_host(environment, host_name, params["sizing_profile"], params["deployment_mode"])
+        )
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=5))
-    def inspect_network(inspections: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def inspect_network(inspections: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         environment = dag_support.environment_from(params)
-        return stage.inspect_network(environment, [i for i in inspections if i], params["sizing_profile"])
+        return dag_support.recorded(
+            stage.inspect_network(environment, [i for i in inspections if i], params["sizing_profile"])
+        )
 
     @task
-    def check_security(params: dict[str, Any]) -> list[dict[str, Any]]:
+    def check_security(params: dict[str, Any]) -> dict[str, Any]:
         """Provided TLS material is read here, on the Airflow side: checked even if a host is unreachable."""
         environment = dag_support.environment_from(params)
-        return stage.check_security(environment)
+        return dag_support.recorded(stage.check_security(environment))
 
     @task
-    def check_governance(params: dict[str, Any]) -> list[dict[str, Any]]:
+    def check_governance(params: dict[str, Any]) -> dict[str, Any]:
         environment = dag_support.environment_from(params)
-        return stage.check_governance(environment, params["knowledge_acknowledged"] or [])
+        return dag_support.recorded(
+            stage.check_governance(environment, params["knowledge_acknowledged"] or [])
+        )
 
     hosts = validate_environment()
     inspections = inspect_host.expand(host_name=hosts)

@@ -33,13 +33,14 @@ DAG_ID = "event_broker_schemas"
 )
 def event_broker_schemas() -> None:
     @task
-    def validate_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
+    def validate_catalog(params: dict[str, Any]) -> dict[str, Any]:
         """Fails here, before the cluster is touched, if the catalog breaks a policy (YAML paths named)."""
-        return stage.validate(dag_support.environment_from(params))
+        return dag_support.recorded(stage.validate(dag_support.environment_from(params)))
 
     @task
-    def reconcile(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.reconcile_environment(dag_support.environment_from(params), dry_run=params["dry_run"])
+    def reconcile(params: dict[str, Any]) -> dict[str, Any]:
+        environment = dag_support.environment_from(params)
+        return dag_support.recorded(stage.reconcile_environment(environment, dry_run=params["dry_run"]))
 
     validate_catalog() >> reconcile()
     dag_support.closing_tasks(DAG_ID, "Schemas: healthcare event catalog", conclude)

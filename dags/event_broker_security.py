@@ -59,69 +59,62 @@ def run_dir() -> Path:
     },
 )
 def event_broker_security() -> None:
-    @task
+    @task(multiple_outputs=True)
     def configure(target: str, params: dict[str, Any]) -> dict[str, Any]:
-        context = get_current_context()
-        plans, client_phase, effective_phase, results = stage.configure_phase(
-            dag_support.environment_from(params), target
-        )
-        context["ti"].xcom_push(key="client_phase", value=client_phase)
-        context["ti"].xcom_push(key="effective_phase", value=effective_phase)
-        context["ti"].xcom_push(key="results", value=results)
-        return plans
+        return dag_support.recorded(stage.configure_phase(dag_support.environment_from(params), target))
 
     @task
-    def restart_registry(plans: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.restart_registry(dag_support.environment_from(params), plans)
+    def restart_registry(plans: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.restart_registry(dag_support.environment_from(params), plans))
 
     @task
-    def commit(target: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.commit_phase(dag_support.environment_from(params), target)
+    def commit(target: str, params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.commit_phase(dag_support.environment_from(params), target))
 
     @task
-    def scram_users(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.ensure_users(dag_support.environment_from(params))
+    def scram_users(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.ensure_users(dag_support.environment_from(params)))
 
     @task
-    def start_canary(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.start_canary(dag_support.environment_from(params), run_dir())
+    def start_canary(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.start_canary(dag_support.environment_from(params), run_dir()))
 
     @task
-    def acls_and_quotas(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.ensure_acls_and_quotas(dag_support.environment_from(params))
+    def acls_and_quotas(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.ensure_acls_and_quotas(dag_support.environment_from(params)))
 
     @task(trigger_rule="all_done")
-    def stop_canary() -> list[dict[str, Any]]:
-        return stage.stop_canary(run_dir())
+    def stop_canary() -> dict[str, Any]:
+        return dag_support.recorded(stage.stop_canary(run_dir()))
 
     @task
-    def verify_from_outside(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return stage.verify_from_outside(dag_support.environment_from(params))
+    def verify_from_outside(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.verify_from_outside(dag_support.environment_from(params)))
 
     previous = None
     for target in stage.STEPS:
-        plans = configure.override(task_id=f"configure_{target}")(target)
+        configured = configure.override(task_id=f"configure_{target}")(target)
         roll = RollingRestartOperator(
             task_id=f"roll_{target}",
             environment_name=ENV,
             plan_task_id=f"configure_{target}",
-            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='client_phase') }}}}",
+            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='summary')['{stage.CLIENT_PHASE}'] }}}}",
             gate_timeout=GATE_TIMEOUT,
             settle_seconds=SETTLE,
         )
-        registry = restart_registry.override(task_id=f"registry_{target}")(plans)
+        registry = restart_registry.override(task_id=f"registry_{target}")(configured["data"])
         registry_gate = ClusterHealthSensor(
             task_id=f"gate_registry_{target}",
             check="registry",
             environment_name=ENV,
-            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='effective_phase') }}}}",
+            phase=f"{{{{ ti.xcom_pull(task_ids='configure_{target}', key='summary')['{stage.EFFECTIVE_PHASE}'] }}}}",
             gate_timeout=GATE_TIMEOUT,
             settle_seconds=0,
         )
         committed = commit.override(task_id=f"commit_{target}")(target)
         if previous is not None:
-            previous >> plans
-        plans >> roll >> registry >> registry_gate >> committed
+            previous >> configured
+        configured >> roll >> registry >> registry_gate >> committed
         if target == "listeners":
             users = scram_users()
             canary = start_canary()

@@ -3,13 +3,16 @@ the run (no hand-kept task lists), after the audit trail's export, which runs af
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from event_broker_rollout.airflow import tasks
 from event_broker_rollout.airflow.tasks import EXPORT_TASK_ID, REPORT_TASK_ID, evidence_in, run_evidence
 from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.evidence.steps import Step, step_data
 
 from .test_dag_integrity import DAGS_DIR
 
@@ -17,15 +20,32 @@ PASS = Result("a.check", Status.PASS, "fine").to_dict()
 CHANGED = Result("b.change", Status.CHANGED, "made", host="lab1").to_dict()
 
 
-def test_results_are_recognised_in_every_shape_a_step_returns():
-    assert [r.id for r in evidence_in([PASS, CHANGED])] == ["a.check", "b.change"]
-    assert [r.id for r in evidence_in({"results": [CHANGED], "summary": {"n": 1}})] == ["b.change"]
-    assert [r.id for r in evidence_in(PASS)] == ["a.check"]
+def test_a_step_is_evidence_and_its_data_and_summary_are_not():
+    step = Step.of([Result.from_dict(CHANGED)], summary={"n": 1}, data={"lab1": {"changes": []}}).to_dict()
+    assert [r.id for r in evidence_in(step)] == ["b.change"]
+    assert Step.from_dict(step).summary == {"n": 1} and step_data(step) == {"lab1": {"changes": []}}
 
 
-@pytest.mark.parametrize("data", [None, True, [], ["lab1", "lab2"], {"lab1": {"changes": []}}, "listeners"])
-def test_data_for_other_tasks_is_not_evidence(data):
-    assert evidence_in(data) == []
+@pytest.mark.parametrize(
+    "data", [None, True, [], ["lab1", "lab2"], {"lab1": {"changes": []}}, "listeners", [PASS], PASS]
+)
+def test_anything_but_a_step_is_not_evidence(data):
+    """Host names a mapped task fans out over, an approval, a path; and no loose result shapes either."""
+    assert evidence_in(data) == [] and step_data(data) is None
+
+
+def test_recorded_audits_each_result_as_the_stage_and_task_then_serializes(monkeypatch):
+    logged: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        tasks, "audit_result", lambda action, result: logged.append((action, result.to_dict()))
+    )
+    context = {"ti": SimpleNamespace(dag_id="event_broker_security", task_id="commit_listeners")}
+    step = Step.of([Result.from_dict(PASS), Result.from_dict(CHANGED)], summary={"n": 2})
+    assert tasks.recorded(step, context) == step.to_dict()
+    assert [(action, result["id"]) for action, result in logged] == [
+        ("security.commit_listeners", "a.check"),
+        ("security.commit_listeners", "b.change"),
+    ]
 
 
 class FakeTaskInstance:
@@ -43,17 +63,18 @@ class FakeDag:
     task_ids = ("plan", "configure", "install", "gate", EXPORT_TASK_ID, REPORT_TASK_ID)
 
 
-def test_the_report_gathers_every_task_of_the_run_including_mapped_ones_and_pushed_results():
-    lab2 = Result("b.change", Status.CHANGED, "made", host="lab2").to_dict()
-    gate = Result("gate.brokers", Status.PASS, "3 of 3").to_dict()
+def test_the_report_gathers_every_task_of_the_run_including_mapped_ones():
+    lab2 = Result("b.change", Status.CHANGED, "made", host="lab2")
+    gate = Result("gate.brokers", Status.PASS, "3 of 3")
     ti = FakeTaskInstance(
         {
-            ("plan", "return_value"): [{"lab1": {"changes": []}}],
-            # a step whose return value feeds the next task pushes its evidence under "results"
-            ("configure", "return_value"): [{"lab1": {"changes": []}}],
-            ("configure", "results"): [[PASS]],
-            ("install", "return_value"): [[CHANGED], [lab2]],  # two map indexes
-            ("gate", "return_value"): [[gate]],
+            ("plan", "return_value"): [Step(data={"lab1": {"changes": []}}).to_dict()],
+            ("configure", "return_value"): [Step.of([Result.from_dict(PASS)], data={"lab1": {}}).to_dict()],
+            ("install", "return_value"): [
+                Step.of([Result.from_dict(CHANGED)]).to_dict(),
+                Step.of([lab2]).to_dict(),
+            ],
+            ("gate", "return_value"): [Step.of([gate]).to_dict()],
             (EXPORT_TASK_ID, "return_value"): [{"trail": "x", "records": 3}],
         }
     )

@@ -7,8 +7,9 @@ from typing import Any
 
 from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.compliance.report import add_sections
-from event_broker_rollout.compliance.stage import load, publish_results, recorded_results, summary
+from event_broker_rollout.compliance.stage import load, publish_results, summary
 from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.evidence.audit import audit_result
 from event_broker_rollout.evidence.results import Result, report_dir, utcnow
 
 
@@ -28,7 +29,9 @@ def finish(
         "environment": environment.name,
         "checked_at": utcnow().isoformat(),
     }
-    results = [*results, *recorded_results([publish_results(setting, run, results)])]
+    published = publish_results(setting, run, results)
+    audit_result("compliance.report", published)
+    results = [*results, published]
     report_json = report_dir(dag_id, context["run_id"]) / "report.json"
     try:
         return dag_support.publish_report(context, dag_id, title, results, summary(results, setting.policy))

@@ -17,11 +17,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.sensors import fail_gate, gate_result, resolve_phase
+from event_broker_rollout.airflow.tasks import recorded
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster.restarts import restart_refusal
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.evidence.steps import Step, step_data
 from event_broker_rollout.hosts.desired import KAFKA_SERVICE
 from event_broker_rollout.hosts.fleet import restart_service, rolling_restart_queue
 
@@ -47,25 +49,22 @@ class RollingRestartOperator(BaseOperator):
         self.settle_seconds = settle_seconds
 
     def _plans(self, context: Context) -> dict[str, Any]:
-        plans: dict[str, Any] = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        plans: dict[str, Any] = step_data(context["ti"].xcom_pull(task_ids=self.plan_task_id))
         return plans
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> dict[str, Any]:
 
         environment = validated_environment(self.environment_name)
         queue = rolling_restart_queue(environment, self._plans(context))
         if not queue:
-            return [
-                Result(
-                    id="infra.rolling_restart", status=Status.OK, message="no running node needs a restart"
-                ).to_dict()
-            ]
+            nothing = Result(
+                id="infra.rolling_restart", status=Status.OK, message="no running node needs a restart"
+            )
+            return recorded(Step.of([nothing]), context)
         self.phase = resolve_phase(environment, self.phase)
         return self._restart_next(context, queue, [])
 
-    def _restart_next(
-        self, context: Context, queue: list[str], done: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def _restart_next(self, context: Context, queue: list[str], done: list[dict[str, Any]]) -> dict[str, Any]:
 
         environment = validated_environment(self.environment_name)
         host_name, rest = queue[0], queue[1:]
@@ -85,7 +84,6 @@ class RollingRestartOperator(BaseOperator):
             method_name="after_brokers_gate",
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
         )
-        return done  # not reached: defer() raises
 
     def _refuse(self, context: Context, done: list[dict[str, Any]], host_name: str, why: str) -> NoReturn:
         refusal = Result(
@@ -94,18 +92,24 @@ class RollingRestartOperator(BaseOperator):
             host=host_name,
             message=f"refused to restart {host_name}: {why}",
         )
-        context["ti"].xcom_push(key="return_value", value=[*done, refusal.to_dict()])
+        context["ti"].xcom_push(
+            key="return_value", value=recorded(self._step([*done, refusal.to_dict()]), context)
+        )
         raise AirflowFailException(refusal.message)
 
-    def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _step(done: list[dict[str, Any]]) -> Step:
+        """The roll's results so far (carried through each deferral as dicts)."""
+        return Step.of(Result.from_dict(item) for item in done)
+
+    def after_brokers_gate(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = validated_environment(self.environment_name)
         result = gate_result(
             environment, "brokers", event["status"] == "healthy", event["observed"], event["waited_seconds"]
         )
         if result.status is Status.FAIL:
-            context["ti"].xcom_push(key="return_value", value=done)
-            fail_gate(context, result)
+            fail_gate(context, result, earlier=self._step(done).results)
         carry = {
             "queue": queue,
             "done": [*done, {**result.to_dict(), "host": host_name}],
@@ -126,9 +130,8 @@ class RollingRestartOperator(BaseOperator):
             method_name="after_partitions_gate",
             timeout=timedelta(seconds=float(self.gate_timeout) + 120),
         )
-        return done
 
-    def after_partitions_gate(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def after_partitions_gate(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         queue, done, host_name = event["carry"]["queue"], event["carry"]["done"], event["carry"]["host_name"]
         environment = validated_environment(self.environment_name)
         result = gate_result(
@@ -140,13 +143,13 @@ class RollingRestartOperator(BaseOperator):
         )
         done = [*done, {**result.to_dict(), "host": host_name}]
         if result.status is Status.FAIL:
-            context["ti"].xcom_push(key="return_value", value=done)
+            context["ti"].xcom_push(key="return_value", value=recorded(self._step(done), context))
             raise AirflowFailException(
                 f"{result.id} failed after restarting {host_name}: {result.message}; the roll stops here"
             )
         if queue:
             return self._restart_next(context, queue, done)
-        return done
+        return recorded(self._step(done), context)
 
     def _phase(self, environment: Environment) -> str:
         # Resolved once in execute(); a resumed instance is a fresh object, so resolve again if needed.

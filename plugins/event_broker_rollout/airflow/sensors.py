@@ -6,17 +6,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
+from event_broker_rollout.airflow.tasks import recorded
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts.fleet import describe_quorum, recorded_phase
 from event_broker_rollout.hosts.remote import RemoteError
 
@@ -66,9 +68,10 @@ def gate_result(
     )
 
 
-def fail_gate(context: Context, result: Result) -> None:
-    """Keep the gate's evidence for the report, then fail the task (and so the stage)."""
-    context["ti"].xcom_push(key="return_value", value=[result.to_dict()])
+def fail_gate(context: Context, result: Result, earlier: Sequence[Result] = ()) -> NoReturn:
+    """Keep the gate's evidence (and the task's earlier results) for the report, then fail the task (and
+    so the stage)."""
+    context["ti"].xcom_push(key="return_value", value=recorded(Step.of([*earlier, result]), context))
     raise AirflowFailException(f"{result.id} failed: {result.message}")
 
 
@@ -104,7 +107,7 @@ class ClusterHealthSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.phase = phase
 
-    def execute(self, context: Context) -> list[dict[str, Any]] | None:
+    def execute(self, context: Context) -> dict[str, Any] | None:
         environment = validated_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
         if float(self.settle_seconds) == 0:
@@ -124,14 +127,14 @@ class ClusterHealthSensor(BaseSensorOperator):
             trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=gate_timeout + 120)
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         environment = validated_environment(self.environment_name)
         result = gate_result(
             environment, self.check, event["status"] == "healthy", event["observed"], event["waited_seconds"]
         )
         if result.status is Status.FAIL:
             fail_gate(context, result)
-        return [result.to_dict()]
+        return recorded(Step.of([result]), context)
 
 
 class ControllerQuorumSensor(BaseSensorOperator):
@@ -162,10 +165,8 @@ class ControllerQuorumSensor(BaseSensorOperator):
         first = context["ti"].get_first_reschedule_date(context)
         waited = time.time() - first.timestamp() if first else 0.0
         if observed["healthy"]:
-            context["ti"].xcom_push(
-                key="return_value",
-                value=[gate_result(environment, "quorum", True, observed, waited).to_dict()],
-            )
+            passed = gate_result(environment, "quorum", True, observed, waited)
+            context["ti"].xcom_push(key="return_value", value=recorded(Step.of([passed]), context))
             return True
         if waited >= float(self.gate_timeout):
             fail_gate(context, gate_result(environment, "quorum", False, observed, waited))

@@ -22,8 +22,9 @@ from event_broker_rollout.config.environment import (
     load_sizing_profiles,
 )
 from event_broker_rollout.config.validation import validated_environment
-from event_broker_rollout.evidence.audit import KEY_MATERIAL, audit
+from event_broker_rollout.evidence.audit import KEY_MATERIAL, audit, audit_result
 from event_broker_rollout.evidence.results import Result, Severity, StageReport, Status, report_dir, utcnow
+from event_broker_rollout.evidence.steps import Step, is_step
 from event_broker_rollout.preflight.governance import KNOWLEDGE_PREREQUISITES
 
 TASK_FAILURES = "task-failures"  # a folder in the run's report directory, one file per failed task
@@ -198,8 +199,7 @@ def finish(report: StageReport) -> str:
 
 EXPORT_TASK_ID = "export_audit_trail"
 REPORT_TASK_ID = "report"
-# A step may push its evidence under this key when its return value feeds downstream tasks instead.
-EVIDENCE_KEY = "results"
+DAG_ID_PREFIX = "event_broker_"
 
 # What a DAG adds to its report: (the run's context, every task's results) -> (results, summary).
 Conclude = Callable[[Mapping[str, Any], list[Result]], tuple[list[Result], Mapping[str, Any]]]
@@ -207,34 +207,33 @@ Conclude = Callable[[Mapping[str, Any], list[Result]], tuple[list[Result], Mappi
 WriteReport = Callable[[Mapping[str, Any], list[Result]], str]
 
 
-def _is_result(value: Any) -> bool:
-    return isinstance(value, Mapping) and "id" in value and "status" in value
+def recorded(step: Step, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What every step's task returns: one audit record per result (action ``<stage>.<task_id>``), then
+    the step serialized for XCom. Changes are also audited where they are made, so a task that dies
+    mid-change still leaves them; this record is the step's verdict on each."""
+    ti = (context or get_current_context())["ti"]
+    action = f"{ti.dag_id.removeprefix(DAG_ID_PREFIX)}.{ti.task_id}"
+    for result in step.results:
+        audit_result(action, result)
+    return step.to_dict()
 
 
 def evidence_in(value: Any) -> list[Result]:
-    """The results a task's XCom holds: a list of result dicts, one result, or a dict carrying
-    ``results``; anything else (a plan, host names) is data for other tasks, not evidence."""
-    if isinstance(value, Mapping) and isinstance(value.get("results"), list):
-        return [Result.from_dict(r) for r in value["results"]]
-    if _is_result(value):
-        return [Result.from_dict(value)]
-    if isinstance(value, list) and value and all(_is_result(item) for item in value):
-        return [Result.from_dict(item) for item in value]
-    return []
+    """The results a task's XCom holds when it is a step; anything else (an approval, a path) is not
+    evidence."""
+    return Step.from_dict(value).results if is_step(value) else []
 
 
 def run_evidence(context: Mapping[str, Any], excluded: Iterable[str]) -> list[Result]:
-    """Every result of every task of the run but ``excluded``, in the DAG's task order: a task's
-    ``results`` XCom when it pushed one, else its return value (every map index of a mapped task)."""
+    """Every result of every task of the run but ``excluded``, in the DAG's task order (every map index
+    of a mapped task)."""
     ti = context["ti"]
     skip = set(excluded)
     results: list[Result] = []
     for task_id in context["dag"].task_ids:
-        if task_id in skip:
-            continue
-        pushed = [v for v in ti.xcom_pull(task_ids=[task_id], key=EVIDENCE_KEY) if v is not None]
-        for value in pushed or ti.xcom_pull(task_ids=[task_id]):
-            results += evidence_in(value)
+        if task_id not in skip:
+            for value in ti.xcom_pull(task_ids=[task_id]):
+                results += evidence_in(value)
     return results
 
 

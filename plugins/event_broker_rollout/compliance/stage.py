@@ -1,5 +1,6 @@
-"""The compliance run's steps: each collects its facts from outside, judges them, and writes one audit
-record per finding. The DAG wires them; nothing here changes the cluster or a host.
+"""The compliance run's steps: each collects its facts from outside and judges them into findings (one
+audit record each, written by the task that runs the step). The DAG wires them; nothing here changes the
+cluster or a host.
 
 Clients use the settings of the final security phase (``secured``): the run verifies the state a
 rollout ends in, so a cluster that is not there fails its checks instead of being probed more gently.
@@ -32,8 +33,8 @@ from event_broker_rollout.config.policy import (
     catalog_topics,
     load_policy,
 )
-from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, utcnow
+from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.resources import access
@@ -83,35 +84,14 @@ def load(environment: Environment) -> Setting:
     )
 
 
-def recorded(results: list[Result]) -> list[dict[str, Any]]:
-    """One audit record per finding, then JSON-safe for XCom."""
-    return [result.to_dict() for result in recorded_results(results)]
-
-
-def recorded_results(results: list[Result]) -> list[Result]:
-    """Write one audit record per finding (ids, outcome, settings observed; never a secret)."""
-    for result in results:
-        audit(
-            "compliance.check",
-            target=result.details.get("target") or result.id,
-            outcome=str(result.status),
-            host=result.host,
-            result_id=result.id,
-            clause=result.details.get("clause"),
-            severity=str(result.severity),
-            observed=result.observed,
-            expected=result.expected,
-        )
-    return results
-
-
 def validate(environment: Environment) -> list[str]:
-    """Fails before anything is probed if the environment, catalog, components or policy are broken."""
+    """Fails before anything is probed if the environment, catalog, components or policy are broken.
+    Returns the host names the per-host inspections map over."""
     load(environment)
     return [host.name for host in environment.hosts]
 
 
-def transmission(environment: Environment) -> list[dict[str, Any]]:
+def transmission(environment: Environment) -> Step:
     """Listeners as the brokers report them, every Kafka port and the registry probed with TLS handshakes
     pinned to each version and a plaintext request."""
     setting = load(environment)
@@ -123,7 +103,7 @@ def transmission(environment: Environment) -> list[dict[str, Any]]:
     }
     ca = setting.ca_file()
     endpoints = list(in_parallel(list(targets), lambda key: facts.probe_endpoint(targets[key], ca)).values())
-    return recorded(
+    return Step.of(
         [
             *checks_transmission.only_tls_listeners(policy, settings),
             *checks_transmission.plaintext_refused(policy, endpoints),
@@ -133,7 +113,7 @@ def transmission(environment: Environment) -> list[dict[str, Any]]:
     )
 
 
-def access_control(environment: Environment) -> list[dict[str, Any]]:
+def access_control(environment: Environment) -> Step:
     """Authentication refusals, SCRAM users, the authorizer, ACLs against the declared grants, the
     no-grants principal on every PHI topic, and the secrets kept on the Airflow side."""
     setting = load(environment)
@@ -145,7 +125,7 @@ def access_control(environment: Environment) -> list[dict[str, Any]]:
         setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, setting.protected_topics
     )
     approved = {security.admin_user, *setting.components.principals()}
-    return recorded(
+    return Step.of(
         [
             *checks_access.auth_required(policy, facts.authentication(admin_config)),
             *checks_access.scram_users_approved(policy, facts.scram_users(admin), approved),
@@ -165,7 +145,7 @@ def access_control(environment: Environment) -> list[dict[str, Any]]:
     )
 
 
-def cluster(environment: Environment) -> list[dict[str, Any]]:
+def cluster(environment: Environment) -> Step:
     """Live health, topic auto-creation, topics against the catalog, durability and retention of each
     class, and the audit trail (read as the compliance principal)."""
     setting = load(environment)
@@ -182,7 +162,7 @@ def cluster(environment: Environment) -> list[dict[str, Any]]:
     audit_spec = next(spec for spec in specs if spec.topic == audit_topic)
     trail = facts.audit_trail(setting.client_config(COMPLIANCE_PRINCIPAL), audit_topic, audit_spec.partitions)
     node_names = {environment.node_id(h): h.name for h in environment.brokers}
-    return recorded(
+    return Step.of(
         [
             *checks_integrity.health_checks(policy, facts.cluster_health(admin, environment), node_names),
             *checks_integrity.auto_create_off(policy, facts.broker_settings(admin, environment)),
@@ -196,15 +176,15 @@ def cluster(environment: Environment) -> list[dict[str, Any]]:
     )
 
 
-def registry(environment: Environment) -> list[dict[str, Any]]:
+def registry(environment: Environment) -> Step:
     setting = load(environment)
     observed = facts.registry(environment, setting.ca_file(), load_subject_schemas(setting.catalog))
-    return recorded(
+    return Step.of(
         checks_registry.registry_checks(setting.policy, observed, environment.schema_registry.flavor)
     )
 
 
-def host(environment: Environment, host_name: str) -> dict[str, Any]:
+def host(environment: Environment, host_name: str) -> Step:
     """One host over SSH: its key, keystore and config files, and its authorizer settings."""
     setting = load(environment)
     policy = setting.policy
@@ -221,7 +201,7 @@ def host(environment: Environment, host_name: str) -> dict[str, Any]:
             *checks_access.super_users(policy, observed, super_users(environment)),
             *checks_access.node_principals(policy, observed, PRINCIPAL_RULES),
         ]
-    return {"host": host_name, "results": recorded(results)}
+    return Step.of(results)
 
 
 def publish_results(setting: Setting, run: dict[str, Any], results: list[Result]) -> Result:

@@ -172,7 +172,21 @@ def audit_result(action: str, result: Result | Mapping[str, Any]) -> None:
         if item.status is Status.CHANGED
         else {"observed": item.observed, "expected": item.expected}
     )
-    audit(action, target=item.id, outcome=str(item.status), host=item.host, result_id=item.id, **states)
+    # A finding that cites a policy clause (compliance) records its clause and severity as well.
+    cited = (
+        {"clause": item.details["clause"], "severity": str(item.severity)}
+        if item.details.get("clause")
+        else {}
+    )
+    audit(
+        action,
+        target=str(item.details.get("target") or item.id),
+        outcome=str(item.status),
+        host=item.host,
+        result_id=item.id,
+        **states,
+        **cited,
+    )
 
 
 def audit_results(action: str, results: Iterable[Result | Mapping[str, Any]]) -> None:

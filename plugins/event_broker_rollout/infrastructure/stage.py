@@ -13,15 +13,19 @@ from typing import Any
 from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Severity, Status
+from event_broker_rollout.evidence.steps import Step
+from event_broker_rollout.hosts import fleet, preconditions
 from event_broker_rollout.hosts import operations as hostops
-from event_broker_rollout.hosts import preconditions
-from event_broker_rollout.hosts.desired import (
-    REGISTRY_SERVICE,
-)
-from event_broker_rollout.hosts.fleet import host_order, host_state, session
+from event_broker_rollout.hosts.desired import REGISTRY_SERVICE
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.plan import HostPlan
 from event_broker_rollout.hosts.preconditions import ChangeRefused
+
+
+def plan(environment: Environment) -> Step:
+    """Read-only: observe every host and compute what would change. The plans are data for every later
+    step; the report turns them into evidence (``plan_results``, ``blocking_results``)."""
+    return Step(data=fleet.plan_environment(environment))
 
 
 def plan_results(plans: dict[str, Any], dry_run: bool) -> list[Result]:
@@ -96,22 +100,20 @@ def blocking_results(plans: dict[str, Any]) -> list[Result]:
     return results
 
 
-def install_host(environment: Environment, plans: dict[str, Any], host_name: str) -> list[dict[str, Any]]:
+def install_host(environment: Environment, plans: dict[str, Any], host_name: str) -> Step:
     """Create the service user and unpack new binaries beside the running ones (nothing restarts here)."""
     plan = HostPlan.from_dict(plans[host_name])
     if plan.problems:
         raise ChangeRefused(f"{host_name}: " + "; ".join(problem.message for problem in plan.problems))
     pending = [c for c in plan.changes if c.kind in ("user", "install")]
     if not pending:
-        return [
-            hostops.already(host_name, item).to_dict()
-            for item in plan.unchanged
-            if item.startswith("install:")
-        ]
+        return Step.of(
+            hostops.already(host_name, item) for item in plan.unchanged if item.startswith("install:")
+        )
     host = environment.host(host_name)
     results = []
-    with session(environment, host) as remote:
-        state = host_state(environment, host, plans[host_name]["systemd"], plans[host_name]["phase"])
+    with fleet.session(environment, host) as remote:
+        state = fleet.host_state(environment, host, plans[host_name]["systemd"], plans[host_name]["phase"])
         specs = {i.target: i for i in state.installs}
         for change in pending:
             if change.kind == "user":
@@ -126,12 +128,15 @@ def install_host(environment: Environment, plans: dict[str, Any], host_name: str
                         change, f"installed {specs[change.target].archive.name} into {change.target}"
                     )
                 )
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
-def start_services(
-    environment: Environment, plans: dict[str, Any], role: str, service_name: str
-) -> list[dict[str, Any]]:
+def configure(environment: Environment, plans: dict[str, Any]) -> Step:
+    """Write files and format storage host by host in the stage order (nothing restarts here)."""
+    return Step.of(map(Result.from_dict, fleet.configure_hosts(environment, plans)))
+
+
+def start_services(environment: Environment, plans: dict[str, Any], role: str, service_name: str) -> Step:
     """Start the stopped ``service_name`` on every host with ``role`` (first install: all together).
 
     Brokers that are also controllers run one Kafka process, already started with the controllers.
@@ -142,11 +147,11 @@ def start_services(
             return False
         return role in host.roles and service_name in plans[host.name]["start"]
 
-    targets = [h for h in host_order(environment) if wanted(h)]
+    targets = [h for h in fleet.host_order(environment) if wanted(h)]
 
     def start(name: str) -> Result:
         host = environment.host(name)
-        with session(environment, host) as remote:
+        with fleet.session(environment, host) as remote:
             output = hostops.service(remote, "start", service_name, plans[name]["systemd"])
         audit(
             "infrastructure.service",
@@ -164,7 +169,18 @@ def start_services(
             message=output.strip() or f"started {service_name}",
         )
 
-    return [r.to_dict() for r in in_parallel([h.name for h in targets], start).values()]
+    return Step.of(in_parallel([h.name for h in targets], start).values())
+
+
+def start_registry(environment: Environment, plans: dict[str, Any]) -> Step:
+    """Start a stopped registry; restart one whose configuration changed."""
+    started = start_services(environment, plans, "schema_registry", REGISTRY_SERVICE)
+    restarted = [
+        Result.from_dict(fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
+        for host in environment.registries
+        if registry_action(plans, host.name) == "restart"
+    ]
+    return Step.of([*started.results, *restarted])
 
 
 def registry_action(plans: dict[str, Any], host_name: str) -> str | None:

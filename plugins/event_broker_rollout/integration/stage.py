@@ -11,8 +11,8 @@ from event_broker_rollout.cluster.credentials import load_credentials
 from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, Component, components_of
 from event_broker_rollout.config.environment import Environment
-from event_broker_rollout.evidence.audit import audit_results
 from event_broker_rollout.evidence.results import Result, Status, utcnow
+from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts.fleet import recorded_phase
 from event_broker_rollout.integration import contracts, events, flow
 
@@ -35,7 +35,7 @@ def _client_configs(environment: Environment) -> dict[str, dict[str, Any]]:
     return configs
 
 
-def verify_contracts(environment: Environment, run_id: str) -> list[dict[str, Any]]:
+def verify_contracts(environment: Environment, run_id: str) -> Step:
     catalog, policies = load_checked_catalog(environment.catalog, environment.policies)
     components = components_of(environment)
     configs = _client_configs(environment)
@@ -65,13 +65,13 @@ def verify_contracts(environment: Environment, run_id: str) -> list[dict[str, An
     everyone = [*components.components, probe]
     with ThreadPoolExecutor(max_workers=len(everyone)) as pool:
         results = [result for checked in pool.map(verify_patiently, everyone) for result in checked]
-    audit_results("integration.contract", results)
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
 def end_to_end(
     environment: Environment, run_id: str, sample_events: str | None, count: int, seed: int, docs_dir: Path
-) -> dict[str, Any]:
+) -> Step:
+    """The flow's results; its figures (events, latency, quality) are the step's summary."""
     catalog, _ = load_checked_catalog(environment.catalog, environment.policies)
     samples = events.resolve_samples(sample_events, count=count, seed=seed, now=utcnow(), catalog=catalog)
     outcome = flow.run_end_to_end(
@@ -83,6 +83,4 @@ def end_to_end(
         run_id=run_id,
         docs_dir=docs_dir,
     )
-    results = [*samples.results(), *outcome.results()]
-    audit_results("integration.end_to_end", results)
-    return {"results": [r.to_dict() for r in results], "summary": outcome.summary()}
+    return Step.of([*samples.results(), *outcome.results()], summary=outcome.summary())

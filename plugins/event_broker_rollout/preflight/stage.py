@@ -1,7 +1,7 @@
 """The preflight stage's steps as plain functions (the DAG wires them; tests call them directly).
 
-Each step returns JSON-safe data (results as dicts) so it can travel through XCom. An unreachable host
-is a finding, never an exception: the other hosts' checks complete and the report names the host.
+Each step returns a ``Step``. An unreachable host is a finding, never an exception: the other hosts'
+checks complete and the report names the host.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.environment import Environment, Host, sizing_profile
-from event_broker_rollout.evidence.audit import audit_result
 from event_broker_rollout.evidence.results import Result, utcnow
+from event_broker_rollout.evidence.steps import Step, step_data
 from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.plan import host_preconditions
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
@@ -23,19 +23,14 @@ from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse
 SSH_CONNECT_TIMEOUT = 5
 
 
-def _dicts(results: list[Result]) -> list[dict[str, Any]]:
-    for result in results:
-        audit_result("preflight.check", result)
-    return [result.to_dict() for result in results]
-
-
 def deployment_mode(environment: Environment, override: str | None) -> str:
     return override or str(environment.deployment_mode)
 
 
 def inspect_host(
     environment: Environment, host_name: str, profile_override: str | None, mode_override: str | None
-) -> dict[str, Any]:
+) -> Step:
+    """The host's checks; its facts and clock sample are data for ``inspect_network``."""
     host = environment.host(host_name)
     profile_name, profile = sizing_profile(environment, profile_override)
     mode = deployment_mode(environment, mode_override)
@@ -47,11 +42,7 @@ def inspect_host(
             raw = session.run_argv(facts_command(environment, list(host.roles), mode), timeout=60, check=True)
             refusals = change_precondition_checks(session, environment, host)
     except RemoteError as error:
-        return {
-            "host": host.name,
-            "reachable": False,
-            "results": _dicts([checks.unreachable(host, str(error))]),
-        }
+        return Step.of([checks.unreachable(host, str(error))], data={"host": host.name, "reachable": False})
     facts = parse_facts(raw.stdout)
     clock = {
         "offset_ms": (remote_clock - (before + after) / 2) * 1000,
@@ -62,13 +53,9 @@ def inspect_host(
         *checks.host_checks(host, facts, environment, profile_name, profile, mode),
         *refusals,
     ]
-    return {
-        "host": host.name,
-        "reachable": True,
-        "facts": facts.to_dict(),
-        "clock": clock,
-        "results": _dicts(results),
-    }
+    return Step.of(
+        results, data={"host": host.name, "reachable": True, "facts": facts.to_dict(), "clock": clock}
+    )
 
 
 def change_precondition_checks(session: RemoteHost, environment: Environment, host: Host) -> list[Result]:
@@ -88,9 +75,12 @@ def change_precondition_checks(session: RemoteHost, environment: Environment, ho
 
 
 def inspect_network(
-    environment: Environment, inspections: list[dict[str, Any]], profile_override: str | None
-) -> list[dict[str, Any]]:
+    environment: Environment, host_steps: list[dict[str, Any]], profile_override: str | None
+) -> Step:
+    """Across hosts: server counts, clocks, reachability between hosts and throughput, from what each
+    ``inspect_host`` step found."""
     profile_name, profile = sizing_profile(environment, profile_override)
+    inspections = [data for data in map(step_data, host_steps) if data]
     reachable = [item for item in inspections if item.get("reachable")]
     cut_off = [item["host"] for item in inspections if not item.get("reachable")]
     results: list[Result] = checks.server_count_checks(environment, profile_name, profile)
@@ -130,13 +120,13 @@ def inspect_network(
         matrix = network.check_reachability(environment, sessions, free_ports)
         results += network.reachability_results(environment, matrix, cut_off)
         results += network.throughput_results(environment, sessions)
-    return _dicts(results)
+    return Step.of(results)
 
 
-def check_security(environment: Environment) -> list[dict[str, Any]]:
+def check_security(environment: Environment) -> Step:
     """Security prerequisites of every host, read on the Airflow side (provided TLS material)."""
     now = utcnow()
-    return _dicts(
+    return Step.of(
         [
             result
             for host in environment.hosts
@@ -145,9 +135,9 @@ def check_security(environment: Environment) -> list[dict[str, Any]]:
     )
 
 
-def check_governance(environment: Environment, acknowledged: list[str]) -> list[dict[str, Any]]:
+def check_governance(environment: Environment, acknowledged: list[str]) -> Step:
     catalog = load_catalog(environment.catalog)
     policies = load_policies(environment.policies)
-    return _dicts(
+    return Step.of(
         [*governance.classification_checks(catalog, policies), *governance.knowledge_checks(acknowledged)]
     )

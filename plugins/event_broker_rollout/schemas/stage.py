@@ -9,25 +9,24 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.environment import Environment
-from event_broker_rollout.evidence.audit import audit_results
 from event_broker_rollout.evidence.results import Result, Status
+from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts.fleet import recorded_phase
 from event_broker_rollout.schemas import reconcile
 
 
-def validate(environment: Environment) -> list[dict[str, Any]]:
+def validate(environment: Environment) -> Step:
     catalog, _ = load_checked_catalog(environment.catalog, environment.policies)
     subjects = len(catalog.events) * 2
-    return [
-        Result(
-            id="catalog.valid",
-            status=Status.PASS,
-            message=f"{len(catalog.events)} event types, {len(catalog.topics())} topics, {subjects} subjects; policies respected",
-        ).to_dict()
-    ]
+    valid = Result(
+        id="catalog.valid",
+        status=Status.PASS,
+        message=f"{len(catalog.events)} event types, {len(catalog.topics())} topics, {subjects} subjects; policies respected",
+    )
+    return Step.of([valid])
 
 
-def reconcile_environment(environment: Environment, dry_run: bool) -> list[dict[str, Any]]:
+def reconcile_environment(environment: Environment, dry_run: bool) -> Step:
     catalog, policies = load_checked_catalog(environment.catalog, environment.policies)
     phase = recorded_phase(environment)
     outcome = reconcile(
@@ -39,8 +38,7 @@ def reconcile_environment(environment: Environment, dry_run: bool) -> list[dict[
         replication_factor=environment.kafka.default_replication_factor,
         min_insync_replicas=environment.kafka.min_insync_replicas,
     )
-    audit_results("schemas.reconcile", outcome.results)
-    return [r.to_dict() for r in outcome.results]
+    return Step.of(outcome.results)
 
 
 def summary(results: list[Result], dry_run: bool) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from event_broker_rollout.config.components import (
     components_of,
 )
 from event_broker_rollout.config.environment import Environment
-from event_broker_rollout.evidence.audit import audit, audit_results
+from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Severity, Status, check, utcnow
+from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.desired import REGISTRY_SERVICE, TOOLS_CONFIG, kafka_tool
 from event_broker_rollout.hosts.listeners import PHASES, client_phase, phase_index
@@ -40,12 +41,14 @@ STEPS = PHASES[1:]  # listeners, interbroker, secured
 PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"
 
 
-def configure_phase(
-    environment: Environment, target: str
-) -> tuple[dict[str, Any], str, str, list[dict[str, Any]]]:
-    """Write the ``target`` phase's files on every host (no restart yet). Returns the plans for the
-    rolling restart, the phase the rollout's admin client must use meanwhile, the phase the cluster will
-    be in afterwards (never behind what the hosts record), and the evidence."""
+CLIENT_PHASE, EFFECTIVE_PHASE = "client_phase", "effective_phase"
+
+
+def configure_phase(environment: Environment, target: str) -> Step:
+    """Write the ``target`` phase's files on every host (no restart yet). The step's data is the plans for
+    the rolling restart; its summary names the phase the rollout's admin client must use meanwhile
+    (``client_phase``) and the phase the cluster will be in afterwards (``effective_phase``, never behind
+    what the hosts record)."""
     recorded = fleet.recorded_phase(environment)
     if phase_index(recorded) > phase_index(target):
         note = Result(
@@ -53,7 +56,7 @@ def configure_phase(
             status=Status.OK,
             message=f"already past this phase (hosts record {recorded})",
         )
-        return {}, recorded, recorded, [note.to_dict()]
+        return Step.of([note], summary={CLIENT_PHASE: recorded, EFFECTIVE_PHASE: recorded}, data={})
     plans = fleet.plan_environment(environment, target_phase=target)
     fleet.planned_hosts(plans)
     stopped = [f"{name}:{service}" for name, plan in plans.items() for service in plan["start"]]
@@ -61,19 +64,20 @@ def configure_phase(
         raise RemoteError(
             f"the security migration needs a running cluster; stopped: {', '.join(stopped)} (run the infrastructure stage first)"
         )
-    results = fleet.configure_hosts(environment, plans)
-    return plans, client_phase(recorded, target), target, results
+    results = map(Result.from_dict, fleet.configure_hosts(environment, plans))
+    phases = {CLIENT_PHASE: client_phase(recorded, target), EFFECTIVE_PHASE: target}
+    return Step.of(results, summary=phases, data=plans)
 
 
-def restart_registry(environment: Environment, plans: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE)
+def restart_registry(environment: Environment, plans: dict[str, Any]) -> Step:
+    return Step.of(
+        Result.from_dict(fleet.restart_service(environment, plans, host.name, REGISTRY_SERVICE))
         for host in environment.registries
         if host.name in plans and REGISTRY_SERVICE in plans[host.name]["restart"]
-    ]
+    )
 
 
-def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
+def commit_phase(environment: Environment, target: str) -> Step:
     """Record the phase on every host once all of them run it (the next stage runs plan from it)."""
 
     def record(name: str) -> Result:
@@ -108,14 +112,14 @@ def commit_phase(environment: Environment, target: str) -> list[dict[str, Any]]:
             details={"at": utcnow().isoformat()},  # the report marks the phase on the canary's chart
         )
 
-    return [r.to_dict() for r in in_parallel([h.name for h in environment.hosts], record).values()]
+    return Step.of(in_parallel([h.name for h in environment.hosts], record).values())
 
 
 def admin(environment: Environment, phase: str) -> Any:
     return health.authenticated_admin(clients.admin_config(environment, phase))
 
 
-def ensure_users(environment: Environment) -> list[dict[str, Any]]:
+def ensure_users(environment: Environment) -> Step:
     """SCRAM users for the admin, every component, the canary and the no-grants probe, created over the
     brokers' INTERNAL listener (TLS, a node certificate as the identity), never over PLAINTEXT: a SCRAM
     upsert carries the salted password, enough to log in as that user."""
@@ -136,14 +140,14 @@ def ensure_users(environment: Environment) -> list[dict[str, Any]]:
         users,
         plaintext_ports=[environment.kafka.listeners.client_port],
     )
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
-def ensure_acls_and_quotas(environment: Environment) -> list[dict[str, Any]]:
+def ensure_acls_and_quotas(environment: Environment) -> Step:
     components = components_of(environment)
     results = access.reconcile_acls(admin(environment, "interbroker"), access.desired_grants(components))
     results += ensure_quotas(environment, access.desired_quotas(components))
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
 def _configs_tool(environment: Environment, arguments: Sequence[str]) -> str:
@@ -203,7 +207,7 @@ def canary_state(run_dir: Path) -> Path:
     return run_dir / "canary.json"
 
 
-def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]]:
+def start_canary(environment: Environment, run_dir: Path) -> Step:
     """Create the canary topic (RF and min ISR as the cluster's) and start the canary process, detached."""
     from confluent_kafka.admin import NewTopic
 
@@ -269,7 +273,7 @@ def start_canary(environment: Environment, run_dir: Path) -> list[dict[str, Any]
             message=f"producer and consumer running through the migration (pid {process.pid})",
         )
     )
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
 def _alive(pid: int) -> bool:
@@ -282,13 +286,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
+def stop_canary(run_dir: Path) -> Step:
     """Stop the canary and judge the migration: every acknowledged record read back, none twice."""
     pid_file, state = run_dir / "canary.pid", canary_state(run_dir)
     if not pid_file.exists():
-        return [
-            Result(id="canary.zero_loss", status=Status.FAIL, message="the canary was not running").to_dict()
-        ]
+        return Step.of(
+            [Result(id="canary.zero_loss", status=Status.FAIL, message="the canary was not running")]
+        )
     pid = int(pid_file.read_text())
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -303,14 +307,13 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
             break
         time.sleep(1)
     if not stats.get("final"):
-        return [
-            Result(
-                id="canary.zero_loss",
-                status=Status.FAIL,
-                message="the canary did not report its final counts",
-                observed=stats,
-            ).to_dict()
-        ]
+        silent = Result(
+            id="canary.zero_loss",
+            status=Status.FAIL,
+            message="the canary did not report its final counts",
+            observed=stats,
+        )
+        return Step.of([silent])
     counts = {key: stats[key] for key in ("produced", "consumed", "lost", "duplicated", "delivery_errors")}
     results = [
         check(
@@ -329,7 +332,7 @@ def stop_canary(run_dir: Path) -> list[dict[str, Any]]:
             message="idempotent producer: no record read twice",
         ),
     ]
-    return [r.to_dict() for r in results]
+    return Step.of(results)
 
 
 def migration_chart_data(results: Sequence[Result]) -> dict[str, Any]:
@@ -348,7 +351,7 @@ def migration_chart_data(results: Sequence[Result]) -> dict[str, Any]:
     }
 
 
-def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
+def verify_from_outside(environment: Environment) -> Step:
     """The stage's proof, from a client's point of view (the compliance run repeats it daily)."""
     assert environment.security is not None
     security = environment.security
@@ -440,5 +443,4 @@ def verify_from_outside(environment: Environment) -> list[dict[str, Any]]:
             else "registry authentication is configured by the operator",
         )
     )
-    audit_results("security.verify", results)
-    return [r.to_dict() for r in results]
+    return Step.of(results)
