@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from event_broker_devtools import airflow_server
+from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.evidence.runs import child_run_id
 from event_broker_rollout.rollout.controller import STAGES
 
@@ -392,7 +394,6 @@ def bench_task_breakdown(context: dict[str, Any]) -> Figure:
     parse in every task, time with no task running between tasks) against the work and the gate waits."""
     figure = Figure("task_breakdown", "Airflow overhead share of a rollout's stage time", "%")
     run_id = (context.get("rollout_run_ids") or [None])[-1] or newest_rollout_run_id()
-    from event_broker_devtools import airflow_server
 
     logs = airflow_server.settings().task_logs
     report = json.loads((REPO / "reports" / "event_broker_rollout" / run_id / "report.json").read_text())
@@ -573,7 +574,7 @@ def bench_infra_overhead(repeats: int, context: dict[str, Any]) -> Figure:
     return figure
 
 
-# ---------------------------------------------------------------- preflight 9 hosts / 1 host
+# ---------------------------------------------------------------- preflight 3, 9, 27 hosts on the scheduler
 
 
 def scaled_config(folder: Path) -> Path:
@@ -614,31 +615,63 @@ def scaled_environment(config: Path, hosts: int) -> str:
     return name
 
 
-def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
-    """Preflight over 3 and over 9 hosts; then back to the 3-host lab (a first run's purge does that).
+SCALING_HOSTS = (3, 9, 27)
+SCALING_PORT = 8091  # the bench's own Airflow, beside any server `make demo` left running
 
-    A 1-host environment is not valid here (every role needs a host, and min.insync.replicas must be
-    at least 1 and below a replication factor no larger than the brokers), so the 1-host time is
-    extrapolated from the 3- and 9-host times (a fixed part plus a part per host).
+
+def preflight_on_scheduler(api: AirflowApi, environment: str) -> dict[str, Any]:
+    """One preflight run triggered through the REST API and run by the scheduler (mapped tasks in
+    parallel, as operators run it); its report's own start-to-finish time."""
+    started = time.perf_counter()
+    run_id = api.trigger("event_broker_preflight", {"environment": environment})
+    state = api.wait_for_run("event_broker_preflight", run_id, timeout=1800)["state"]
+    wall = time.perf_counter() - started
+    report_file = REPO / "reports" / "event_broker_preflight" / run_id / "report.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else None
+    return {
+        "run_id": run_id,
+        "state": state,
+        "status": (report or {}).get("status"),
+        "wall_seconds": round(wall, 2),
+        "report_seconds": report_seconds(report),
+    }
+
+
+def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
+    """Preflight over 3, 9 and 27 lab hosts on the project's own Airflow (standalone: scheduler, local
+    executor, mapped tasks in parallel), every point measured; then back to the 3-host lab.
+
+    The bench's Airflow gets its own home and port and a config folder holding the scaled environments
+    (the DAGs offer the config folder's environments as a closed list).
     """
-    figure = Figure("preflight_scaling", "Preflight of 9 hosts / 1 host (1 host extrapolated)", "x")
+    figure = Figure("preflight_scaling", "Preflight of 27 hosts / 3 hosts, on the scheduler", "x")
+    runs: dict[int, list[dict[str, Any]]] = {hosts: [] for hosts in SCALING_HOSTS}
     with tempfile.TemporaryDirectory(prefix="ebr-bench-") as folder:
         config = scaled_config(Path(folder))
-        three, nine = scaled_environment(config, 3), scaled_environment(config, 9)
-        say("preflight scaling: bringing up lab1..lab9")
-        lab_up(9)
+        environments = {hosts: scaled_environment(config, hosts) for hosts in SCALING_HOSTS}
+        server = airflow_server.ServerSettings(home=Path(folder) / "airflow", port=SCALING_PORT)
+        say(f"preflight scaling: bringing up lab1..lab{max(SCALING_HOSTS)} and the bench's Airflow")
+        lab_up(max(SCALING_HOSTS))
+        previous = os.environ.get("EBR_CONFIG_DIR")
+        os.environ["EBR_CONFIG_DIR"] = str(config)  # the server's components inherit it
         try:
-            runs: dict[str, list[dict[str, Any]]] = {"3": [], "9": []}
+            airflow_server.start(server)
+            api = AirflowApi(server.url, airflow_server.USER, airflow_server.password(server))
             for attempt in range(repeats):
-                for hosts, environment in (("3", three), ("9", nine)):
-                    say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} host(s)")
-                    outcome = run_stage("preflight", environment, env={"EBR_CONFIG_DIR": str(config)})
-                    if outcome["status"] is None:
-                        raise RuntimeError(f"preflight of {hosts} hosts wrote no report: {outcome['tail']}")
+                for hosts in SCALING_HOSTS:
+                    say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} hosts")
+                    outcome = preflight_on_scheduler(api, environments[hosts])
+                    if outcome["report_seconds"] is None:
+                        raise RuntimeError(f"preflight of {hosts} hosts wrote no report: {outcome}")
                     runs[hosts].append(outcome)
         finally:
+            airflow_server.stop(server)
+            if previous is None:
+                os.environ.pop("EBR_CONFIG_DIR", None)
+            else:
+                os.environ["EBR_CONFIG_DIR"] = previous
             if purge_follows:
-                say("preflight scaling: lab1..lab9 stay until the first run's purge")
+                say("preflight scaling: the scaled lab stays until the first run's purge")
             else:
                 say(
                     "preflight scaling: back to the 3-host lab (down, up 3, infrastructure starts the services)"
@@ -649,22 +682,23 @@ def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
                 figure.details["restore_infrastructure"] = restore
                 if not restore["succeeded"]:
                     raise RuntimeError(f"restoring the 3-host lab failed: {restore['tail']}")
-    three_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["3"]]
-    nine_hosts = [float(r["report_seconds"] or r["wall_seconds"]) for r in runs["9"]]
-    per_host = [(n - t) / 6 for n, t in zip(nine_hosts, three_hosts, strict=True)]
-    one_host = [t - 2 * p for t, p in zip(three_hosts, per_host, strict=True)]
-    figure.samples = [round(n / o, 2) for n, o in zip(nine_hosts, one_host, strict=True)]
+    seconds = {hosts: [float(r["report_seconds"]) for r in outcomes] for hosts, outcomes in runs.items()}
+    base = seconds[SCALING_HOSTS[0]]
+    ratios = {
+        hosts: [round(n / t, 2) for n, t in zip(seconds[hosts], base, strict=True)]
+        for hosts in SCALING_HOSTS[1:]
+    }
+    figure.samples = ratios[SCALING_HOSTS[-1]]
     figure.value = median(figure.samples)
     figure.details.update(
         {
-            "three_hosts_seconds": three_hosts,
-            "nine_hosts_seconds": nine_hosts,
-            "three_hosts_median_seconds": median(three_hosts),
-            "nine_hosts_median_seconds": median(nine_hosts),
-            "nine_over_three": median([n / t for n, t in zip(nine_hosts, three_hosts, strict=True)]),
-            "per_extra_host_seconds": median(per_host),
-            "one_host_extrapolated_seconds": median(one_host),
-            "verdicts": {hosts: [r["status"] for r in outcomes] for hosts, outcomes in runs.items()},
+            "seconds": {str(hosts): values for hosts, values in seconds.items()},
+            "median_seconds": {str(hosts): median(values) for hosts, values in seconds.items()},
+            "over_three_hosts": {str(hosts): values for hosts, values in ratios.items()},
+            "median_over_three_hosts": {str(hosts): median(values) for hosts, values in ratios.items()},
+            "verdicts": {str(hosts): [r["status"] for r in outcomes] for hosts, outcomes in runs.items()},
+            "runs": {str(hosts): outcomes for hosts, outcomes in runs.items()},
+            "executor": "airflow standalone (LocalExecutor, core.parallelism 8)",
         }
     )
     return figure
@@ -806,7 +840,6 @@ def bench_gate_slots(context: dict[str, Any]) -> Figure:
     """
     figure = Figure("gate_slots", "Worker-slot seconds held by waiting tasks: poke / deferrable", "x")
     run_id = (context.get("rollout_run_ids") or [None])[-1] or newest_rollout_run_id()
-    from event_broker_devtools import airflow_server
 
     logs = airflow_server.settings().task_logs
     folders = [logs / "dag_id=event_broker_rollout" / f"run_id={run_id}"] + [
@@ -1073,9 +1106,8 @@ def summary_of(figure: dict[str, Any]) -> str:
         return text
     if key == "preflight_scaling":
         return (
-            f"3 hosts {details['three_hosts_median_seconds']} s, 9 hosts {details['nine_hosts_median_seconds']} s "
-            f"(9/3 = {details['nine_over_three']}x, {details['per_extra_host_seconds']} s per extra host; "
-            f"1 host extrapolated {details['one_host_extrapolated_seconds']} s)"
+            f"on the scheduler: median seconds by hosts {details['median_seconds']}, "
+            f"over 3 hosts {details['median_over_three_hosts']}"
         )
     if key == "gate_detection":
         return (
@@ -1142,7 +1174,7 @@ def main() -> int:
     parser.add_argument(
         "--leave-scaled-lab",
         action="store_true",
-        help="leave lab1..lab9 up after preflight scaling (a later --first-run purge restores the lab)",
+        help="leave the scaled lab up after preflight scaling (a later --first-run purge restores the lab)",
     )
     parser.add_argument(
         "--carry", type=Path, help="an earlier results JSON: keep its figures not re-measured"
@@ -1179,7 +1211,7 @@ def main() -> int:
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     figures: dict[str, dict[str, Any]] = {}
     # The rollout before the figures that read its runs; with a first run, preflight scaling before it,
-    # since the first run's purge takes lab4..lab9 away again.
+    # since the first run's purge takes the scaled hosts away again.
     order = list(FIGURES)
     if args.first_run:
         order.remove("preflight_scaling")
