@@ -35,7 +35,7 @@ FIXTURE_RUN = RunRef("audit_probe", "manual__2026-11-27T15:20:44.901633+00:00")
 
 def verify_cli(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.evidence.trail", "verify", *args, "--cluster", "lab"],
+        [sys.executable, "-m", "event_broker_devtools.trail_cli", "verify", *args, "--cluster", "lab"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -253,7 +253,7 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
         assert not verification.intact
         assert verification.break_at == seq, verification
     cli = subprocess.run(
-        [sys.executable, "-m", "event_broker_rollout.evidence.trail", "verify", str(edited)],
+        [sys.executable, "-m", "event_broker_devtools.trail_cli", "verify", str(edited)],
         capture_output=True,
         text=True,
         check=False,
