@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,8 +187,3 @@ def audit_result(action: str, result: Result | Mapping[str, Any]) -> None:
         **states,
         **cited,
     )
-
-
-def audit_results(action: str, results: Iterable[Result | Mapping[str, Any]]) -> None:
-    for result in results:
-        audit_result(action, result)
