@@ -119,6 +119,7 @@ def event_broker_infrastructure() -> None:
         environment_name=ENV,
         gate_timeout=GATE_TIMEOUT,
         settle_seconds=SETTLE,
+        settle_after=("start_controllers", "start_brokers"),  # only a started broker can crash-loop
     )
     partitions = ClusterHealthSensor(
         task_id="gate_partitions_healthy",

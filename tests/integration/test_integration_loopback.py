@@ -399,7 +399,6 @@ def test_contracts_hold_under_the_security_stage_grants(secured, cluster):
             registry_config=registry,
             run_id="contracts-1",
             timeout=15,
-            settle_s=1,
         )
     by_id = {r.id: r for r in results}
     assert [(r.id, r.message) for r in results if r.status is not Status.PASS] == []
@@ -440,7 +439,6 @@ def test_a_wrong_grant_is_caught(secured, cluster):
         registry_config=cluster[3],
         run_id="contracts-2",
         timeout=15,
-        settle_s=1,
     )
     failed = {r.id: r for r in results if r.status is Status.FAIL}
     assert set(failed) == {"contract.consume[analytics:healthcare.consent.changed.v1]"}

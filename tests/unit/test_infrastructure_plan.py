@@ -242,6 +242,29 @@ def test_a_broker_that_refuses_connections_is_silent_whatever_the_metadata_says(
         assert health.silent_brokers(servers, skip_address="127.0.0.1") == []
 
 
+def test_a_registered_broker_that_refuses_connections_keeps_the_brokers_gate_closed():
+    """A broker killed a moment ago is still registered (until its session times out): the gate connects."""
+    from types import SimpleNamespace
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        answering = listening.getsockname()[1]
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            gone = closed.getsockname()[1]
+        nodes = [SimpleNamespace(id=1, host="127.0.0.1", port=answering)]
+        nodes.append(SimpleNamespace(id=3, host="127.0.0.1", port=gone))
+
+        class Admin:
+            def describe_cluster(self, request_timeout):
+                cluster = SimpleNamespace(nodes=nodes, controller=nodes[0], cluster_id="c")
+                return SimpleNamespace(result=lambda: cluster)
+
+        observed = health.brokers_status(Admin(), [1, 3])
+        assert observed["healthy"] is False
+        assert (observed["missing"], observed["unreachable"]) == ([], [3])
+        nodes.pop()
+        assert health.brokers_status(Admin(), [1])["healthy"] is True
+
+
 def refusals(state, observed, occupancy):
     plan = plan_host(state, observed, "E7wgiw9MQ16ue4RNGgSA6Q", {}, occupancy)
     return {problem.id: problem for problem in plan.problems}

@@ -69,3 +69,15 @@ def test_a_recorded_failure_becomes_the_reports_finding(tmp_path, monkeypatch):
     )
     assert outcomes["task.lint"].message == "task lint failed: see its log"  # died without a callback
     assert "task.report" not in outcomes
+
+
+def test_a_gate_settles_only_after_a_step_started_something():
+    from event_broker_rollout.airflow.sensors import started_anything
+    from event_broker_rollout.evidence.results import Result
+    from event_broker_rollout.evidence.steps import Step
+
+    started = Step.of([Result("infra.start[kafka]", Status.CHANGED, "started kafka", host="lab1")]).to_dict()
+    running = Step.of([Result("infra.start[kafka]", Status.OK, "running", host="lab2")]).to_dict()
+    assert started_anything([running, started])
+    assert not started_anything([running, None])
+    assert not started_anything([])

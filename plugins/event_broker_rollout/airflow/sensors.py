@@ -18,7 +18,7 @@ from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
 from event_broker_rollout.evidence.results import Result, Status
-from event_broker_rollout.evidence.steps import Step
+from event_broker_rollout.evidence.steps import Step, is_step
 from event_broker_rollout.hosts.fleet import describe_quorum, recorded_phase
 from event_broker_rollout.hosts.remote import RemoteError
 
@@ -34,7 +34,12 @@ def describe_failure(environment: Environment, check: str, observed: dict[str, A
     names = {environment.node_id(h): h.name for h in environment.hosts}
     if check == "brokers":
         missing = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("missing", []))
-        return f"brokers not registered: {missing or 'unknown'}" + (
+        silent = ", ".join(f"{names.get(i, '?')} (node {i})" for i in observed.get("unreachable", []))
+        found = [
+            *([f"brokers not registered: {missing}"] if missing else []),
+            *([f"brokers registered but not answering: {silent}"] if silent else []),
+        ]
+        return "; ".join(found or ["brokers not registered: unknown"]) + (
             f"; error: {observed['error']}" if observed.get("error") else ""
         )
     if check == "partitions":
@@ -83,8 +88,25 @@ def resolve_phase(environment: Environment, phase: str | None) -> str:
     return recorded_phase(environment)
 
 
+def started_anything(steps: Sequence[Any]) -> bool:
+    """Whether any of these serialized steps reports a change (a service started or restarted)."""
+    return any(
+        result.status is Status.CHANGED
+        for value in steps
+        if is_step(value)
+        for result in Step.from_dict(value).results
+    )
+
+
 class ClusterHealthSensor(BaseSensorOperator):
-    """Deferrable gate: brokers registered, partitions healthy, or the registry up."""
+    """Deferrable gate: brokers registered, partitions healthy, or the registry up.
+
+    ``settle_seconds`` is how long the cluster must stay healthy before the gate passes: a broker that just
+    started must stay up longer than a session timeout (a crash-looping one registers, then drops out).
+    With ``settle_after`` the window applies only when one of those tasks started something. When they
+    started nothing the gate answers at once: a broker killed meanwhile stays registered until its session
+    times out, but the brokers check also connects to every registered broker, which knows at once.
+    """
 
     template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
 
@@ -97,10 +119,12 @@ class ClusterHealthSensor(BaseSensorOperator):
         settle_seconds: Any = 10,
         poll_interval: float = 2.0,
         phase: str | None = None,
+        settle_after: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.check = check
+        self.settle_after = tuple(settle_after)
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout
         self.settle_seconds = settle_seconds
@@ -110,6 +134,10 @@ class ClusterHealthSensor(BaseSensorOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         environment = validated_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
+        if self.settle_after and not started_anything(
+            context["ti"].xcom_pull(task_ids=list(self.settle_after))
+        ):
+            self.settle_seconds = 0
         if float(self.settle_seconds) == 0:
             answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
             if answered is not None:

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
 ADMIN_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 3.0
 
 
 class KafkaLoginError(RuntimeError):
@@ -38,9 +39,14 @@ def kafka_error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def login_error(config: Mapping[str, Any], timeout: float = 10.0) -> str | None:
+def login_error(
+    config: Mapping[str, Any], timeout: float = 10.0, *, expect_refusal: bool = False
+) -> str | None:
     """None if a metadata request succeeds with these settings, else why not. An authentication error
-    (reported through the client's error callback) ends the wait early and is the answer."""
+    (reported through the client's error callback) ends the wait early and is the answer. With
+    ``expect_refusal`` (a probe that must be refused) the brokers dropping the connection ends it too:
+    that is how a SASL listener answers a client that does not speak SASL (no error callback comes), and
+    waiting on proves nothing. A slow cluster times out instead, which does not end the wait."""
     errors: list[KafkaError] = []
     settings: dict[str, Any] = {**config, "error_cb": errors.append, "socket.timeout.ms": 5000}
     admin = AdminClient(settings)
@@ -56,6 +62,8 @@ def login_error(config: Mapping[str, Any], timeout: float = 10.0) -> str | None:
         refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
         if refused:
             return f"{refused[0].name()}: {refused[0].str()}"
+        if expect_refusal and last == "_TRANSPORT":
+            return "_TRANSPORT: the brokers closed the connection"
     return last
 
 
@@ -90,10 +98,17 @@ def brokers_status(admin: AdminClient, expected_ids: Iterable[int]) -> dict[str,
         return {"healthy": False, "registered": [], "missing": expected, "error": str(error)}
     registered = sorted(node.id for node in cluster.nodes)
     missing = [node_id for node_id in expected if node_id not in registered]
+    # A broker that just died stays registered until its session times out; a connection knows at once.
+    unreachable = sorted(
+        node.id
+        for node in cluster.nodes
+        if node.id in expected and not accepts_connection(node.host, node.port, timeout=CONNECT_TIMEOUT)
+    )
     return {
-        "healthy": not missing,
+        "healthy": not missing and not unreachable,
         "registered": registered,
         "missing": missing,
+        "unreachable": unreachable,
         "controller": cluster.controller.id if cluster.controller else None,
         "cluster_id": cluster.cluster_id,
     }
@@ -159,20 +174,24 @@ def restart_blockers(admin: AdminClient, broker_id: int, default_min_isr: int) -
     return blockers
 
 
+def accepts_connection(address: str, port: int, timeout: float) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = 3.0) -> list[str]:
     """Brokers of the bootstrap list (``host:port,...``), other than ``skip_address``, that do not accept
     a TCP connection now. The cluster's metadata keeps a broker that just died registered, and in the
     ISRs, until its session times out; a connection attempt knows at once."""
-    silent = []
-    for server in (item.strip() for item in bootstrap_servers.split(",")):
-        address = server_address(server)
-        if address == skip_address:
-            continue
-        try:
-            socket.create_connection((address, int(server.rpartition(":")[2])), timeout=timeout).close()
-        except OSError:
-            silent.append(server)
-    return silent
+    return [
+        server
+        for server in (item.strip() for item in bootstrap_servers.split(","))
+        if server_address(server) != skip_address
+        and not accepts_connection(server_address(server), int(server.rpartition(":")[2]), timeout)
+    ]
 
 
 def server_address(server: str) -> str:

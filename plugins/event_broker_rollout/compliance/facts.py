@@ -277,7 +277,8 @@ class Authentication:
 def authentication(secure_config: Mapping[str, Any]) -> Authentication:
     logins = {"approved": dict(secure_config), **health.clients_to_refuse(secure_config)}
     approved, none, wrong_password = in_parallel(
-        ["approved", "none", "wrong"], lambda which: health.login_error(logins[which])
+        ["approved", "none", "wrong"],
+        lambda which: health.login_error(logins[which], expect_refusal=which != "approved"),
     ).values()
     return Authentication(approved, none, wrong_password)
 

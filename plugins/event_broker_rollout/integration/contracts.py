@@ -7,8 +7,9 @@ For each component (``plan_checks``):
   event of the topic's type (Avro, the registered schema) with the ``ebr-contract-probe`` header, from
   an idempotent ``acks=all`` producer. Topics whose records others depend on (dead-letter, audit and
   results topics) get no record: the broker's authorized operations for the principal must hold WRITE.
-* ``contract.consume[<component>:<topic>]``: subscribe with the run's contract group, get the partitions
-  assigned and fetch from their ends (no history is read): no authorization error.
+* ``contract.consume[<component>:<topic>]``: the component's first topic joins the run's contract group
+  (its group grant) and fetches the assigned partitions from their ends; its other topics are fetched
+  from their ends without a group. No history is read, nothing committed: no authorization error.
 * ``contract.refused[<component>:consume:<topic>]``: the same on a topic outside the contract (a PHI topic
   where there is one): the broker must answer TOPIC_ or GROUP_AUTHORIZATION_FAILED.
 * ``contract.refused[<component>:produce:<topic>]``: a record to an event topic outside the contract
@@ -22,13 +23,22 @@ the check as inconclusive. These need a secured cluster (SASL + ACLs) to mean an
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AclOperation, AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
@@ -59,7 +69,7 @@ class ContractCheck:
     action: Literal["produce", "consume"]
     topic: str
     granted: bool  # the contract grants it: expect success; else expect a refusal
-    probe: Literal["record", "authorized-operations", "subscribe"]
+    probe: Literal["record", "authorized-operations", "subscribe", "fetch"]
 
     @property
     def id(self) -> str:
@@ -80,7 +90,12 @@ def plan_checks(component: Component, catalog: Catalog, policies: Policies) -> l
         )
         for t in produces
     ]
-    checks += [ContractCheck(component.name, "consume", t, True, "subscribe") for t in consumes]
+    # One join per component proves its group grant (a join waits out the broker's initial rebalance
+    # delay); its other topics are fetched without a group.
+    checks += [
+        ContractCheck(component.name, "consume", t, True, "fetch" if i else "subscribe")
+        for i, t in enumerate(consumes)
+    ]
 
     def restricted_first(topics: list[str]) -> list[str]:
         # PHI first: a refusal there is the one that matters; then any other topic outside the contract.
@@ -92,7 +107,7 @@ def plan_checks(component: Component, catalog: Catalog, policies: Policies) -> l
 
     unread = restricted_first([t for t in classes if t not in consumes])
     if unread:
-        checks.append(ContractCheck(component.name, "consume", unread[0], False, "subscribe"))
+        checks.append(ContractCheck(component.name, "consume", unread[0], False, "fetch"))
     unwritten = restricted_first([t for t in events if t not in produces])
     if unwritten:
         checks.append(ContractCheck(component.name, "produce", unwritten[0], False, "record"))
@@ -204,24 +219,74 @@ def probe_write_authorized(
     return "TOPIC_AUTHORIZATION_FAILED", "WRITE not among the broker's authorized operations"
 
 
-def probe_subscribe(
-    config: Mapping[str, Any], topic: str, group: str, *, timeout: float, settle_s: float
-) -> tuple[str | None, str]:
-    consumer = Consumer(
-        {**config, "group.id": group, "auto.offset.reset": "latest", "enable.auto.commit": False}
+def _read_consumer(config: Mapping[str, Any], group: str) -> Consumer:
+    return Consumer(
+        {
+            **config,
+            "group.id": group,
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
     )
-    assigned_at: list[float] = []
-    consumer.subscribe([topic], on_assign=lambda _c, _p: assigned_at.append(time.monotonic()))
-    deadline = time.monotonic() + timeout
+
+
+def _fetched_to_end(
+    consumer: Consumer, partitions: Callable[[], int], deadline: float
+) -> tuple[str | None, int]:
+    """Poll until the broker has reported the end of ``partitions()`` partitions (a fetch it authorized),
+    or an error. Records written meanwhile are dropped unread."""
+    at_end: set[int] = set()
+    while time.monotonic() < deadline and (not partitions() or len(at_end) < partitions()):
+        message = consumer.poll(0.5)
+        error = message.error() if message is not None else None
+        if message is None or error is None:
+            continue
+        if error.code() != KafkaError._PARTITION_EOF:
+            return error.name(), len(at_end)
+        partition = message.partition()
+        if partition is not None:
+            at_end.add(partition)
+    return (None if partitions() and len(at_end) >= partitions() else "_TIMED_OUT"), len(at_end)
+
+
+def probe_fetch(
+    config: Mapping[str, Any], topic: str, group: str, *, timeout: float
+) -> tuple[str | None, str]:
+    """Topic read access without joining a group (a join waits out the broker's initial rebalance delay):
+    every partition assigned at its end and fetched until the broker reports the end."""
+    consumer = _read_consumer(config, group)
     try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)  # records read (only new ones) are dropped unread
-            error = message.error() if message is not None else None
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                return error.name(), ""
-            if assigned_at and time.monotonic() - assigned_at[0] >= settle_s:
-                return None, f"assigned and fetching as group {group}"
-        return "_TIMED_OUT", "no assignment and no error"
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return (metadata.error.name() if metadata and metadata.error else "_UNKNOWN_TOPIC"), ""
+        consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in sorted(metadata.partitions)])
+        count = len(metadata.partitions)
+        error, fetched = _fetched_to_end(consumer, lambda: count, time.monotonic() + timeout)
+        if error is not None:
+            return error, f"{fetched} of {count} partitions fetched"
+        return None, f"{count} partitions fetched to their end, no group joined"
+    except KafkaException as error:
+        return _error_name(error), ""
+    finally:
+        consumer.close()
+
+
+def probe_subscribe(
+    config: Mapping[str, Any], topic: str, group: str, *, timeout: float
+) -> tuple[str | None, str]:
+    """Group and topic read access as the component's consumers have them: join ``group`` subscribed to
+    the topic, get partitions assigned and fetch each to its end."""
+    consumer = _read_consumer(config, group)
+    assigned: list[int] = []
+    consumer.subscribe([topic], on_assign=lambda _c, partitions: assigned.append(len(partitions)))
+    try:
+        error, fetched = _fetched_to_end(
+            consumer, lambda: assigned[-1] if assigned else 0, time.monotonic() + timeout
+        )
+        if error is not None:
+            return error, f"{fetched} partitions fetched" if assigned else "no assignment"
+        return None, f"joined group {group}, {fetched} assigned partitions fetched to their end"
     finally:
         consumer.close()
 
@@ -240,24 +305,20 @@ def verify_contract(
     registry_config: Mapping[str, Any],
     run_id: str,
     timeout: float = 30.0,
-    settle_s: float = 3.0,
 ) -> list[Result]:
     """Run every planned check as the component (``client_config`` holds its own credentials).
 
-    The checks run side by side, each subscription in a group of its own under the run's contract group:
-    a group join waits out the broker's initial rebalance delay, so one after another they cost a
-    delay each, and sharing one group they would rebalance one another.
+    The checks run side by side; only one of them joins the run's contract group.
     """
     group = contract_group(component, run_id)
     probes = probe_events(catalog)
     checks = plan_checks(component, catalog, policies)
 
-    def run(indexed: tuple[int, ContractCheck]) -> Result:
-        index, check = indexed
+    def run(check: ContractCheck) -> Result:
         if check.probe == "subscribe":
-            error, note = probe_subscribe(
-                client_config, check.topic, f"{group}.{index}", timeout=timeout, settle_s=settle_s
-            )
+            error, note = probe_subscribe(client_config, check.topic, group, timeout=timeout)
+        elif check.probe == "fetch":
+            error, note = probe_fetch(client_config, check.topic, group, timeout=timeout)
         elif check.probe == "authorized-operations":
             error, note = probe_write_authorized(client_config, check.topic, timeout=timeout)
         else:
@@ -274,4 +335,4 @@ def verify_contract(
     if not checks:
         return []
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
-        return list(pool.map(run, enumerate(checks)))
+        return list(pool.map(run, checks))
