@@ -46,7 +46,7 @@ class StageRunOperator(TriggerDagRunOperator):
             trigger_dag_id=rollout.stage_dag_id(stage),
             wait_for_completion=True,
             deferrable=True,
-            poke_interval=5,
+            poke_interval=1,  # the triggerer's check of the stage run's state: one cheap query
             # A cleared task re-runs its stage (that is how an operator retries a failed stage).
             reset_dag_run=True,
             fail_when_dag_is_paused=True,
