@@ -769,6 +769,9 @@ def run_end_to_end(
 ) -> EndToEndOutcome:
     """Start the consumers, produce the samples, read them back, validate, dead-letter, count."""
     topics = {sample.topic for sample in samples}
+    # The validator loads while the consumers wait out their group's initial rebalance delay.
+    loading = threading.Thread(target=quality.load_validator, name="load-validator", daemon=True)
+    loading.start()
     sessions = start_consumers(
         topics, components=components, client_configs=client_configs, run_id=run_id, timeout=timeout
     )
@@ -783,6 +786,7 @@ def run_end_to_end(
         )
     finally:
         finish_consumers(sessions, timeout=timeout)
+    loading.join()
     return conclude(
         samples,
         produced,

@@ -755,6 +755,11 @@ class QualityReport:
         return results
 
 
+def load_validator() -> None:
+    """Import Great Expectations (seconds of imports): the flow does it while its consumers join."""
+    import great_expectations  # noqa: F401
+
+
 def _gx_context(docs_dir: Path | None) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
