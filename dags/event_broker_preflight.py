@@ -38,17 +38,17 @@ DAG_ID = "event_broker_preflight"
 )
 def event_broker_preflight() -> None:
     @task
-    def validate_environment(params: dict[str, Any]) -> list[str]:
-        """Fails here, before any host is touched, if the environment file has mistakes. The host names
-        are the list inspect_host maps over (a plain list: Airflow maps over return values only)."""
-        environment = dag_support.environment_from(params)
-        return [host.name for host in environment.hosts]
+    def validate_environment(params: dict[str, Any]) -> list[list[str]]:
+        """Fails here, before any host is touched, if the environment file has mistakes. The host names,
+        dealt into a few lists, are what inspect_hosts maps over (a plain list: Airflow maps over return
+        values only)."""
+        return stage.host_batches(dag_support.environment_from(params))
 
     @task(execution_timeout=timedelta(minutes=3))
-    def inspect_host(host_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    def inspect_hosts(host_names: list[str], params: dict[str, Any]) -> dict[str, Any]:
         environment = dag_support.environment_from(params)
         return dag_support.recorded(
-            stage.inspect_host(environment, host_name, params["sizing_profile"], params["deployment_mode"])
+            stage.inspect_hosts(environment, host_names, params["sizing_profile"], params["deployment_mode"])
         )
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=5))
@@ -72,7 +72,7 @@ def event_broker_preflight() -> None:
         )
 
     hosts = validate_environment()
-    inspections = inspect_host.expand(host_name=hosts)
+    inspections = inspect_hosts.expand(host_names=hosts)
     inspect_network(inspections)
     security = check_security()
     governance = check_governance()

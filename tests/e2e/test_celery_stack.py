@@ -100,7 +100,7 @@ def test_a_gated_rollout_on_two_celery_workers_keeps_its_audit_trail_whole(lab_h
 
         workers = airflow_stack.workers_by_task(stack)
         child = f"rollout__{run_id}"
-        mapped = [w for key, w in workers.items() if key.run_id == child and key.task_id == "inspect_host"]
+        mapped = [w for key, w in workers.items() if key.run_id == child and key.task_id == "inspect_hosts"]
         assert len(mapped) == 3
         # Which worker takes which task is Celery's choice (three mapped tasks can all land on one worker
         # that finishes fast); over both runs' task parts both workers must have worked.

@@ -256,7 +256,7 @@ def test_host_cut_during_preflight(security_ready, fault, canary):
     fault["expected"] = "preflight fails naming lab2 only; after heal it passes; no canary record lost"
     stage = StageRun("preflight")
     try:
-        stage.wait_for("starting task_id=inspect_host", 180)
+        stage.wait_for("starting task_id=inspect_hosts", 180)
         lab_sh("cut", "lab2")
         cut_at = time.monotonic()
         code = stage.finish(300)

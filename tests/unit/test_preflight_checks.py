@@ -303,3 +303,15 @@ def test_preconditions_that_cannot_be_judged_are_a_warning_with_the_reason():
     )
     assert (result.id, result.status, result.severity) == ("infra.preconditions", Status.WARN, "advisory")
     assert "package repository" in result.message
+
+
+def test_hosts_are_dealt_into_at_most_a_few_inspection_tasks():
+    from event_broker_rollout.preflight import stage
+
+    lab = load_environment("lab")
+    assert stage.host_batches(lab) == [["lab1"], ["lab2"], ["lab3"]]  # one task per host, as few hosts
+    hosts = [lab.hosts[0].model_copy(update={"name": f"lab{i}"}) for i in range(1, 28)]
+    batches = stage.host_batches(lab.model_copy(update={"hosts": hosts}))
+    assert len(batches) == stage.INSPECTION_TASKS
+    assert sorted(name for batch in batches for name in batch) == sorted(h.name for h in hosts)
+    assert max(map(len, batches)) - min(map(len, batches)) <= 1

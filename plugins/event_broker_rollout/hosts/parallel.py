@@ -9,8 +9,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def in_parallel(items: Sequence[str], work: Callable[[str], T]) -> dict[str, T]:
+def in_parallel(items: Sequence[str], work: Callable[[str], T], at_most: int = 16) -> dict[str, T]:
     if not items:
         return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(at_most, len(items))) as pool:
         return dict(zip(items, pool.map(work, items), strict=True))

@@ -2,8 +2,8 @@
 
 Reachability is tested between the hosts themselves, not only from the Airflow side: a probe listener
 is opened on every free required port, then every host connects to every other host's ports. Throughput
-is measured for real with iperf3 around the ring of brokers (each broker sends once and receives once),
-each measurement bounded in bytes and time.
+is measured for real with iperf3 around the ring of brokers (each broker sends once and receives once, so
+a few pairs are measured at once), each measurement bounded in bytes and time.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ CONNECT_TIMEOUT_SECONDS = 2
 IPERF_PORT = 5201
 IPERF_BYTES = "256M"
 IPERF_TIMEOUT_SECONDS = 15
+# Around the ring each broker sends once and receives once, so pairs measured at once share no NIC; a
+# few at a time keeps the load on the network (and on a one-machine lab's CPUs) bounded.
+IPERF_PAIRS_AT_ONCE = 4
 
 # A listener that accepts and closes connections until it is killed (or PROBE_SECONDS pass).
 _PROBE_LISTENER = """
@@ -198,62 +201,64 @@ def throughput_results(environment: Environment, sessions: Mapping[str, RemoteHo
                 severity=Severity.ADVISORY,
             )
         ]
-    results = []
-    for sender, receiver in pairs:
-        check_id = f"net.throughput[{sender.name}->{receiver.name}]"
-        try:
-            sessions[receiver.name].run_argv(
-                [
-                    "timeout",
-                    str(IPERF_TIMEOUT_SECONDS + 5),
-                    "iperf3",
-                    "-s",
-                    "-1",
-                    "-D",
-                    "-B",
-                    str(receiver.address),
-                    "-p",
-                    str(IPERF_PORT),
-                ],
-                timeout=20,
-                check=True,
-            )
-            output = sessions[sender.name].run_argv(
-                [
-                    "timeout",
-                    str(IPERF_TIMEOUT_SECONDS),
-                    "iperf3",
-                    "-J",
-                    "-c",
-                    str(receiver.address),
-                    "-p",
-                    str(IPERF_PORT),
-                    "-n",
-                    IPERF_BYTES,
-                ],
-                timeout=IPERF_TIMEOUT_SECONDS + 10,
-            )
-            gbps = parse_iperf_gbps(output.stdout)
-        except (RemoteError, ValueError, KeyError) as error:
-            results.append(
-                Result(
-                    id=check_id,
-                    status=Status.FAIL,
-                    host=sender.name,
-                    observed=f"not measured: {error}",
-                    expected=f">= {required:g} Gbps",
-                    message="broker-to-broker throughput (iperf3)",
-                )
-            )
-            continue
-        results.append(
-            check(
-                check_id,
-                gbps >= required,
-                host=sender.name,
-                observed=f"{gbps:.2f} Gbps",
-                expected=f">= {required:g} Gbps",
-                message=f"throughput {sender.name} -> {receiver.name} (iperf3, {IPERF_BYTES}B)",
-            )
+    by_label = {f"{sender.name}->{receiver.name}": (sender, receiver) for sender, receiver in pairs}
+    measured = in_parallel(
+        list(by_label),
+        lambda label: measure_pair(*by_label[label], sessions, required),
+        at_most=IPERF_PAIRS_AT_ONCE,
+    )
+    return list(measured.values())
+
+
+def measure_pair(sender: Host, receiver: Host, sessions: Mapping[str, RemoteHost], required: float) -> Result:
+    check_id = f"net.throughput[{sender.name}->{receiver.name}]"
+    try:
+        sessions[receiver.name].run_argv(
+            [
+                "timeout",
+                str(IPERF_TIMEOUT_SECONDS + 5),
+                "iperf3",
+                "-s",
+                "-1",
+                "-D",
+                "-B",
+                str(receiver.address),
+                "-p",
+                str(IPERF_PORT),
+            ],
+            timeout=20,
+            check=True,
         )
-    return results
+        output = sessions[sender.name].run_argv(
+            [
+                "timeout",
+                str(IPERF_TIMEOUT_SECONDS),
+                "iperf3",
+                "-J",
+                "-c",
+                str(receiver.address),
+                "-p",
+                str(IPERF_PORT),
+                "-n",
+                IPERF_BYTES,
+            ],
+            timeout=IPERF_TIMEOUT_SECONDS + 10,
+        )
+        gbps = parse_iperf_gbps(output.stdout)
+    except (RemoteError, ValueError, KeyError) as error:
+        return Result(
+            id=check_id,
+            status=Status.FAIL,
+            host=sender.name,
+            observed=f"not measured: {error}",
+            expected=f">= {required:g} Gbps",
+            message="broker-to-broker throughput (iperf3)",
+        )
+    return check(
+        check_id,
+        gbps >= required,
+        host=sender.name,
+        observed=f"{gbps:.2f} Gbps",
+        expected=f">= {required:g} Gbps",
+        message=f"throughput {sender.name} -> {receiver.name} (iperf3, {IPERF_BYTES}B)",
+    )

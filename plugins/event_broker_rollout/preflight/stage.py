@@ -15,6 +15,7 @@ from event_broker_rollout.config.environment import Environment, Host, sizing_pr
 from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step, step_data
 from event_broker_rollout.hosts import fleet
+from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.plan import host_preconditions
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.preflight import checks, governance, network
@@ -25,6 +26,31 @@ SSH_CONNECT_TIMEOUT = 5
 
 def deployment_mode(environment: Environment, override: str | None) -> str:
     return override or str(environment.deployment_mode)
+
+
+# A task process costs about a second of CPU before it does anything: past this many hosts, each mapped
+# inspection task inspects its share of the hosts at once (SSH round trips, not CPU, are their cost).
+INSPECTION_TASKS = 4
+
+
+def host_batches(environment: Environment) -> list[list[str]]:
+    """The hosts dealt into at most ``INSPECTION_TASKS`` lists: what the inspection tasks map over."""
+    names = [host.name for host in environment.hosts]
+    count = min(INSPECTION_TASKS, len(names))
+    return [names[index::count] for index in range(count)]
+
+
+def inspect_hosts(
+    environment: Environment, host_names: list[str], profile_override: str | None, mode_override: str | None
+) -> Step:
+    """``inspect_host`` for several hosts at once; the data is the list of their inspections."""
+    steps = in_parallel(
+        host_names, lambda name: inspect_host(environment, name, profile_override, mode_override)
+    )
+    return Step.of(
+        [result for step in steps.values() for result in step.results],
+        data=[step.data for step in steps.values()],
+    )
 
 
 def inspect_host(
@@ -78,9 +104,9 @@ def inspect_network(
     environment: Environment, host_steps: list[dict[str, Any]], profile_override: str | None
 ) -> Step:
     """Across hosts: server counts, clocks, reachability between hosts and throughput, from what each
-    ``inspect_host`` step found."""
+    ``inspect_hosts`` step found."""
     profile_name, profile = sizing_profile(environment, profile_override)
-    inspections = [data for data in map(step_data, host_steps) if data]
+    inspections = [inspection for data in map(step_data, host_steps) if data for inspection in data]
     reachable = [item for item in inspections if item.get("reachable")]
     cut_off = [item["host"] for item in inspections if not item.get("reachable")]
     results: list[Result] = checks.server_count_checks(environment, profile_name, profile)
