@@ -47,12 +47,8 @@ SETTLE = "{{ params.gate_settle_seconds }}"
             title="Gate timeout (s)",
             description="How long a health gate waits before it fails the stage.",
         ),
-        "gate_settle_seconds": Param(
-            10,
-            type="integer",
-            minimum=0,
-            title="Gate settle window (s)",
-            description="How long the cluster must stay healthy before a gate passes (longer than a broker's session timeout).",
+        "gate_settle_seconds": dag_support.gate_settle_param(
+            "How long the cluster must stay healthy before a gate passes, after a node started."
         ),
     },
 )

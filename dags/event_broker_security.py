@@ -49,12 +49,8 @@ def run_dir() -> Path:
             title="Gate timeout (s)",
             description="How long a health gate waits before it stops the migration.",
         ),
-        "gate_settle_seconds": Param(
-            10,
-            type="integer",
-            minimum=0,
-            title="Gate settle window (s)",
-            description="How long the cluster must stay healthy after each restart before the next node.",
+        "gate_settle_seconds": dag_support.gate_settle_param(
+            "How long the cluster must stay healthy after each restart before the next node."
         ),
     },
 )

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.sensors import fail_gate, gate_result, resolve_phase
-from event_broker_rollout.airflow.tasks import recorded
+from event_broker_rollout.airflow.tasks import DEFAULT_SETTLE_SECONDS, recorded
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster.restarts import restart_refusal
 from event_broker_rollout.config.environment import Environment
@@ -37,7 +37,7 @@ class RollingRestartOperator(BaseOperator):
         environment_name: str,
         plan_task_id: str,
         gate_timeout: Any = 300,
-        settle_seconds: Any = 10,
+        settle_seconds: Any = DEFAULT_SETTLE_SECONDS,
         phase: str | None = None,
         **kwargs: Any,
     ) -> None:

@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
-from event_broker_rollout.airflow.tasks import recorded
+from event_broker_rollout.airflow.tasks import DEFAULT_SETTLE_SECONDS, recorded
 from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment
@@ -102,7 +102,7 @@ class ClusterHealthSensor(BaseSensorOperator):
     """Deferrable gate: brokers registered, partitions healthy, or the registry up.
 
     ``settle_seconds`` is how long the cluster must stay healthy before the gate passes: a broker that just
-    started must stay up longer than a session timeout (a crash-looping one registers, then drops out).
+    started must stay up for it (a crash-looping one registers, then drops out).
     With ``settle_after`` the window applies only when one of those tasks started something. When they
     started nothing the gate answers at once: a broker killed meanwhile stays registered until its session
     times out, but the brokers check also connects to every registered broker, which knows at once.
@@ -116,7 +116,7 @@ class ClusterHealthSensor(BaseSensorOperator):
         check: str,
         environment_name: str,
         gate_timeout: Any = 300,
-        settle_seconds: Any = 10,
+        settle_seconds: Any = DEFAULT_SETTLE_SECONDS,
         poll_interval: float = 2.0,
         phase: str | None = None,
         settle_after: Sequence[str] = (),

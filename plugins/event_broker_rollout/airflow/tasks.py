@@ -91,6 +91,23 @@ def environment_param() -> Any:
     )
 
 
+# How long the cluster must stay healthy after a node (re)started before a gate passes. The brokers
+# check connects to every registered broker and the partitions gate wants the node back in every ISR,
+# so the window only has to catch a node that dies within seconds of starting; it no longer has to
+# outlast a broker's session timeout (a killed broker stays registered that long).
+DEFAULT_SETTLE_SECONDS = 3
+
+
+def gate_settle_param(description: str) -> Any:
+    return Param(
+        DEFAULT_SETTLE_SECONDS,
+        type="integer",
+        minimum=0,
+        title="Gate settle window (s)",
+        description=description,
+    )
+
+
 def dry_run_param() -> Any:
     return Param(
         False,

@@ -1,9 +1,9 @@
 """Triggers for the health gates: they poll in the triggerer, so no worker slot is held while waiting.
 
 The blocking confluent-kafka and HTTP calls run in a thread (``asyncio.to_thread``). A gate passes only
-when the cluster stays healthy for ``settle_seconds`` (longer than a broker's session timeout), so a
-broker that died just before the gate is not counted as registered. On its own deadline the trigger
-reports the last state it observed, so the failed gate can say what was wrong.
+when the cluster stays healthy for ``settle_seconds``, so a node that dies right after it started is
+not counted. On its own deadline the trigger reports the last state it observed, so the failed gate
+can say what was wrong.
 """
 
 from __future__ import annotations
