@@ -176,7 +176,7 @@ class ControllerQuorumSensor(BaseSensorOperator):
 
     def __init__(self, *, environment_name: str, gate_timeout: Any = 300, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 5)
+        kwargs.setdefault("poke_interval", 2)  # a controller quorum forms within seconds of its start
         super().__init__(**kwargs)
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout
