@@ -42,9 +42,27 @@ def test_probe_command_returns_once_every_port_listens():
     ).stdout
     pids = [int(pid) for pid in output.split()]
     try:
-        assert len(pids) == 2
+        assert len(pids) == 1  # one listener for every port
         for port in ports:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # the connect command, as a source host runs it: every target at once, answered in order
+        with socket.socket() as gone:
+            gone.bind(("127.0.0.1", 0))
+            closed = gone.getsockname()[1]
+        targets = [("127.0.0.1", ports[0]), ("127.0.0.1", closed), ("127.0.0.1", ports[1])]
+        answered = subprocess.run(
+            network.connect_command(targets), capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+        assert answered.splitlines() == [
+            f"127.0.0.1 {ports[0]} ok",
+            f"127.0.0.1 {closed} fail",
+            f"127.0.0.1 {ports[1]} ok",
+        ]
+        assert network.parse_connect_output(answered) == {
+            ("127.0.0.1", ports[0]): True,
+            ("127.0.0.1", closed): False,
+            ("127.0.0.1", ports[1]): True,
+        }
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)

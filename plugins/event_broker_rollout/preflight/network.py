@@ -28,53 +28,66 @@ IPERF_TIMEOUT_SECONDS = 15
 # few at a time keeps the load on the network (and on a one-machine lab's CPUs) bounded.
 IPERF_PAIRS_AT_ONCE = 4
 
-# A listener that accepts and closes connections until it is killed (or PROBE_SECONDS pass).
+# One listener for all the host's probe ports: it accepts and closes connections until it is killed (or
+# PROBE_SECONDS pass). A port taken meanwhile is left out (the connects to it then fail, as they should).
 _PROBE_LISTENER = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(1)
-deadline = time.time() + float(sys.argv[3])
-while time.time() < deadline:
+import select, socket, sys, time
+address, seconds, ports = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+family = socket.AF_INET6 if ":" in address else socket.AF_INET
+listening = []
+for port in ports:
+    s = socket.socket(family)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        c, _ = s.accept(); c.close()
+        s.bind((address, int(port))); s.listen(128)
     except OSError:
-        pass
+        s.close(); continue
+    listening.append(s)
+deadline = time.time() + seconds
+while listening and time.time() < deadline:
+    ready, _, _ = select.select(listening, [], [], 1)
+    for s in ready:
+        try:
+            c, _ = s.accept(); c.close()
+        except OSError:
+            pass
 """
 
 
-# $1: the listener's code, $2: the address, $3: seconds, then the ports. Starts one detached listener per
-# port, prints their pids, and returns once every port listens (or after 5 s).
+# $1: the listener's code, $2: the address, $3: seconds, then the ports. Starts one detached listener for
+# all the ports, prints its pid, and returns once every port listens (or after 5 s).
 _START_PROBES = """
 probe=$1; address=$2; seconds=$3; shift 3
-for port in "$@"; do
-  (setsid python3 -c "$probe" "$address" "$port" "$seconds" >/dev/null 2>&1 & echo $!)
-done
+(setsid python3 -c "$probe" "$address" "$seconds" "$@" >/dev/null 2>&1 & echo $!)
 for _ in $(seq 50); do
   listening=yes
   for port in "$@"; do ss -Hltn "sport = :$port" | grep -q . || { listening=no; break; }; done
   [ "$listening" = yes ] && break
   sleep 0.1
 done
-exit 0
 """
 
-# $1: seconds per connect, then address and port pairs; prints ``<address> <port> ok|fail`` for each.
+# Every connect of one host at once, in one process (a shell and a timeout process per connect cost a
+# many-host preflight more than the connects): prints ``<address> <port> ok|fail`` per target, in order.
 _CONNECT = """
-seconds=$1; shift
-while [ "$#" -gt 1 ]; do
-  if timeout "$seconds" bash -c ': <"/dev/tcp/$1/$2"' connect "$1" "$2" 2>/dev/null; then
-    echo "$1 $2 ok"
-  else
-    echo "$1 $2 fail"
-  fi
-  shift 2
-done
+import socket, sys
+from concurrent.futures import ThreadPoolExecutor
+seconds, words = float(sys.argv[1]), sys.argv[2:]
+targets = list(zip(words[0::2], words[1::2]))
+def attempt(target):
+    try:
+        socket.create_connection((target[0], int(target[1])), timeout=seconds).close()
+        return "ok"
+    except OSError:
+        return "fail"
+with ThreadPoolExecutor(32) as pool:
+    for (address, port), outcome in zip(targets, pool.map(attempt, targets)):
+        print(address, port, outcome)
 """
 
 
 def start_probe_command(address: str, ports: Sequence[int]) -> tuple[str, ...]:
-    """Start one probe listener per port, print their pids, and return once all of them listen."""
+    """Start the probe listener on these ports, print its pid, and return once all of them listen."""
     return script(
         _START_PROBES, _PROBE_LISTENER, address, str(PROBE_SECONDS), *map(str, ports), name="ebr-probes"
     )
@@ -83,7 +96,7 @@ def start_probe_command(address: str, ports: Sequence[int]) -> tuple[str, ...]:
 def connect_command(targets: Sequence[tuple[str, int]]) -> tuple[str, ...]:
     """One line per target: ``<address> <port> ok|fail``, each connect bounded in time."""
     pairs = [word for address, port in targets for word in (address, str(port))]
-    return script(_CONNECT, str(CONNECT_TIMEOUT_SECONDS), *pairs, name="ebr-connect")
+    return ("python3", "-c", _CONNECT, str(CONNECT_TIMEOUT_SECONDS), *pairs)
 
 
 def parse_connect_output(text: str) -> dict[tuple[str, int], bool]:
