@@ -134,21 +134,23 @@ class ClusterHealthSensor(BaseSensorOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         environment = validated_environment(self.environment_name)
         gate_timeout = float(self.gate_timeout)
+        settle = float(self.settle_seconds)
         if self.settle_after and not started_anything(
             context["ti"].xcom_pull(task_ids=list(self.settle_after))
         ):
-            self.settle_seconds = 0
-        if float(self.settle_seconds) == 0:
-            answered = healthy_now(environment, self.check, resolve_phase(environment, self.phase))
+            settle = 0.0
+        phase = resolve_phase(environment, self.phase)  # read from the hosts (SSH) when not given: once
+        if settle == 0:
+            answered = healthy_now(environment, self.check, phase)
             if answered is not None:
                 return self.execute_complete(context, answered)
         trigger = ClusterHealthTrigger(
             check=self.check,
             environment_name=self.environment_name,
-            phase=resolve_phase(environment, self.phase),
+            phase=phase,
             timeout_seconds=gate_timeout,
             poll_interval=self.poll_interval,
-            settle_seconds=float(self.settle_seconds),
+            settle_seconds=settle,
         )
         # The trigger enforces the gate's deadline itself (to report what it saw); this is the backstop.
         self.defer(

@@ -182,7 +182,7 @@ def accepts_connection(address: str, port: int, timeout: float) -> bool:
     return True
 
 
-def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = 3.0) -> list[str]:
+def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = CONNECT_TIMEOUT) -> list[str]:
     """Brokers of the bootstrap list (``host:port,...``), other than ``skip_address``, that do not accept
     a TCP connection now. The cluster's metadata keeps a broker that just died registered, and in the
     ISRs, until its session times out; a connection attempt knows at once."""
