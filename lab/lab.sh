@@ -197,6 +197,8 @@ Subsystem sftp internal-sftp
 LogLevel INFO
 EOF
     mv -f "$d/sshd_config.tmp" "$d/sshd_config"
+    printf '# lab.sh: root on lab%s starts with the system defaults only\n' "$i" >"$d/shell-startup"
+    chmod 644 "$d/shell-startup"
 }
 
 write_etc_hosts() {  # every host's /etc/hosts lists all hosts that are up (plus the one being added)
@@ -335,6 +337,11 @@ start_sshd() {
         binds+="mount --bind '$d/root/$(folder_of "$p")' '$p' && "
     done
     binds+="mount --bind '$d/etc-hosts' /etc/hosts && "
+    # root's shell start-up as on a plain server: the machine's own (version managers, ~0.1 s of CPU per
+    # remote command) stays on the machine, and a stale lock of theirs cannot hang the lab's SSH
+    for p in /root/.bashrc /root/.profile; do
+        if [[ -f $p ]]; then binds+="mount --bind '$d/shell-startup' '$p' && "; fi
+    done
     binds+="mount --bind '$d/resolv.conf' /etc/resolv.conf && "
     # new mount + UTS namespace inside the netns; sshd daemonizes and keeps both alive
     ip netns exec "$ns" unshare -m -u --propagation private sh -c \

@@ -216,6 +216,21 @@ def test_hosts_have_their_own_filesystems(lab):
         ssh_run(lab, lab1["address"], f"rm -f /opt/{name} /var/lib/kafka/{name}")
 
 
+def test_hosts_start_shells_like_a_plain_server(lab):
+    """Root's start-up files on a host are the lab's, not the machine's: remote commands see the system
+    PATH (Debian's python3 and java) and no version manager of the machine runs before each of them."""
+    lab1 = host(lab, "lab1")
+    startup = [name for name in (".bashrc", ".profile") if Path("/root", name).is_file()]
+    assert startup, "the machine has no root start-up files to stand in for"
+    command = f"cd && cat {' '.join(startup)} && command -v python3 && echo $PATH"
+    rc, out, err = ssh_run(lab, lab1["address"], command)
+    assert rc == 0, err
+    *files, python, path = out.splitlines()
+    assert files == ["# lab.sh: root on lab1 starts with the system defaults only"] * len(startup)
+    assert python == "/usr/bin/python3"
+    assert ".pyenv" not in path
+
+
 def test_lab_to_lab_tcp_and_ssh(lab):
     lab1 = host(lab, "lab1")
     rc, _, err = ssh_run(lab, lab1["address"], "nc -z -w2 10.77.0.12 22")
