@@ -47,10 +47,26 @@ section sysctl
 echo "vm.swappiness=$(cat /proc/sys/vm/swappiness 2>/dev/null)"
 echo "vm.max_map_count=$(cat /proc/sys/vm/max_map_count 2>/dev/null)"
 section addresses; ip -o addr show 2>/dev/null
+# "<key> <answer>" per key. One getent for all keys answers one line per key it resolved, in order; only
+# when some key failed is each looked up alone (a lookup per key costs each host O(hosts) processes).
+resolve() {  # $1: field of the answer to print (1 address, 2 name); the keys follow
+  field=$1; shift
+  answers=$(getent hosts "$@")
+  if [ "$(printf '%s\n' "$answers" | grep -c .)" -eq "$#" ]; then
+    printf '%s\n' "$answers" | for key in "$@"; do
+      read -r address name _
+      if [ "$field" = 1 ]; then echo "$key $address"; else echo "$key $name"; fi
+    done
+  else
+    for key in "$@"; do echo "$key $(getent hosts "$key" | awk -v f="$field" '{print $f}' | head -n 1)"; done
+  fi
+}
 section resolve_forward
-for name in $EBR_NAMES; do echo "$name $(getent hosts "$name" | awk '{print $1}' | head -n 1)"; done
+# shellcheck disable=SC2086 # the names and addresses are space separated on purpose
+resolve 1 $EBR_NAMES
 section resolve_reverse
-for address in $EBR_ADDRESSES; do echo "$address $(getent hosts "$address" | awk '{print $2}' | head -n 1)"; done
+# shellcheck disable=SC2086
+resolve 2 $EBR_ADDRESSES
 section tools
 for tool in iperf3 python3 openssl; do
   if command -v "$tool" >/dev/null 2>&1; then echo "$tool=yes"; else echo "$tool=no"; fi

@@ -4,6 +4,7 @@ production broker and an Ubuntu 20.04 development host (outputs in the formats t
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,52 @@ def test_hosts_are_dealt_into_at_most_a_few_inspection_tasks():
     assert len(batches) == stage.INSPECTION_TASKS
     assert sorted(name for batch in batches for name in batch) == sorted(h.name for h in hosts)
     assert max(map(len, batches)) - min(map(len, batches)) <= 1
+
+
+# getent as glibc's answers: one line per key it resolves, in key order, exit 2 if any key failed.
+FAKE_GETENT = """#!/bin/sh
+shift
+status=0
+for key in "$@"; do
+  case $key in
+    alpha|10.0.0.1) echo "10.0.0.1        alpha" ;;
+    beta|10.0.0.2) echo "10.0.0.2        beta beta.lab" ;;
+    *) status=2 ;;
+  esac
+done
+exit $status
+"""
+
+
+def _resolved_by_the_facts_script(tmp_path: Path, names: str, addresses: str) -> dict[str, dict[str, str]]:
+    """The collector run here as a host runs it, its lookups answered by a stand-in for getent (a real
+    lookup of an unknown name would leave the machine)."""
+    from event_broker_rollout.preflight.facts import FACTS_SCRIPT, split_sections
+
+    getent = tmp_path / "getent"
+    getent.write_text(FAKE_GETENT)
+    getent.chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "EBR_NAMES": names,
+        "EBR_ADDRESSES": addresses,
+    }
+    output = subprocess.run(["sh", str(FACTS_SCRIPT)], env=env, capture_output=True, text=True, check=True)
+    sections = split_sections(output.stdout)
+    return {
+        section: dict(line.partition(" ")[::2] for line in sections[section].splitlines())
+        for section in ("resolve_forward", "resolve_reverse")
+    }
+
+
+def test_the_facts_script_resolves_every_key_in_one_lookup_or_each_alone_when_one_fails(tmp_path):
+    together = _resolved_by_the_facts_script(tmp_path, "alpha beta", "10.0.0.1 10.0.0.2")
+    assert together == {
+        "resolve_forward": {"alpha": "10.0.0.1", "beta": "10.0.0.2"},
+        "resolve_reverse": {"10.0.0.1": "alpha", "10.0.0.2": "beta"},
+    }
+    alone = _resolved_by_the_facts_script(tmp_path, "alpha gamma beta", "10.0.0.9 10.0.0.2")
+    assert alone == {
+        "resolve_forward": {"alpha": "10.0.0.1", "gamma": "", "beta": "10.0.0.2"},
+        "resolve_reverse": {"10.0.0.9": "", "10.0.0.2": "beta"},
+    }
