@@ -1,9 +1,11 @@
 """Stage 2 — Infrastructure: install, configure and start a KRaft Kafka cluster and the Schema Registry.
 
-Controllers first, then brokers, then the registry; every step behind health gates that nothing
-downstream can pass while they fail. A re-run with nothing to do changes nothing and restarts nothing;
-a config change restarts only the nodes it affects, one at a time, gated between each. `dry_run` shows
-the plan (files with diffs, services to start or restart) and changes nothing.
+Controllers first, then brokers, every step behind health gates that nothing downstream can pass while
+they fail. The registry starts beside them behind its own gate: Apicurio keeps its schemas in its own
+database, and the confluent registry waits at start for its Kafka store as long as a gate would. A re-run
+with nothing to do changes nothing and restarts nothing; a config change restarts only the nodes it
+affects, one at a time, gated between each. `dry_run` shows the plan (files with diffs, services to start
+or restart) and changes nothing.
 """
 
 from __future__ import annotations
@@ -140,19 +142,8 @@ def event_broker_infrastructure() -> None:
         settle_seconds=0,
     )
 
-    (
-        go
-        >> installed
-        >> configured
-        >> controllers
-        >> quorum
-        >> brokers
-        >> registered
-        >> partitions
-        >> rolling
-        >> registry
-        >> registry_gate
-    )
+    go >> installed >> configured >> controllers >> quorum >> brokers >> registered >> partitions >> rolling
+    configured >> registry >> registry_gate
     dag_support.closing_tasks(DAG_ID, "Infrastructure: KRaft cluster and Schema Registry", conclude)
 
 

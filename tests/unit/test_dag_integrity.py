@@ -59,3 +59,15 @@ def test_stage_dags_have_an_environment_param_with_a_default(dagbag):
 
 def test_no_connection_env_vars_needed_to_parse():
     assert not [key for key in os.environ if key.startswith("AIRFLOW_CONN_")]
+
+
+def test_the_registry_starts_beside_the_kafka_nodes_behind_its_own_gate(dagbag):
+    """Its storage does not need the brokers (Apicurio: its own database; confluent: waits for its Kafka
+    store at start), so it does not queue behind the Kafka gates."""
+    dag = dagbag.dags["event_broker_infrastructure"]
+    assert dag.get_task("start_registry").upstream_task_ids == {"plan", "configure"}  # plan: its data
+    assert dag.get_task("gate_registry_healthy").upstream_task_ids == {"start_registry"}
+    assert dag.get_task("export_audit_trail").upstream_task_ids == {
+        "gate_registry_healthy",
+        "rolling_restart",
+    }
