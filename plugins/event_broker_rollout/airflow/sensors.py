@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from event_broker_rollout.airflow import runtime  # noqa: F401  (installs Airflow as the orchestrator)
 from event_broker_rollout.airflow.tasks import DEFAULT_SETTLE_SECONDS, recorded
-from event_broker_rollout.airflow.triggers import ClusterHealthTrigger, healthy_now
+from event_broker_rollout.airflow.triggers import MIN_DEFERRAL_SECONDS, ClusterHealthTrigger, healthy_now
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.validation import validated_environment
@@ -106,6 +106,8 @@ class ClusterHealthSensor(BaseSensorOperator):
     With ``settle_after`` the window applies only when one of those tasks started something. When they
     started nothing the gate answers at once: a broker killed meanwhile stays registered until its session
     times out, but the brokers check also connects to every registered broker, which knows at once.
+    A cluster already healthy sits out a short window in the task itself; one that is not, or a window
+    longer than a deferral's minimum, is watched by the trigger.
     """
 
     template_fields: Sequence[str] = ("environment_name", "gate_timeout", "settle_seconds", "phase")
@@ -140,8 +142,8 @@ class ClusterHealthSensor(BaseSensorOperator):
         ):
             settle = 0.0
         phase = resolve_phase(environment, self.phase)  # read from the hosts (SSH) when not given: once
-        if settle == 0:
-            answered = healthy_now(environment, self.check, phase)
+        if settle <= MIN_DEFERRAL_SECONDS:  # a deferral would take longer than the window itself
+            answered = healthy_now(environment, self.check, phase, settle, self.poll_interval)
             if answered is not None:
                 return self.execute_complete(context, answered)
         trigger = ClusterHealthTrigger(
@@ -178,7 +180,7 @@ class ControllerQuorumSensor(BaseSensorOperator):
 
     def __init__(self, *, environment_name: str, gate_timeout: Any = 300, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 2)  # a controller quorum forms within seconds of its start
+        kwargs.setdefault("poke_interval", 1)  # a controller quorum forms within seconds of its start
         super().__init__(**kwargs)
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout

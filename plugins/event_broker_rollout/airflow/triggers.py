@@ -133,10 +133,26 @@ def health_probe(
     )
 
 
-def healthy_now(environment: Environment, check: str, phase: str) -> dict[str, Any] | None:
-    """A gate's event when the cluster is healthy right now (no settle window asked), else None."""
+def healthy_now(
+    environment: Environment, check: str, phase: str, settle_seconds: float = 0.0, poll_interval: float = 1.0
+) -> dict[str, Any] | None:
+    """A gate's event when the cluster is healthy right now and stays healthy through ``settle_seconds``,
+    watched in the calling task; None as soon as a look finds it unhealthy (the gate then defers). A
+    window no longer than MIN_DEFERRAL_SECONDS ends sooner here than a deferral could."""
     config = None if check == "registry" else clients.admin_config(environment, phase)
-    observed = health_probe(environment, check, phase, config)()
-    if not observed.get("healthy"):
-        return None
-    return {"status": "healthy", "check": check, "observed": observed, "waited_seconds": 0.0, "carry": {}}
+    probe = health_probe(environment, check, phase, config)
+    started = time.monotonic()
+    while True:
+        observed = probe()
+        if not observed.get("healthy"):
+            return None
+        waited = time.monotonic() - started
+        if waited >= settle_seconds:
+            return {
+                "status": "healthy",
+                "check": check,
+                "observed": observed,
+                "waited_seconds": round(waited, 1),
+                "carry": {},
+            }
+        time.sleep(min(poll_interval, settle_seconds - waited))
