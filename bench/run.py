@@ -537,13 +537,17 @@ def services(action: str) -> None:
 
 
 def bench_infra_overhead(repeats: int, context: dict[str, Any]) -> Figure:
-    """The infrastructure stage starting stopped services vs the same services started directly.
+    """The infrastructure stage (on the project's own Airflow, its scheduler running independent tasks side by
+    side) starting stopped services vs the same services started directly.
 
     Both start from the same state (the installed, configured cluster with every Kafka and registry
     process stopped) and end at the same one (brokers registered, partitions healthy, registry up).
     """
     figure = Figure("infra_overhead", "Infrastructure stage time / the same processes started directly", "x")
     direct, staged, staged_runs = [], [], []
+    server = airflow_server.settings()
+    airflow_server.start(server)  # the project's own Airflow, as `make rollout` uses it
+    api = AirflowApi(server.url, airflow_server.USER, airflow_server.password(server))
     for attempt in range(repeats):
         say(f"infrastructure overhead {attempt + 1}/{repeats}: stop, start directly, wait healthy")
         services("stop")
@@ -554,11 +558,11 @@ def bench_infra_overhead(repeats: int, context: dict[str, Any]) -> Figure:
         figure.details.setdefault("direct_milestones", []).append(reached)
         say(f"infrastructure overhead {attempt + 1}/{repeats}: stop, run the infrastructure stage")
         services("stop")
-        outcome = run_stage("infrastructure")
+        outcome = stage_on_scheduler(api, "event_broker_infrastructure", "lab")
         staged_runs.append(outcome)
-        if not outcome["succeeded"]:
-            raise RuntimeError(f"the infrastructure stage failed: {outcome['tail']}")
-        staged.append(float(outcome["report_seconds"] or outcome["wall_seconds"]))
+        if outcome["state"] != "success" or outcome["report_seconds"] is None:
+            raise RuntimeError(f"the infrastructure stage failed: {outcome}")
+        staged.append(float(outcome["report_seconds"]))
     figure.samples = [round(s / d, 2) for s, d in zip(staged, direct, strict=True)]
     figure.value = median(figure.samples)
     figure.details.update(
@@ -623,14 +627,14 @@ SCALING_HOSTS = (3, 9, 27)
 SCALING_PORT = 8091  # the bench's own Airflow, beside any server `make demo` left running
 
 
-def preflight_on_scheduler(api: AirflowApi, environment: str) -> dict[str, Any]:
-    """One preflight run triggered through the REST API and run by the scheduler (mapped tasks in
-    parallel, as operators run it); its report's own start-to-finish time."""
+def stage_on_scheduler(api: AirflowApi, dag_id: str, environment: str) -> dict[str, Any]:
+    """One stage run triggered through the REST API and run by the scheduler (independent tasks side by
+    side, as operators run it); its report's own start-to-finish time."""
     started = time.perf_counter()
-    run_id = api.trigger("event_broker_preflight", {"environment": environment})
-    state = api.wait_for_run("event_broker_preflight", run_id, timeout=1800)["state"]
+    run_id = api.trigger(dag_id, {"environment": environment})
+    state = api.wait_for_run(dag_id, run_id, timeout=1800)["state"]
     wall = time.perf_counter() - started
-    report_file = REPO / "reports" / "event_broker_preflight" / run_id / "report.json"
+    report_file = REPO / "reports" / dag_id / run_id / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else None
     return {
         "run_id": run_id,
@@ -669,7 +673,7 @@ def bench_preflight_scaling(repeats: int, purge_follows: bool) -> Figure:
             for attempt in range(repeats):
                 for hosts in SCALING_HOSTS:
                     say(f"preflight scaling {attempt + 1}/{repeats}: {hosts} hosts")
-                    outcome = preflight_on_scheduler(api, environments[hosts])
+                    outcome = stage_on_scheduler(api, "event_broker_preflight", environments[hosts])
                     if outcome["report_seconds"] is None:
                         raise RuntimeError(f"preflight of {hosts} hosts wrote no report: {outcome}")
                     runs[hosts].append(outcome)
