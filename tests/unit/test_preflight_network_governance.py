@@ -130,3 +130,10 @@ def test_knowledge_acknowledgements_are_recorded_as_advisory():
     assert results["knowledge.linux_administration"].status is Status.PASS
     assert results["knowledge.healthcare_data_formats"].status is Status.WARN
     assert len(results) == 4
+
+
+def test_a_throughput_sample_is_half_a_second_at_the_environments_bar():
+    from event_broker_rollout.preflight.network import sample_bytes
+
+    assert sample_bytes(10) == 625_000_000  # the guide's production bar
+    assert sample_bytes(1) == 62_500_000  # the lab's

@@ -9,6 +9,7 @@ a few pairs are measured at once), each measurement bounded in bytes and time.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,9 @@ from event_broker_rollout.preflight.checks import required_ports
 PROBE_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 2
 IPERF_PORT = 5201
-IPERF_BYTES = "256M"
+# Each pair sends what the environment's bar carries in half a second: long enough for TCP to reach its
+# pace on a LAN, and no more bytes than the bar asks for (a 10 Gbps bar gets 625 MB, a 1 Gbps lab 62.5 MB).
+IPERF_SECONDS_AT_BAR = 0.5
 IPERF_TIMEOUT_SECONDS = 15
 # Around the ring each broker sends once and receives once, so pairs measured at once share no NIC; a
 # few at a time keeps the load on the network (and on a one-machine lab's CPUs) bounded.
@@ -223,8 +226,13 @@ def throughput_results(environment: Environment, sessions: Mapping[str, RemoteHo
     return list(measured.values())
 
 
+def sample_bytes(required_gbps: float) -> int:
+    return math.ceil(required_gbps * 1e9 / 8 * IPERF_SECONDS_AT_BAR)
+
+
 def measure_pair(sender: Host, receiver: Host, sessions: Mapping[str, RemoteHost], required: float) -> Result:
     check_id = f"net.throughput[{sender.name}->{receiver.name}]"
+    sample = sample_bytes(required)
     try:
         sessions[receiver.name].run_argv(
             [
@@ -253,7 +261,7 @@ def measure_pair(sender: Host, receiver: Host, sessions: Mapping[str, RemoteHost
                 "-p",
                 str(IPERF_PORT),
                 "-n",
-                IPERF_BYTES,
+                str(sample),
             ],
             timeout=IPERF_TIMEOUT_SECONDS + 10,
         )
@@ -273,5 +281,5 @@ def measure_pair(sender: Host, receiver: Host, sessions: Mapping[str, RemoteHost
         host=sender.name,
         observed=f"{gbps:.2f} Gbps",
         expected=f">= {required:g} Gbps",
-        message=f"throughput {sender.name} -> {receiver.name} (iperf3, {IPERF_BYTES}B)",
+        message=f"throughput {sender.name} -> {receiver.name} (iperf3, {sample / 1e6:g} MB)",
     )
