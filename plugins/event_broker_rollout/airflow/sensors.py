@@ -172,18 +172,21 @@ class ClusterHealthSensor(BaseSensorOperator):
 class ControllerQuorumSensor(BaseSensorOperator):
     """Every controller voter caught up, read with the installed distribution's ``kafka-metadata-quorum.sh``.
 
-    The Python client has no quorum call, so this gate asks Kafka's own tool over SSH; it runs in
-    reschedule mode, which frees the worker slot between pokes.
+    The Python client has no quorum call, so this gate asks Kafka's own tool over SSH. It pokes in one
+    task process, holding its worker slot for the seconds a quorum takes to form: in reschedule mode a
+    poke due a second after the last one was re-queued before the scheduler had handled the last one's
+    exit, and the scheduler failed the task (apache/airflow#71172, open in 3.3).
     """
 
     template_fields: Sequence[str] = ("environment_name", "gate_timeout")
 
     def __init__(self, *, environment_name: str, gate_timeout: Any = 300, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("mode", "poke")
         kwargs.setdefault("poke_interval", 1)  # a controller quorum forms within seconds of its start
         super().__init__(**kwargs)
         self.environment_name = environment_name
         self.gate_timeout = gate_timeout
+        self._first_poke: float | None = None
 
     def poke(self, context: Context) -> bool:
 
@@ -193,9 +196,9 @@ class ControllerQuorumSensor(BaseSensorOperator):
             observed = health.quorum_status(describe_quorum(environment), voters)
         except RemoteError as error:
             observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
-        # In reschedule mode each poke is a new run of the task: time the gate from its first poke.
-        first = context["ti"].get_first_reschedule_date(context)
-        waited = time.time() - first.timestamp() if first else 0.0
+        now = time.monotonic()
+        self._first_poke = self._first_poke if self._first_poke is not None else now
+        waited = now - self._first_poke
         if observed["healthy"]:
             passed = gate_result(environment, "quorum", True, observed, waited)
             context["ti"].xcom_push(key="return_value", value=recorded(Step.of([passed]), context))
