@@ -242,6 +242,16 @@ def test_a_broker_that_refuses_connections_is_silent_whatever_the_metadata_says(
         assert health.silent_brokers(servers, skip_address="127.0.0.1") == []
 
 
+def test_the_quorum_gate_names_the_controllers_whose_listener_is_still_closed():
+    """Before running Kafka's quorum tool (a JVM) the gate checks each controller's listener accepts."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        answering = listening.getsockname()[1]
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            gone = closed.getsockname()[1]
+        nodes = {1: ("127.0.0.1", answering), 2: ("127.0.0.1", gone), 3: ("127.0.0.1", answering)}
+        assert health.closed_listeners(nodes) == [2]
+
+
 def test_a_registered_broker_that_refuses_connections_keeps_the_brokers_gate_closed():
     """A broker killed a moment ago is still registered (until its session times out): the gate connects."""
     from types import SimpleNamespace

@@ -192,10 +192,24 @@ class ControllerQuorumSensor(BaseSensorOperator):
 
         environment = validated_environment(self.environment_name)
         voters = [environment.node_id(h) for h in environment.controllers]
-        try:
-            observed = health.quorum_status(describe_quorum(environment), voters)
-        except RemoteError as error:
-            observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
+        port = environment.kafka.listeners.controller_port
+        # Kafka's tool is a JVM on a controller host: not started while a controller's listener is still
+        # closed, where it could only fail and would take CPU from the starting nodes.
+        closed = health.closed_listeners(
+            {environment.node_id(h): (str(h.address), port) for h in environment.controllers}
+        )
+        if closed:
+            observed = {
+                "healthy": False,
+                "missing": closed,
+                "lagging": [],
+                "error": "controller listener closed",
+            }
+        else:
+            try:
+                observed = health.quorum_status(describe_quorum(environment), voters)
+            except RemoteError as error:
+                observed = {"healthy": False, "missing": [], "lagging": [], "error": str(error)}
         now = time.monotonic()
         self._first_poke = self._first_poke if self._first_poke is not None else now
         waited = now - self._first_poke

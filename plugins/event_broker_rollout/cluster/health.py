@@ -182,6 +182,12 @@ def accepts_connection(address: str, port: int, timeout: float) -> bool:
     return True
 
 
+def closed_listeners(nodes: Mapping[int, tuple[str, int]], timeout: float = CONNECT_TIMEOUT) -> list[int]:
+    """The nodes (id -> address, port) whose listener does not accept a TCP connection now: a look that
+    costs no client and no JVM."""
+    return [node for node, (address, port) in nodes.items() if not accepts_connection(address, port, timeout)]
+
+
 def silent_brokers(bootstrap_servers: str, skip_address: str, timeout: float = CONNECT_TIMEOUT) -> list[str]:
     """Brokers of the bootstrap list (``host:port,...``), other than ``skip_address``, that do not accept
     a TCP connection now. The cluster's metadata keeps a broker that just died registered, and in the
