@@ -494,3 +494,17 @@ def test_the_outside_policy_probe_catches_a_server_offering_cbc_suites(tmp_path)
         )
     assert probe["accepted"] is True
     assert "GCM" not in probe["cipher"] and "CHACHA20" not in probe["cipher"]
+
+
+def test_hosts_planned_at_once_share_one_internal_ca(tmp_path):
+    """The infrastructure plan observes hosts in parallel and each asks for the CA: exactly one is made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from event_broker_rollout.hosts import tls
+
+    for attempt in range(5):
+        folder = tmp_path / f"ca-{attempt}"
+        with ThreadPoolExecutor(8) as pool:
+            made = [ca for ca, _key in pool.map(tls.ensure_internal_ca, [folder] * 8, ["race"] * 8)]
+        assert len({certificate.serial_number for certificate in made}) == 1
+        assert made[0] == tls.ensure_internal_ca(folder, "race")[0]

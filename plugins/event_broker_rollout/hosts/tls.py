@@ -7,10 +7,13 @@ content bound for the node they belong to: nothing here logs or returns key mate
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from event_broker_rollout.config.environment import CA_CERT, Environment, Host
 from event_broker_rollout.hosts.secret_files import write_secret
 
 CA_KEY = "ca.key"
+CA_LOCK = ".ca.lock"  # held while the CA is made or read
 
 
 class TlsMaterialError(ValueError):
@@ -53,17 +57,36 @@ def node_names(host: Host) -> tuple[list[str], list[str]]:
     return sorted(set(dns)), [str(host.address)]
 
 
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Held by one thread or process at a time (each opens its own descriptor, so threads contend too)."""
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_internal_ca(
     material_dir: Path, environment_name: str, validity_days: int = 3650
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """Create the internal CA once (key mode 0600 in a 0700 folder); later calls load it."""
+    """Create the internal CA once (key mode 0600 in a 0700 folder); later calls load it. Hosts are planned
+    in parallel and each asks for the CA, so making or reading it is done under a lock."""
+    material_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _exclusive(material_dir / CA_LOCK):
+        return _load_or_create_ca(material_dir, environment_name, validity_days)
+
+
+def _load_or_create_ca(
+    material_dir: Path, environment_name: str, validity_days: int
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key_path, cert_path = material_dir / CA_KEY, material_dir / CA_CERT
     if key_path.exists() and cert_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise TlsMaterialError(f"{key_path}: expected an EC private key")
         return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
-    material_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(material_dir, 0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
