@@ -137,7 +137,7 @@ def inspect_network(
             except RemoteError as error:
                 return str(error)
 
-        for name, opened in network.in_parallel([item["host"] for item in reachable], open_session).items():
+        for name, opened in in_parallel([item["host"] for item in reachable], open_session).items():
             if isinstance(opened, RemoteHost):
                 sessions[name] = opened
             else:
