@@ -29,6 +29,19 @@ CHECKS = ("brokers", "partitions", "registry")
 MIN_DEFERRAL_SECONDS = 5.0
 
 
+def gate_event(
+    status: str, check: str, observed: dict[str, Any], waited: float, carry: dict[str, Any]
+) -> dict[str, Any]:
+    """What a gate resumes with, from the trigger or from a look in the task itself."""
+    return {
+        "status": status,
+        "check": check,
+        "observed": observed,
+        "waited_seconds": round(waited, 1),
+        "carry": carry,
+    }
+
+
 class ClusterHealthTrigger(BaseTrigger):
     def __init__(
         self,
@@ -88,28 +101,12 @@ class ClusterHealthTrigger(BaseTrigger):
                 healthy_since = healthy_since if healthy_since is not None else now
                 settled = now - healthy_since >= self.settle_seconds
                 if settled and now - started >= MIN_DEFERRAL_SECONDS:
-                    yield TriggerEvent(
-                        {
-                            "status": "healthy",
-                            "check": self.check,
-                            "observed": observed,
-                            "waited_seconds": round(now - started, 1),
-                            "carry": self.carry,
-                        }
-                    )
+                    yield TriggerEvent(gate_event("healthy", self.check, observed, now - started, self.carry))
                     return
             else:
                 healthy_since = None
             if now - started >= self.timeout_seconds:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "check": self.check,
-                        "observed": observed,
-                        "waited_seconds": round(now - started, 1),
-                        "carry": self.carry,
-                    }
-                )
+                yield TriggerEvent(gate_event("timeout", self.check, observed, now - started, self.carry))
                 return
             await asyncio.sleep(self.poll_interval)
 
@@ -148,11 +145,5 @@ def healthy_now(
             return None
         waited = time.monotonic() - started
         if waited >= settle_seconds:
-            return {
-                "status": "healthy",
-                "check": check,
-                "observed": observed,
-                "waited_seconds": round(waited, 1),
-                "carry": {},
-            }
+            return gate_event("healthy", check, observed, waited, {})
         time.sleep(min(poll_interval, settle_seconds - waited))
