@@ -25,12 +25,18 @@ for dir in $EBR_DATA_DIRS; do
 done
 
 section java
+java=
 if [ -n "$EBR_JAVA_HOME" ] && [ -x "$EBR_JAVA_HOME/bin/java" ]; then
-  "$EBR_JAVA_HOME/bin/java" -version 2>&1
+  java=$EBR_JAVA_HOME/bin/java
 elif command -v java >/dev/null 2>&1; then
-  java -version 2>&1
-else
+  java=$(command -v java)
+fi
+if [ -z "$java" ]; then
   echo "java: not found"
+else
+  # A JDK names its version in its release file; starting a JVM to ask costs ~40 ms of CPU per host.
+  release=$(dirname "$(dirname "$(readlink -f "$java")")")/release
+  grep -s '^JAVA_VERSION=' "$release" || "$java" -version 2>&1
 fi
 
 section listening; ss -Hltnp 2>/dev/null || ss -Hltn

@@ -365,3 +365,27 @@ def test_the_facts_script_resolves_every_key_in_one_lookup_or_each_alone_when_on
         "resolve_forward": {"alpha": "10.0.0.1", "gamma": "", "beta": "10.0.0.2"},
         "resolve_reverse": {"10.0.0.9": "", "10.0.0.2": "beta"},
     }
+
+
+def _java_seen_by_the_facts_script(java_home: Path) -> str | None:
+    from event_broker_rollout.preflight.facts import FACTS_SCRIPT
+
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "EBR_JAVA_HOME": str(java_home)}
+    output = subprocess.run(["sh", str(FACTS_SCRIPT)], env=env, capture_output=True, text=True, check=True)
+    return parse_facts(output.stdout).java_version
+
+
+def test_the_facts_script_reads_the_jdks_release_file_and_starts_java_only_without_one(tmp_path):
+    java_home = tmp_path / "jdk"
+    (java_home / "bin").mkdir(parents=True)
+    started = tmp_path / "java-was-started"
+    java = java_home / "bin" / "java"
+    java.write_text(f"#!/bin/sh\ntouch {started}\necho 'openjdk version \"11.0.24\" 2024-07-16' >&2\n")
+    java.chmod(0o755)
+    (java_home / "release").write_text('IMPLEMENTOR="Eclipse Adoptium"\nJAVA_VERSION="21.0.5"\n')
+    assert _java_seen_by_the_facts_script(java_home) == "21.0.5"
+    assert not started.exists()
+
+    (java_home / "release").unlink()
+    assert _java_seen_by_the_facts_script(java_home) == "11.0.24"
+    assert started.exists()

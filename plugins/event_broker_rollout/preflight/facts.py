@@ -113,7 +113,8 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-_JAVA_VERSION = re.compile(r'version "([^"]+)"')
+# ``JAVA_VERSION="17.0.15"`` from the JDK's release file, or ``openjdk version "17.0.15"`` from ``java -version``
+_JAVA_VERSION = re.compile(r'(?:^JAVA_VERSION=| version )"([^"]+)"', re.MULTILINE)
 
 
 def parse_java_version(text: str) -> str | None:
