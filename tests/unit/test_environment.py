@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import yaml
@@ -191,3 +192,16 @@ def test_each_config_file_kind_fails_with_an_error_named_for_it(tmp_path):
             load()
         assert isinstance(caught.value, base.ConfigError)
         assert str(unknown_key) in str(caught.value), error_type.__name__
+
+
+def test_sizing_profiles_are_read_again_when_their_file_changes(tmp_path):
+    source = tmp_path / "sizing_profiles.yaml"
+    shipped = yaml.safe_load((envmod.paths.CONFIG_DIR / "sizing_profiles.yaml").read_text())
+    source.write_text(yaml.safe_dump(shipped))
+    assert envmod.load_sizing_profiles(source) == envmod.load_sizing_profiles(source)
+
+    renamed = {"profiles": {"renamed": next(iter(shipped["profiles"].values()))}}
+    source.write_text(yaml.safe_dump(renamed))
+    later = source.stat().st_mtime_ns + 1_000_000_000  # a later version, however coarse the clock
+    os.utime(source, ns=(later, later))
+    assert list(envmod.load_sizing_profiles(source)) == ["renamed"]
