@@ -17,7 +17,6 @@ from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.evidence.results import Result, Severity, Status, check
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
-from event_broker_rollout.hosts.shell import script
 from event_broker_rollout.preflight.checks import required_ports
 
 PROBE_SECONDS = 60
@@ -31,10 +30,12 @@ IPERF_TIMEOUT_SECONDS = 15
 # few at a time keeps the load on the network (and on a one-machine lab's CPUs) bounded.
 IPERF_PAIRS_AT_ONCE = 4
 
-# One listener for all the host's probe ports: it accepts and closes connections until it is killed (or
-# PROBE_SECONDS pass). A port taken meanwhile is left out (the connects to it then fail, as they should).
+# One listener for all the host's probe ports. It binds them, then forks: the parent prints the server's
+# pid and exits, so the command returns once every port listens (no polling, no shell); the server accepts
+# and closes connections until it is killed or PROBE_SECONDS pass. A port taken meanwhile is left out (the
+# connects to it then fail, as they should). ``-S``: the standard library is all it needs.
 _PROBE_LISTENER = """
-import select, socket, sys, time
+import os, select, socket, sys, time
 address, seconds, ports = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 family = socket.AF_INET6 if ":" in address else socket.AF_INET
 listening = []
@@ -46,6 +47,14 @@ for port in ports:
     except OSError:
         s.close(); continue
     listening.append(s)
+server = os.fork()
+if server:
+    print(server)
+    sys.exit(0)
+os.setsid()
+quiet = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(quiet, fd)
 deadline = time.time() + seconds
 while listening and time.time() < deadline:
     ready, _, _ = select.select(listening, [], [], 1)
@@ -56,50 +65,50 @@ while listening and time.time() < deadline:
             pass
 """
 
-
-# $1: the listener's code, $2: the address, $3: seconds, then the ports. Starts one detached listener for
-# all the ports, prints its pid, and returns once every port listens (or after 5 s).
-_START_PROBES = """
-probe=$1; address=$2; seconds=$3; shift 3
-(setsid python3 -c "$probe" "$address" "$seconds" "$@" >/dev/null 2>&1 & echo $!)
-for _ in $(seq 50); do
-  listening=yes
-  for port in "$@"; do ss -Hltn "sport = :$port" | grep -q . || { listening=no; break; }; done
-  [ "$listening" = yes ] && break
-  sleep 0.1
-done
-"""
-
-# Every connect of one host at once, in one process (a shell and a timeout process per connect cost a
-# many-host preflight more than the connects): prints ``<address> <port> ok|fail`` per target, in order.
+# Every connect of one host at once, in one process and one thread (non-blocking connects, one poll): prints
+# ``<address> <port> ok|fail`` per target, in order. A shell and a timeout process per connect, or a thread
+# pool, cost a many-host preflight more CPU than the connects.
 _CONNECT = """
-import socket, sys
-from concurrent.futures import ThreadPoolExecutor
+import errno, select, socket, sys, time
 seconds, words = float(sys.argv[1]), sys.argv[2:]
 targets = list(zip(words[0::2], words[1::2]))
-def attempt(target):
+answers = ["fail"] * len(targets)
+pending = {}
+poll = select.poll()
+for index, (address, port) in enumerate(targets):
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    s.setblocking(False)
     try:
-        socket.create_connection((target[0], int(target[1])), timeout=seconds).close()
-        return "ok"
+        started = s.connect_ex((address, int(port)))
     except OSError:
-        return "fail"
-with ThreadPoolExecutor(32) as pool:
-    for (address, port), outcome in zip(targets, pool.map(attempt, targets)):
-        print(address, port, outcome)
+        started = -1
+    if started in (0, errno.EINPROGRESS):
+        pending[s.fileno()] = (index, s)
+        poll.register(s, select.POLLOUT)
+    else:
+        s.close()
+deadline = time.monotonic() + seconds
+while pending and deadline > time.monotonic():
+    for fd, _ in poll.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+        index, s = pending.pop(fd)
+        poll.unregister(fd)
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            answers[index] = "ok"
+        s.close()
+for (address, port), answer in zip(targets, answers):
+    print(address, port, answer)
 """
 
 
 def start_probe_command(address: str, ports: Sequence[int]) -> tuple[str, ...]:
-    """Start the probe listener on these ports, print its pid, and return once all of them listen."""
-    return script(
-        _START_PROBES, _PROBE_LISTENER, address, str(PROBE_SECONDS), *map(str, ports), name="ebr-probes"
-    )
+    """Start the probe listener on these ports; prints its pid and returns once all of them listen."""
+    return ("python3", "-S", "-c", _PROBE_LISTENER, address, str(PROBE_SECONDS), *map(str, ports))
 
 
 def connect_command(targets: Sequence[tuple[str, int]]) -> tuple[str, ...]:
     """One line per target: ``<address> <port> ok|fail``, each connect bounded in time."""
     pairs = [word for address, port in targets for word in (address, str(port))]
-    return ("python3", "-c", _CONNECT, str(CONNECT_TIMEOUT_SECONDS), *pairs)
+    return ("python3", "-S", "-c", _CONNECT, str(CONNECT_TIMEOUT_SECONDS), *pairs)
 
 
 def parse_connect_output(text: str) -> dict[tuple[str, int], bool]:
