@@ -3,13 +3,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
 
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import load_environment, load_sizing_profiles
-from event_broker_rollout.hosts import desired, preconditions
+from event_broker_rollout.hosts import desired, fleet, preconditions
 from event_broker_rollout.hosts.plan import (
     HostPlan,
     Observed,
@@ -484,3 +485,48 @@ def test_the_restart_safety_policy_names_what_makes_a_restart_unsafe(lab, monkey
     )
     monkeypatch.setattr(health, "restart_blockers", lambda admin, node, min_isr: [])
     assert restarts.restart_refusal(lab, "plaintext", "lab1") is None
+
+
+class _PhaseFile:
+    """A host's session as recorded_phase uses it: the security-phase file's text."""
+
+    def __init__(self, phase: str, asked: list[str], name: str) -> None:
+        self.phase, self.asked, self.name = phase, asked, name
+
+    def __enter__(self) -> _PhaseFile:
+        self.asked.append(self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run_argv(self, argv, timeout=60, check=False):
+        return types.SimpleNamespace(stdout=self.phase + "\n")
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected", "asks_brokers"),
+    [
+        ({"lab1": "plaintext", "lab2": "secured", "lab3": "secured"}, "plaintext", False),
+        ({"lab1": "secured", "lab2": "secured", "lab3": "secured", "lab4": "listeners"}, "listeners", True),
+        ({name: "secured" for name in ("lab1", "lab2", "lab3", "lab4", "lab5")}, "secured", True),
+    ],
+)
+def test_recorded_phase_asks_the_brokers_only_when_the_controllers_do_not_settle_it(
+    monkeypatch, phases, expected, asks_brokers
+):
+    lab = load_environment("lab")
+    brokers = [
+        lab.hosts[0].model_copy(update={"name": name, "roles": ["broker"], "ssh_conn_id": f"ssh_{name}"})
+        for name in ("lab4", "lab5")
+    ]
+    environment = lab.model_copy(update={"hosts": [*lab.hosts, *brokers]})
+    asked: list[str] = []
+    monkeypatch.setattr(
+        fleet,
+        "session",
+        lambda env, host: _PhaseFile(phases.get(host.name, "secured"), asked, host.name),
+    )
+    assert fleet.recorded_phase(environment) == expected
+    assert ({"lab4", "lab5"} <= set(asked)) is asks_brokers
+    assert {"lab1", "lab2", "lab3"} <= set(asked)

@@ -217,5 +217,12 @@ def recorded_phase(environment: Environment) -> str:
             text = remote.run_argv(["cat", "--", SECURITY_PHASE_FILE], timeout=10).stdout.strip()
         return text if text in PHASES else "plaintext"
 
-    kafka_hosts = [h.name for h in environment.hosts if {"broker", "controller"} & set(h.roles)]
-    return min(in_parallel(kafka_hosts, read).values(), key=phase_index)
+    kafka_hosts = [h for h in environment.hosts if {"broker", "controller"} & set(h.roles)]
+    # The controllers answer first: when one of them is still in the first phase (every cluster before its
+    # security stage, so every first preflight and infrastructure run), no other host can change the answer.
+    first = [h.name for h in kafka_hosts if "controller" in h.roles] or [kafka_hosts[0].name]
+    least = min(in_parallel(first, read).values(), key=phase_index)
+    rest = [h.name for h in kafka_hosts if h.name not in first]
+    if phase_index(least) == 0 or not rest:
+        return least
+    return min([least, *in_parallel(rest, read).values()], key=phase_index)
