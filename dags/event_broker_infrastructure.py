@@ -61,16 +61,13 @@ def event_broker_infrastructure() -> None:
         return dag_support.recorded(stage.plan(dag_support.environment_from(params)))
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def proceed(planned: dict[str, Any], params: dict[str, Any]) -> bool:
+    def proceed(planned: dict[str, Any], params: dict[str, Any]) -> list[str]:
         """Stop here on a dry run (the report shows the plan), or before any change when a host could not
-        be planned or a change step would refuse (another cluster's data, a foreign port, file or install)."""
+        be planned or a change step would refuse (another cluster's data, a foreign port, file or install).
+        Otherwise the hosts, the list install maps over (a plain list: Airflow maps over return values
+        only; an empty one is what stops the run)."""
         fleet.planned_hosts(step_data(planned))
-        return not params["dry_run"]
-
-    @task
-    def hosts_to_install(planned: dict[str, Any]) -> list[str]:
-        """The list install maps over (a plain list: Airflow maps over return values only)."""
-        return list(step_data(planned))
+        return [] if params["dry_run"] else list(step_data(planned))
 
     @task(max_active_tis_per_dagrun=4)
     def install(host_name: str, planned: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +98,7 @@ def event_broker_infrastructure() -> None:
         return dag_support.recorded(stage.start_registry(environment, step_data(planned)))
 
     plans = plan()
-    go = proceed(plans)
-    host_names = hosts_to_install(plans)
-    go >> host_names
+    host_names = proceed(plans)
     installed = install.partial(planned=plans).expand(host_name=host_names)
     configured = configure(plans)
     controllers = start_controllers(plans)
@@ -142,7 +137,7 @@ def event_broker_infrastructure() -> None:
         settle_seconds=0,
     )
 
-    go >> installed >> configured >> controllers >> quorum >> brokers >> registered >> partitions >> rolling
+    installed >> configured >> controllers >> quorum >> brokers >> registered >> partitions >> rolling
     configured >> registry >> registry_gate
     dag_support.closing_tasks(DAG_ID, "Infrastructure: KRaft cluster and Schema Registry", conclude)
 
