@@ -183,7 +183,7 @@ def test_host_changes_run_as_argument_lists_on_a_lab_host(lab_connections: dict,
                 assert sh("cat", "--", backup_path(config)) == "A=1\n"
                 raise RuntimeError("a later step failed")
             assert sh("cat", "--", config) == "A=1\n"  # the previous file is back
-            observed, _ = hostops.observe(remote, state)
+            observed, _, _ = hostops.observe(remote, state)
             assert observed.files == {config: state.files[0].digest}
             assert observed.installs["demo"] == ("demo-1.0.tgz", spec.target)
             assert not [

@@ -11,6 +11,7 @@ import pytest
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.environment import load_environment, load_sizing_profiles
 from event_broker_rollout.hosts import desired, fleet, preconditions
+from event_broker_rollout.hosts import operations as hostops
 from event_broker_rollout.hosts.plan import (
     HostPlan,
     Observed,
@@ -20,6 +21,7 @@ from event_broker_rollout.hosts.plan import (
     plan_host,
 )
 from event_broker_rollout.hosts.preconditions import Holder, Occupancy
+from event_broker_rollout.hosts.shell import command_line
 
 
 def with_material_dir(environment, directory):
@@ -530,3 +532,48 @@ def test_recorded_phase_asks_the_brokers_only_when_the_controllers_do_not_settle
     assert fleet.recorded_phase(environment) == expected
     assert ({"lab4", "lab5"} <= set(asked)) is asks_brokers
     assert {"lab1", "lab2", "lab3"} <= set(asked)
+
+
+class _LocalSession:
+    """A host session that runs each command line here, as the host's shell would (``sh -c LINE``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def _run(self, line: str, check: bool) -> types.SimpleNamespace:
+        self.lines.append(line)
+        done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=check, timeout=30)
+        return types.SimpleNamespace(stdout=done.stdout)
+
+    def run_command(self, command, timeout=60, check=False):
+        return self._run(command_line(command), check)
+
+    def run_argv(self, argv, timeout=60, check=False):
+        return self._run(command_line(argv), check)
+
+
+def test_one_round_trip_observes_the_host_and_who_occupies_its_places(tmp_path):
+    marker = preconditions.MANAGED_MARKER
+    ours, foreign = tmp_path / "ours.properties", tmp_path / "foreign.properties"
+    ours.write_text(f"# {marker}\nx=1\n")
+    foreign.write_text("# someone else's\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        state = desired.HostState(
+            host="local",
+            service_user="kafka",
+            directories=(),
+            installs=(),
+            files=tuple(desired.ManagedFile(str(p), f"# {marker}\nx=2\n") for p in (ours, foreign)),
+            services=(),
+            ports=((port, "kafka"),),
+        )
+        session = _LocalSession()
+        observed, contents, occupancy = hostops.observe(session, state)
+    assert observed.files[str(ours)] != state.files[0].digest  # differs: its text is fetched
+    assert contents == {str(ours): f"# {marker}\nx=1\n", str(foreign): "# someone else's\n"}
+    assert occupancy.markers == {str(ours): "marked", str(foreign): "unmarked"}
+    assert list(occupancy.listeners) == [port]
+    assert len(session.lines) == 3  # the observation with its preconditions, then each differing file

@@ -15,7 +15,6 @@ from event_broker_rollout.config.environment import Environment, Host, sizing_pr
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.hosts import operations as hostops
-from event_broker_rollout.hosts import preconditions
 from event_broker_rollout.hosts.desired import (
     KAFKA_SERVICE,
     TOOLS_CONFIG,
@@ -111,10 +110,7 @@ def observe_host(
     recorded = next((word for word in facts if word != "systemd"), "plaintext")
     phase = target_phase or recorded
     state = host_state(environment, host, systemd, phase)
-    observed, contents = hostops.observe(remote, state)
-    occupancy = preconditions.parse_occupancy(
-        remote.run_argv(preconditions.observe_command(state), timeout=60, check=True).stdout
-    )
+    observed, contents, occupancy = hostops.observe(remote, state)
     return HostObservation(state, observed, contents, occupancy, systemd, phase, recorded)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Severity, Status
+from event_broker_rollout.hosts import preconditions
 from event_broker_rollout.hosts.desired import SERVICE_WRAPPER, HostState, Install, backup_path
 from event_broker_rollout.hosts.plan import (
     ABSENT,
@@ -23,6 +24,7 @@ from event_broker_rollout.hosts.plan import (
     observe_command,
     parse_observation,
 )
+from event_broker_rollout.hosts.preconditions import Occupancy
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import Command, script
 
@@ -32,10 +34,23 @@ _BACKUP_SCRIPT = 'if [ -f "$1" ]; then cp -p -- "$1" "$2"; else rm -f -- "$2"; f
 _RESTORE_SCRIPT = 'if [ -f "$1" ]; then mv -f -- "$1" "$2"; else rm -f -- "$2"; fi'
 
 
-def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, str]]:
-    """The host's current state, and the current text of every managed file whose digest differs."""
+# Between the observation's lines and the preconditions' lines of one round trip: no observation line
+# is only these words (each starts with its kind: systemd, user, file, ...).
+_OCCUPANCY_FOLLOWS = "--- occupancy ---"
 
-    observed = parse_observation(session.run_argv(observe_command(state), timeout=60, check=True).stdout)
+
+def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, str], Occupancy]:
+    """The host's current state, the current text of every managed file whose digest differs, and who
+    occupies the places the change steps would write or bind: one round trip (and one per differing file)."""
+    both = session.run_command(
+        Command.all_of(
+            [observe_command(state), ("echo", _OCCUPANCY_FOLLOWS), preconditions.observe_command(state)]
+        ),
+        timeout=60,
+        check=True,
+    ).stdout
+    observation, _, occupancy = ("\n" + both).partition(f"\n{_OCCUPANCY_FOLLOWS}\n")
+    observed = parse_observation(observation)
     contents: dict[str, str] = {}
     for managed in state.files:
         digest = observed.files.get(managed.path, ABSENT)
@@ -43,7 +58,7 @@ def observe(session: RemoteHost, state: HostState) -> tuple[Observed, dict[str, 
             contents[managed.path] = session.run_argv(
                 ["cat", "--", managed.path], timeout=30, check=True
             ).stdout
-    return observed, contents
+    return observed, contents, preconditions.parse_occupancy(occupancy)
 
 
 def changed(change: Change, message: str) -> Result:
