@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from event_broker_devtools import airflow_server
 from event_broker_rollout.airflow.rest import AirflowApi, AirflowApiError
 from event_broker_rollout.evidence.results import report_dir
 from event_broker_rollout.evidence.trail import verify_trail
-from tests.conftest import REPO, needs_root, secure_client_config
+from tests.conftest import LAB_STATE, REPO, lab_credentials, needs_root, secure_client_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
 
@@ -281,3 +282,68 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
     )
     assert rerun.returncode == 0, rerun.stdout[-5000:]
     assert "total changes: 0" in rerun.stdout
+
+
+def secret_values() -> dict[str, str]:
+    """Every secret the lab deployment holds, by where it lives (the name is what a failure shows):
+    the generated passwords, each private key's PEM body lines, the Airflow logins' passwords."""
+    secrets = {f"credentials.json[{user}]": value for user, value in lab_credentials().items()}
+    for key_file in LAB_STATE.rglob("*.key"):
+        body = [line for line in key_file.read_text().splitlines() if line and not line.startswith("-----")]
+        secrets.update({f"{key_file.relative_to(LAB_STATE)} line {n}": line for n, line in enumerate(body)})
+    server = airflow_server.settings()
+    logins = json.loads(server.passwords_file.read_text())
+    secrets.update({f"Airflow login {user}": password for user, password in logins.items()})
+    secrets["Airflow's JWT secret"] = (server.home / "jwt_secret").read_text().strip()
+    return secrets
+
+
+def leaks(secrets: dict[str, str], haystacks: dict[str, str]) -> list[str]:
+    return [
+        f"{name} in {where}"
+        for name, value in secrets.items()
+        for where, text in haystacks.items()
+        if value in text
+    ]
+
+
+def airflow_records() -> dict[str, str]:
+    """What the project's Airflow keeps in its database about runs: XCom values, rendered task fields,
+    run confs and approval requests."""
+    database = sqlite3.connect(airflow_server.settings().home / "airflow.db")
+    try:
+        queries = {
+            "xcom": "SELECT dag_id, run_id, task_id, map_index, key, value FROM xcom",
+            "rendered fields": "SELECT dag_id, run_id, task_id, map_index, rendered_fields FROM rendered_task_instance_fields",
+            "run conf": "SELECT dag_id, run_id, conf FROM dag_run",
+            "approval request": "SELECT ti_id, subject, body, params, params_input FROM hitl_detail",
+        }
+        return {
+            f"{table}: {' '.join(map(str, row[:-1]))}": str(row[-1])
+            for table, query in queries.items()
+            for row in database.execute(query)
+        }
+    finally:
+        database.close()
+
+
+def test_no_secret_in_any_report_trail_task_log_or_xcom_of_the_rollouts(airflow_api):
+    """Runs after the rollouts above: every stage's reports and trails, every task log and the server's
+    own log, and what Airflow stored (XCom, rendered fields, confs, approvals) hold no secret."""
+    secrets = secret_values()
+    assert len(secrets) > 10
+    records = airflow_records()
+    stages = {
+        f"event_broker_{s}" for s in ("preflight", "infrastructure", "security", "schemas", "integration")
+    }
+    assert {CONTROLLER, *stages} <= {where.split()[1] for where in records if where.startswith("xcom:")}
+    files = [
+        *(p for p in (REPO / "reports").rglob("*") if p.is_file()),
+        *(p for p in airflow_server.settings().task_logs.rglob("*") if p.is_file()),
+        airflow_server.settings().log_file,
+    ]
+    assert any(p.name == "audit-trail.jsonl" for p in files) and any(p.suffix == ".log" for p in files)
+    haystacks = {**records, **{str(p): p.read_text(errors="replace") for p in files}}
+    name, value = next(iter(secrets.items()))
+    assert leaks({name: value}, {"a planted copy": f"x{value}x"}) == [f"{name} in a planted copy"]
+    assert leaks(secrets, haystacks) == []
