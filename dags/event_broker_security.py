@@ -68,8 +68,8 @@ def event_broker_security() -> None:
         return dag_support.recorded(stage.commit_phase(dag_support.environment_from(params), target))
 
     @task
-    def scram_users(params: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.recorded(stage.ensure_users(dag_support.environment_from(params)))
+    def client_identities(params: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.recorded(stage.ensure_client_identities(dag_support.environment_from(params)))
 
     @task
     def start_canary(params: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def event_broker_security() -> None:
             previous >> configured
         configured >> roll >> registry >> registry_gate >> committed
         if target == "listeners":
-            users = scram_users()
+            users = client_identities()
             canary = start_canary()
             committed >> users >> canary
             previous = canary

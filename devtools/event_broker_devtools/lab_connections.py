@@ -51,7 +51,8 @@ def ssh_connections(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def ensure_lab_credentials(environment: Environment) -> dict[str, str]:
     """The lab's SCRAM passwords: generated once (random, mode 0600) for every principal it needs."""
 
-    assert environment.security is not None and environment.security.credentials.path
+    assert environment.security is not None and environment.security.credentials is not None
+    assert environment.security.credentials.path
     path = Path(environment.security.credentials.path)
     existing: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     users = [environment.security.admin_user, *load_components(environment.security.components).principals()]
@@ -73,9 +74,10 @@ def service_connections(environment: Environment) -> dict[str, dict[str, Any]]:
         "extra": {"bootstrap.servers": environment.bootstrap_servers()},
     }
     if environment.security is not None:
-        credentials = ensure_lab_credentials(environment)
         kafka["login"] = environment.security.admin_user
-        kafka["password"] = credentials[environment.security.admin_user]
+        if environment.security.credentials is not None:  # SCRAM; with mTLS the login names the certificate
+            credentials = ensure_lab_credentials(environment)
+            kafka["password"] = credentials[environment.security.admin_user]
     connections[environment.connections.kafka_admin] = kafka
     registry = environment.registries[0]
     connections[environment.connections.schema_registry] = {

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from event_broker_devtools import lab_connections, trail_cli
 from event_broker_rollout.airflow import trail_export
 from event_broker_rollout.airflow.rest import AirflowApi
+from event_broker_rollout.cluster import clients
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.evidence import trail as audit_trail
@@ -869,8 +870,8 @@ def fake_kafka(monkeypatch):
 
     FakeProducer.instances, FakeProducer.fail_delivery, FakeProducer.topic_error = [], False, None
     monkeypatch.setattr(confluent_kafka, "Producer", FakeProducer)
-    # audit_topic binds load_credentials at import: patch it where it is looked up
-    monkeypatch.setattr(audit_topic, "load_credentials", lambda environment: {"rollout-audit": "p" * 24})
+    # cluster.clients binds load_credentials at import: patch it where it is looked up
+    monkeypatch.setattr(clients, "load_credentials", lambda environment: {"rollout-audit": "p" * 24})
     return FakeProducer
 
 

@@ -245,4 +245,4 @@ def test_users_wait_for_the_internal_listener(lab, monkeypatch):
     os.chmod(lab.security.credentials.path, 0o600)
     monkeypatch.setattr(stage.fleet, "recorded_phase", lambda environment: "plaintext")
     with pytest.raises(RemoteError, match="INTERNAL TLS listener"):
-        stage.ensure_users(lab)
+        stage.ensure_client_identities(lab)

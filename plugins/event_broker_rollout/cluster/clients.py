@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import orchestrator
+from event_broker_rollout.cluster.credentials import load_credentials, password_for
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.hosts.desired import https_mode
 from event_broker_rollout.hosts.listeners import phase_index
-from event_broker_rollout.hosts.tls import node_identity_files
+from event_broker_rollout.hosts.tls import client_identity, node_identity_files
 
 SECURE_PHASES_FROM = "listeners"
 
@@ -31,17 +32,43 @@ def ca_file(environment: Environment) -> str:
 def kafka_config(
     environment: Environment, phase: str, username: str | None, password: str | None
 ) -> dict[str, Any]:
+    """A client of ``username`` on the listener the phase has: plaintext, or the secure listener with the
+    environment's client authentication (SCRAM with the password; mTLS with the principal's certificate,
+    the password unused)."""
     if not uses_secure_listener(environment, phase):
         return {"bootstrap.servers": environment.bootstrap_servers()}
-    return {
+    assert environment.security is not None
+    tls = {
         "bootstrap.servers": environment.bootstrap_servers(secure=True),
+        "ssl.ca.location": ca_file(environment),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    if environment.security.client_authentication == "mtls":
+        if not username:
+            raise ValueError("an mTLS client needs a principal (its certificate's CN)")
+        identity = client_identity(environment, username)
+        return {
+            **tls,
+            "security.protocol": "SSL",
+            "ssl.certificate.location": str(identity.certificate),
+            "ssl.key.location": str(identity.key),
+        }
+    return {
+        **tls,
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": username or "",
         "sasl.password": password or "",
-        "ssl.ca.location": ca_file(environment),
-        "ssl.endpoint.identification.algorithm": "https",
     }
+
+
+def principal_config(environment: Environment, phase: str, principal: str) -> dict[str, Any]:
+    """A client of one of the environment's principals: with SCRAM its password comes from the credentials
+    source (read now, masked); with mTLS its certificate is the identity and no password is read."""
+    password = None
+    if environment.security is not None and environment.security.client_authentication == "scram":
+        password = password_for(load_credentials(environment), principal)
+    return kafka_config(environment, phase, principal, password)
 
 
 def node_admin_config(environment: Environment) -> dict[str, Any]:

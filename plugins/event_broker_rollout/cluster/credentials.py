@@ -28,6 +28,10 @@ def load_credentials(environment: Environment) -> dict[str, str]:
     if environment.security is None:
         raise CredentialsError("the environment has no security section")
     source = environment.security.credentials
+    if source is None:
+        raise CredentialsError(
+            f"security.credentials: none declared (clients authenticate with {environment.security.client_authentication})"
+        )
     if source.source == "file":
         if not source.path:
             raise CredentialsError("security.credentials.path: required for a file source")

@@ -15,10 +15,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
+
+from event_broker_rollout.hosts.tls import certificate_principal, foreign_client_identity
 
 ADMIN_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
@@ -59,7 +62,11 @@ def login_error(
         except KafkaException as error:
             last = kafka_error_text(error)
         admin.poll(0.2)  # serves the error callback
-        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        # A TLS listener that requires client certificates refuses in the handshake (_SSL).
+        refusals = (
+            (KafkaError._AUTHENTICATION, KafkaError._SSL) if expect_refusal else (KafkaError._AUTHENTICATION,)
+        )
+        refused = [e for e in errors if e.code() in refusals]
         if refused:
             return f"{refused[0].name()}: {refused[0].str()}"
         if expect_refusal and last == "_TRANSPORT":
@@ -68,14 +75,19 @@ def login_error(
 
 
 def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Settings of the two logins a SASL_SSL listener must refuse: TLS with no credentials (``none``) and
-    the admin user with a wrong password (``wrong``)."""
-    no_credentials = {k: v for k, v in secure_config.items() if not k.startswith("sasl.")}
+    """Settings of the two logins the secure listener must refuse: TLS with no identity (``none``) and a
+    wrong one (``wrong``): the user with a wrong password (SCRAM), or a certificate with the same subject
+    from a CA the cluster does not trust (mTLS)."""
+    identity_keys = ("sasl.", "ssl.certificate.location", "ssl.key.location")
+    no_credentials = {k: v for k, v in secure_config.items() if not k.startswith(identity_keys)}
     no_credentials["security.protocol"] = "SSL"
-    return {
-        "none": no_credentials,
-        "wrong": {**secure_config, "sasl.password": "not-the-password-" + "x" * 12},
-    }
+    if secure_config.get("security.protocol") == "SSL":
+        principal = certificate_principal(Path(secure_config["ssl.certificate.location"]))
+        certificate, key = foreign_client_identity(principal)
+        wrong = {**no_credentials, "ssl.certificate.location": str(certificate), "ssl.key.location": str(key)}
+    else:
+        wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
+    return {"none": no_credentials, "wrong": wrong}
 
 
 def authenticated_admin(config: Mapping[str, Any]) -> AdminClient:

@@ -31,6 +31,7 @@ from event_broker_rollout.hosts.fleet import describe_quorum
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import script
+from event_broker_rollout.hosts.tls import CLIENTS_DIR
 from event_broker_rollout.hosts.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
 from event_broker_rollout.resources import access, verify
 from event_broker_rollout.resources.registry import SubjectPlan, observe
@@ -596,8 +597,10 @@ def airflow_secret_files(environment: Environment) -> list[FileStat | str]:
         candidates += [material / "ca.key", *sorted((material / "issued").glob("*.key"))]
     else:
         candidates += sorted(material.glob("*.key"))
-    if security.credentials.source == "file" and security.credentials.path:
-        candidates.append(Path(security.credentials.path))
+    candidates += sorted((material / CLIENTS_DIR).glob("*.key"))
+    credentials = security.credentials
+    if credentials is not None and credentials.source == "file" and credentials.path:
+        candidates.append(Path(credentials.path))
     found: list[FileStat | str] = []
     for path in candidates:
         try:

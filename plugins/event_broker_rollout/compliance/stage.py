@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from event_broker_rollout.cluster import clients, health
-from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
+from event_broker_rollout.cluster.credentials import CredentialsError
 from event_broker_rollout.compliance import (
     checks,
     checks_access,
@@ -37,6 +37,7 @@ from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step
 from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
 from event_broker_rollout.hosts.parallel import in_parallel
+from event_broker_rollout.hosts.tls import TlsMaterialError
 from event_broker_rollout.resources import access
 from event_broker_rollout.resources.subjects import load_subject_schemas
 
@@ -65,8 +66,7 @@ class Setting:
         return health.admin_client(clients.admin_config(self.environment, PHASE))
 
     def client_config(self, principal: str) -> dict[str, Any]:
-        password = load_credentials(self.environment)[principal]
-        return clients.kafka_config(self.environment, PHASE, principal, password)
+        return clients.principal_config(self.environment, PHASE, principal)
 
 
 def load(environment: Environment) -> Setting:
@@ -124,7 +124,7 @@ def access_control(environment: Environment) -> Step:
     probes = facts.no_grants_probes(
         setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, setting.protected_topics
     )
-    approved = {security.admin_user, *setting.components.principals()}
+    approved = access.approved_scram_users(environment, setting.components)
     return Step.of(
         [
             *checks_access.auth_required(policy, facts.authentication(admin_config)),
@@ -211,7 +211,7 @@ def publish_results(setting: Setting, run: dict[str, Any], results: list[Result]
     findings = checks.Findings(setting.policy)
     try:
         config = setting.client_config(COMPLIANCE_PRINCIPAL)
-    except (CredentialsError, KeyError) as error:
+    except (CredentialsError, TlsMaterialError, KeyError) as error:
         return findings.unverified("compliance.results.published", f"no credentials: {error}", target=topic)
     delivery = publish.produce(config, topic, publish.records(results, run))
     return findings.result(

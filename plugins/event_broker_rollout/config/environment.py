@@ -182,12 +182,22 @@ class Security(Strict):
     secure_client_port: int = Field(default=9094, ge=1, le=65535)
     internal_port: int = Field(default=9095, ge=1, le=65535)
     registry_https_port: int = Field(default=8443, ge=1, le=65535)
+    # scram: SASL/SCRAM-SHA-512 with passwords from ``credentials``; mtls: a client certificate per
+    # principal (CN=<principal>) from the cluster CA, no password anywhere.
     client_authentication: Literal["scram", "mtls"] = "scram"
-    credentials: Credentials
+    credentials: Credentials | None = None
     admin_user: Principal = "admin"
     ldap: Ldap | None = None
     kerberos: Kerberos | None = None
     components: ProjectPath = "config/components.yaml"
+
+    @model_validator(mode="after")
+    def passwords_for_scram(self) -> Security:
+        if self.client_authentication == "scram" and self.credentials is None:
+            raise ValueError(
+                "credentials: required when client_authentication is scram (where the passwords come from)"
+            )
+        return self
 
 
 class Approvers(Strict):

@@ -158,7 +158,7 @@ def credentials_problems(
 ) -> None:
     """The credentials source: named, a private JSON file of passwords when it is a file. Never reads a
     password into a message."""
-    if environment.security is None:
+    if environment.security is None or environment.security.credentials is None:
         return
     source = environment.security.credentials
     if source.source == "airflow_variable":

@@ -7,12 +7,16 @@ content bound for the node they belong to: nothing here logs or returns key mate
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import ipaddress
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,27 +136,31 @@ def _load_or_create_ca(
     return cert, key
 
 
-def issue_node_certificate(
-    host: Host, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, validity_days: int
-) -> NodeMaterial:
+def _issue(
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    validity_days: int,
+) -> tuple[str, str]:
+    """(certificate PEM, private key PEM) of a fresh EC key signed by the CA; the subject is the CN alone,
+    the form Kafka's principal mapping rules match."""
     key = ec.generate_private_key(ec.SECP256R1())
-    dns, ips = node_names(host)
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.name)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=validity_days))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [*(x509.DNSName(n) for n in dns), *(x509.IPAddress(ipaddress.ip_address(a)) for a in ips)]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -167,41 +175,55 @@ def issue_node_certificate(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return NodeMaterial(
-        host=host.name,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
+    return (
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode(),
+    )
+
+
+def issue_node_certificate(
+    host: Host, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, validity_days: int
+) -> NodeMaterial:
+    dns, ips = node_names(host)
+    cert_pem, key_pem = _issue(
+        host.name,
+        [*(x509.DNSName(n) for n in dns), *(x509.IPAddress(ipaddress.ip_address(a)) for a in ips)],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        ca_cert,
+        ca_key,
+        validity_days,
+    )
+    return NodeMaterial(
+        host=host.name,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
         ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
     )
 
 
-def validate_node_material(material: NodeMaterial, host: Host, min_days: int) -> list[str]:
-    """Problems with a node's material: key/cert mismatch, chain, SANs, expiry (empty list: usable)."""
+def _key_and_chain_problems(cert_pem: str, key_pem: str, ca_pem: str) -> list[str]:
+    """The private key matches the leaf, and the chain leads from the leaf to the CA."""
     problems = []
-    certs = x509.load_pem_x509_certificates(material.cert_pem.encode())
+    certs = x509.load_pem_x509_certificates(cert_pem.encode())
     leaf = certs[0]
-    ca = x509.load_pem_x509_certificate(material.ca_pem.encode())
-    key = serialization.load_pem_private_key(material.key_pem.encode(), password=None)
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     if key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != leaf.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
         problems.append("the private key does not match the certificate")
-    chain = [*certs[1:], ca]
     issuer_of = leaf
-    for candidate in chain:
+    for candidate in [*certs[1:], ca]:
         try:
             issuer_of.verify_directly_issued_by(candidate)
         except (ValueError, TypeError, Exception):
@@ -210,6 +232,26 @@ def validate_node_material(material: NodeMaterial, host: Host, min_days: int) ->
             )
             break
         issuer_of = candidate
+    return problems
+
+
+def _subject_and_expiry_problems(
+    leaf: x509.Certificate, common_name: str, principal: str, min_days: int
+) -> list[str]:
+    problems = []
+    subject = leaf.subject.rfc4514_string()  # the order Kafka matches ssl.principal.mapping.rules in
+    if not re.fullmatch(f"CN={re.escape(common_name)}(,.*)?", subject):
+        problems.append(f"subject {subject} does not begin with CN={common_name} ({principal})")
+    days_left = (leaf.not_valid_after_utc - _now()).days
+    if days_left < min_days:
+        problems.append(f"expires in {days_left} days (needs at least {min_days})")
+    return problems
+
+
+def validate_node_material(material: NodeMaterial, host: Host, min_days: int) -> list[str]:
+    """Problems with a node's material: key/cert mismatch, chain, SANs, expiry (empty list: usable)."""
+    problems = _key_and_chain_problems(material.cert_pem, material.key_pem, material.ca_pem)
+    leaf = x509.load_pem_x509_certificate(material.cert_pem.encode())
     try:
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         present = {
@@ -222,14 +264,9 @@ def validate_node_material(material: NodeMaterial, host: Host, min_days: int) ->
     missing = [name for name in [*dns, *ips] if name not in present]
     if missing:
         problems.append(f"SANs lack {', '.join(missing)}")
-    subject = leaf.subject.rfc4514_string()  # the order Kafka matches ssl.principal.mapping.rules in
-    if not re.fullmatch(f"CN={re.escape(host.name)}(,.*)?", subject):
-        problems.append(
-            f"subject {subject} does not begin with CN={host.name} (the node's principal is User:node-<CN>)"
-        )
-    days_left = (leaf.not_valid_after_utc - _now()).days
-    if days_left < min_days:
-        problems.append(f"expires in {days_left} days (needs at least {min_days})")
+    problems += _subject_and_expiry_problems(
+        leaf, host.name, "the node's principal is User:node-<CN>", min_days
+    )
     return problems
 
 
@@ -279,6 +316,104 @@ def node_identity_files(environment: Environment, host: Host) -> tuple[Path, Pat
     material_dir = Path(environment.security.tls.material_dir)
     folder = material_dir if environment.security.tls.mode == "provided" else material_dir / "issued"
     return folder / f"{host.name}.crt", folder / f"{host.name}.key"
+
+
+CLIENTS_DIR = "clients"  # under the material folder: <principal>.crt and <principal>.key
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A principal's client certificate and key files on the Airflow side (the key file is mode 0600 and
+    is never read into a setting, a log or evidence)."""
+
+    principal: str
+    certificate: Path
+    key: Path
+    not_after: dt.datetime
+    issued: bool  # issued or renewed by this call
+
+
+def _client_problems(cert_pem: str, key_pem: str, ca_pem: str, principal: str, min_days: int) -> list[str]:
+    leaf = x509.load_pem_x509_certificate(cert_pem.encode())
+    return [
+        *_key_and_chain_problems(cert_pem, key_pem, ca_pem),
+        *_subject_and_expiry_problems(leaf, principal, f"the principal is User:{principal}", min_days),
+    ]
+
+
+def _not_after(cert_path: Path) -> dt.datetime:
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
+
+
+def client_identity(environment: Environment, principal: str) -> ClientIdentity:
+    """The principal's mTLS identity (subject ``CN=<principal>``, client authentication only). With the
+    internal CA it is issued when missing, not from this CA, or due for renewal, and kept; provided
+    material (``<material_dir>/clients/<principal>.crt`` and ``.key``) is validated, never replaced."""
+    if environment.security is None:
+        raise TlsMaterialError("the environment has no security section")
+    tls = environment.security.tls
+    material_dir = Path(tls.material_dir)
+    folder = material_dir / CLIENTS_DIR
+    cert_path, key_path = folder / f"{principal}.crt", folder / f"{principal}.key"
+    if tls.mode == "provided":
+        try:
+            problems = _client_problems(
+                cert_path.read_text(),
+                key_path.read_text(),
+                (material_dir / CA_CERT).read_text(),
+                principal,
+                1,
+            )
+        except OSError as error:
+            raise TlsMaterialError(
+                f"{principal}: provided client certificate missing: {error.filename}"
+            ) from None
+        if problems:
+            raise TlsMaterialError(
+                f"{principal}: provided client certificate unusable: {'; '.join(problems)}"
+            )
+        return ClientIdentity(principal, cert_path, key_path, _not_after(cert_path), issued=False)
+    ca_cert, ca_key = ensure_internal_ca(material_dir, environment.name)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    # Stages build clients for many principals side by side (and the canary in its own process): the
+    # check and the issue happen under the CA's lock so no client reads half of a renewal.
+    with _exclusive(material_dir / CA_LOCK):
+        if (
+            cert_path.exists()
+            and key_path.exists()
+            and not _client_problems(
+                cert_path.read_text(), key_path.read_text(), ca_pem, principal, tls.renew_before_days
+            )
+        ):
+            return ClientIdentity(principal, cert_path, key_path, _not_after(cert_path), issued=False)
+        cert_pem, key_pem = _issue(
+            principal, [], [ExtendedKeyUsageOID.CLIENT_AUTH], ca_cert, ca_key, tls.validity_days
+        )
+        write_secret(key_path, key_pem)
+        cert_path.write_text(cert_pem)
+    return ClientIdentity(principal, cert_path, key_path, _not_after(cert_path), issued=True)
+
+
+def certificate_principal(cert_path: Path) -> str:
+    """The CN of a client certificate: the principal Kafka maps it to on the secure listener."""
+    leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise TlsMaterialError(f"{cert_path}: the certificate has no CN")
+    return str(names[0].value)
+
+
+@functools.cache
+def foreign_client_identity(principal: str) -> tuple[Path, Path]:
+    """(certificate, key) for ``principal`` from a CA no cluster trusts: what an impostor presents. Made
+    once per process in a private temporary folder that is removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="ebr-foreign-identity-"))
+    atexit.register(shutil.rmtree, folder, True)
+    ca_cert, ca_key = _load_or_create_ca(folder, "foreign", 1)
+    cert_pem, key_pem = _issue(principal, [], [ExtendedKeyUsageOID.CLIENT_AUTH], ca_cert, ca_key, 1)
+    write_secret(folder / f"{principal}.key", key_pem)
+    (folder / f"{principal}.crt").write_text(cert_pem)
+    return folder / f"{principal}.crt", folder / f"{principal}.key"
 
 
 def pkcs12_keystore(material: NodeMaterial, password: str) -> bytes:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout.cluster import clients
-from event_broker_rollout.cluster.credentials import load_credentials
 from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, Component, components_of
 from event_broker_rollout.config.environment import Environment
@@ -22,16 +21,11 @@ INCONCLUSIVE = ("_TIMED_OUT", "_TRANSPORT", "_MSG_TIMED_OUT")
 
 def _client_configs(environment: Environment) -> dict[str, dict[str, Any]]:
     """Each component's own credentials: the contracts are proven as the components, not as the admin."""
-    passwords = load_credentials(environment)
     configs = {
-        component.name: clients.kafka_config(
-            environment, "secured", component.principal, passwords[component.principal]
-        )
+        component.name: clients.principal_config(environment, "secured", component.principal)
         for component in components_of(environment).components
     }
-    configs[PROBE_PRINCIPAL] = clients.kafka_config(
-        environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL]
-    )
+    configs[PROBE_PRINCIPAL] = clients.principal_config(environment, "secured", PROBE_PRINCIPAL)
     return configs
 
 

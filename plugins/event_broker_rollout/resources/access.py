@@ -22,11 +22,13 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
 from event_broker_rollout.cluster import health
 from event_broker_rollout.config.components import CANARY_PRINCIPAL, CANARY_TOPIC, Components, is_prefix
+from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.evidence.results import Result, Status
 
@@ -272,6 +274,53 @@ def ensure_scram_users(
             )
         )
     return results
+
+
+def approved_scram_users(environment: Environment, components: Components) -> set[str]:
+    """Who may hold a SCRAM credential: the admin and every component principal under SCRAM; nobody under
+    mTLS, where a password would be a way in past the certificates."""
+    security = environment.security
+    if security is None or security.client_authentication != "scram":
+        return set()
+    return {security.admin_user, *components.principals()}
+
+
+def remove_scram_users(config: Mapping[str, Any], *, dry_run: bool = False) -> list[Result]:
+    """Delete every SCRAM credential (the mechanism is mTLS: a password that still logs in is a second way
+    in, past the certificates). A cluster without any changes nothing."""
+    admin = health.authenticated_admin(config)
+    future: Any = admin.describe_user_scram_credentials(request_timeout=TIMEOUT)  # all users: one future
+    described = future.result()
+    deletions: list[Any] = [
+        UserScramCredentialDeletion(user, info.mechanism)
+        for user, description in sorted(described.items())
+        for info in getattr(description, "scram_credential_infos", None) or []
+    ]
+    users = sorted({deletion.user for deletion in deletions})
+    if not users:
+        return [
+            Result(id="scram.users_removed", status=Status.OK, message="no SCRAM user exists", observed=[])
+        ]
+    if not dry_run:
+        for future in admin.alter_user_scram_credentials(deletions, request_timeout=TIMEOUT).values():
+            future.result()
+    for user in users:
+        audit(
+            "security.scram_user",
+            target=user,
+            outcome="planned removal" if dry_run else "removed",
+            result_id="scram.users_removed",
+        )
+    return [
+        Result(
+            id="scram.users_removed",
+            status=Status.WARN if dry_run else Status.CHANGED,
+            message=("would remove" if dry_run else "removed")
+            + " SCRAM users: clients authenticate with certificates",
+            observed=users,
+            expected=[],
+        )
+    ]
 
 
 def quota_command(entity: str, quotas: dict[str, int]) -> list[str]:

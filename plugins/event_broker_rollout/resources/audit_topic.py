@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from event_broker_rollout.cluster import clients
-from event_broker_rollout.cluster.credentials import load_credentials, password_for
 from event_broker_rollout.config.catalog import load_catalog
 from event_broker_rollout.config.components import components_of, matches
 from event_broker_rollout.config.environment import Environment
@@ -53,10 +52,9 @@ def publish_trail(
 
     topic = audit_topic(environment)
     principal = publisher_principal(environment, topic)
-    password = password_for(load_credentials(environment), principal)
     producer = Producer(
         {
-            **clients.kafka_config(environment, phase, principal, password),
+            **clients.principal_config(environment, phase, principal),
             "acks": "all",
             "enable.idempotence": True,
             "client.id": "ebr-audit-trail",
@@ -131,10 +129,9 @@ def read_audit_topic(environment: Environment, *, timeout: float = 30.0) -> tupl
 
     topic = audit_topic(environment)
     principal, group = reader(environment, topic)
-    password = password_for(load_credentials(environment), principal)
     consumer = Consumer(
         {
-            **clients.kafka_config(environment, "secured", principal, password),
+            **clients.principal_config(environment, "secured", principal),
             "group.id": group,
             "enable.auto.commit": False,
             "client.id": "ebr-audit-verify",

@@ -185,15 +185,21 @@ def listener_checks(
 
 
 def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
-    """No credentials and a wrong password are both refused by the SASL_SSL listener."""
+    """No identity and a wrong one are both refused by the secure listener: with SCRAM a wrong password,
+    with mTLS a certificate for the same principal from another CA."""
     refuse = health.clients_to_refuse(secure_config)
     errors = in_parallel(
         ["none", "wrong"], lambda which: health.login_error(refuse[which], expect_refusal=True)
     )
+    wrong = (
+        ("auth.foreign_certificate_refused", "a client certificate from another CA")
+        if secure_config.get("security.protocol") == "SSL"
+        else ("auth.wrong_password_refused", "a client with a wrong password")
+    )
     results = []
     for check_id, error, label in (
         ("auth.no_credentials_refused", errors["none"], "a client with no credentials"),
-        ("auth.wrong_password_refused", errors["wrong"], "a client with a wrong password"),
+        (*wrong[:1], errors["wrong"], wrong[1]),
     ):
         results.append(
             check(

@@ -22,7 +22,6 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from event_broker_rollout.cluster import clients
-from event_broker_rollout.cluster.credentials import load_credentials, password_for
 from event_broker_rollout.config.components import CANARY_PRINCIPAL, CANARY_TOPIC
 from event_broker_rollout.config.environment import load_environment
 
@@ -168,8 +167,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     environment = load_environment(args.environment)
-    password = password_for(load_credentials(environment), CANARY_PRINCIPAL)
-    config = clients.kafka_config(environment, "secured", CANARY_PRINCIPAL, password)
+    config = clients.principal_config(environment, "secured", CANARY_PRINCIPAL)
     canary = Canary(config, CANARY_TOPIC, args.group, Path(args.state_file))
     signal.signal(signal.SIGTERM, lambda *_: canary.stopping.set())
     canary.run()

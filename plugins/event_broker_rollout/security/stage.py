@@ -35,6 +35,7 @@ from event_broker_rollout.hosts.desired import REGISTRY_SERVICE, TOOLS_CONFIG, k
 from event_broker_rollout.hosts.listeners import PHASES, client_phase, phase_index
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError
+from event_broker_rollout.hosts.tls import client_identity
 from event_broker_rollout.resources import access, verify
 
 STEPS = PHASES[1:]  # listeners, interbroker, secured
@@ -119,21 +120,26 @@ def admin(environment: Environment, phase: str) -> Any:
     return health.authenticated_admin(clients.admin_config(environment, phase))
 
 
-def ensure_users(environment: Environment) -> Step:
-    """SCRAM users for the admin, every component, the canary and the no-grants probe, created over the
-    brokers' INTERNAL listener (TLS, a node certificate as the identity), never over PLAINTEXT: a SCRAM
-    upsert carries the salted password, enough to log in as that user."""
+def ensure_client_identities(environment: Environment) -> Step:
+    """Every principal's identity for the secure listener: SCRAM users (admin, components, canary, the
+    no-grants probe) or, with mTLS, a client certificate each and no SCRAM user left. SCRAM changes go over
+    the brokers' INTERNAL listener (TLS, a node certificate as the identity), never over PLAINTEXT: a
+    SCRAM upsert carries the salted password, enough to log in as that user."""
     assert environment.security is not None
-    passwords = load_credentials(environment)
     users = [environment.security.admin_user, *components_of(environment).principals()]
-    missing = [user for user in users if user not in passwords]
-    if missing:
-        raise RemoteError(f"no password for {', '.join(missing)} in the credentials source")
     phase = fleet.recorded_phase(environment)
     if phase_index(phase) < phase_index("listeners"):
         raise RemoteError(
-            f"SCRAM users are created over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
+            f"client identities are managed over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
         )
+    if environment.security.client_authentication == "mtls":
+        results = [client_certificate(environment, user) for user in users]
+        results += access.remove_scram_users(clients.node_admin_config(environment))
+        return Step.of(results)
+    passwords = load_credentials(environment)
+    missing = [user for user in users if user not in passwords]
+    if missing:
+        raise RemoteError(f"no password for {', '.join(missing)} in the credentials source")
     results = access.ensure_scram_users(
         clients.node_admin_config(environment),
         passwords,
@@ -141,6 +147,26 @@ def ensure_users(environment: Environment) -> Step:
         plaintext_ports=[environment.kafka.listeners.client_port],
     )
     return Step.of(results)
+
+
+def client_certificate(environment: Environment, principal: str) -> Result:
+    """The principal's client certificate, issued (or renewed) by the cluster CA when it needs one."""
+    identity = client_identity(environment, principal)
+    not_after = identity.not_after.isoformat()
+    if identity.issued:
+        audit(
+            "security.client_certificate",
+            target=principal,
+            outcome="issued",
+            not_after=not_after,
+            result_id=f"identity.client_certificate[{principal}]",
+        )
+    return Result(
+        id=f"identity.client_certificate[{principal}]",
+        status=Status.CHANGED if identity.issued else Status.OK,
+        message=("issued" if identity.issued else "valid") + f" client certificate CN={principal}",
+        observed={"not_after": not_after},
+    )
 
 
 def ensure_acls_and_quotas(environment: Environment) -> Step:
@@ -380,12 +406,9 @@ def verify_from_outside(environment: Environment) -> Step:
         for port in ports:
             mtls = port != security.secure_client_port or security.client_authentication == "mtls"
             results += verify.listener_checks(host.name, str(host.address), port, ca, client_auth=mtls)
-    passwords = load_credentials(environment)
-    admin_config = clients.kafka_config(
-        environment, "secured", security.admin_user, passwords[security.admin_user]
-    )
+    admin_config = clients.principal_config(environment, "secured", security.admin_user)
     results += verify.authentication_checks(admin_config)
-    probe = clients.kafka_config(environment, "secured", PROBE_PRINCIPAL, passwords[PROBE_PRINCIPAL])
+    probe = clients.principal_config(environment, "secured", PROBE_PRINCIPAL)
     refused, observed = verify.authorization_refused(probe, PHI_PROBE_TOPIC)
     results.append(
         check(
@@ -406,7 +429,7 @@ def verify_from_outside(environment: Environment) -> Step:
             message=f"{PROBE_PRINCIPAL} (no grants) reading PHI topic {PHI_PROBE_TOPIC}",
         )
     )
-    approved = {security.admin_user, *components_of(environment).principals()}
+    approved = access.approved_scram_users(environment, components_of(environment))
     existing = access.scram_users(health.admin_client(admin_config))
     results.append(
         check(
