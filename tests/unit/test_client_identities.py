@@ -125,7 +125,9 @@ def test_scram_needs_a_credentials_source_and_mtls_does_not(tmp_path):
     text = (Path(__file__).resolve().parents[2] / "config" / "environments" / "lab.yaml").read_text()
     without = "\n".join(line for line in text.splitlines() if not line.strip().startswith("credentials:"))
     (tmp_path / "scram.yaml").write_text(without)
-    with pytest.raises(ConfigError, match="security: credentials: required when client_authentication is scram"):
+    with pytest.raises(
+        ConfigError, match="security: credentials: required when client_authentication is scram"
+    ):
         load_environment(str(tmp_path / "scram.yaml"))
     (tmp_path / "mtls.yaml").write_text(
         without.replace("client_authentication: scram", "client_authentication: mtls")
