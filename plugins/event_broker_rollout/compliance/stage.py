@@ -124,17 +124,18 @@ def access_control(environment: Environment) -> Step:
     probes = facts.no_grants_probes(
         setting.client_config(PROBE_PRINCIPAL), PROBE_PRINCIPAL, setting.protected_topics
     )
-    approved = access.approved_scram_users(environment, setting.components)
+    principals = {security.admin_user, *setting.components.principals()}
+    scram_users = access.approved_scram_users(environment, setting.components)  # none under mTLS
     return Step.of(
         [
             *checks_access.auth_required(policy, facts.authentication(admin_config)),
-            *checks_access.scram_users_approved(policy, facts.scram_users(admin), approved),
+            *checks_access.scram_users_approved(policy, facts.scram_users(admin), scram_users),
             *checks_access.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
             *checks_access.acl_checks(
                 policy,
                 facts.acls(admin),
                 access.desired_grants(setting.components),
-                approved,
+                principals,
                 setting.protected_topics,
             ),
             *checks_access.no_grants_refused(policy, probes),
