@@ -9,6 +9,7 @@ are refused.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from event_broker_devtools.lab_connections import connections_file
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
-from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.config.environment import Credentials, load_environment
 from event_broker_rollout.hosts import tls
+from event_broker_rollout.hosts.remote import RemoteError
+from event_broker_rollout.hosts.secret_files import write_secret
+from event_broker_rollout.security import stage as security_stage
 from tests.conftest import LAB_STATE, REPO, lab_ssh, needs_root, run_stage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
@@ -173,3 +178,27 @@ def test_the_right_certificate_without_grants_is_refused_on_a_phi_topic(mtls_rol
     read = kcat(*client_files(PROBE_PRINCIPAL), "-C", "-t", PHI_TOPIC, "-o", "beginning", "-e", "-c", "1")
     assert read.returncode != 0
     assert "authorization failed" in read.stderr.lower()
+
+
+def test_switching_the_secured_cluster_to_scram_stops_before_any_change(mtls_rollout, tmp_path, monkeypatch):
+    """The same cluster declared with SCRAM: the stage refuses up front, so no listener is changed under
+    running clients and no client loses its identity (a switch is a migration this stage does not make)."""
+    for conn_id, connection in json.loads(connections_file().read_text()).items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    mtls = load_environment(ENVIRONMENT)
+    passwords = tmp_path / "credentials.json"
+    write_secret(passwords, json.dumps({"admin": "a-password-of-the-admin-0123"}))
+    credentials = Credentials(source="file", path=str(passwords))
+    scram = mtls.model_copy(
+        update={
+            "security": mtls.security.model_copy(
+                update={"client_authentication": "scram", "credentials": credentials}
+            )
+        }
+    )
+    before = [lab_ssh(address, "md5sum /etc/kafka/server.properties").stdout for address in HOSTS]
+    with pytest.raises(RemoteError, match=r"refused the admin's scram login.*a migration of its own"):
+        security_stage.configure_phase(scram, "listeners")
+    assert [lab_ssh(address, "md5sum /etc/kafka/server.properties").stdout for address in HOSTS] == before
+    # The cluster as declared still passes the same guard.
+    security_stage.require_client_authentication_in_place(mtls)

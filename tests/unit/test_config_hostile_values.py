@@ -141,6 +141,7 @@ def _full_environment() -> dict[str, Any]:
 ENVIRONMENTS: dict[str, Callable[[], Any]] = {
     "lab": lambda: _read(environment_file("lab")),
     "lab-change-controlled": lambda: _read(environment_file("lab-change-controlled")),
+    "lab-mtls": lambda: _read(environment_file("lab-mtls")),
     "dev": lambda: _read(environment_file("dev")),
     "prod": lambda: _read(environment_file("prod")),
     "full": _full_environment,
@@ -375,7 +376,7 @@ def test_a_credentials_file_readable_by_others_is_refused_without_quoting_it(tmp
     assert not any("correct-horse" in line for line in lines)
 
 
-@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "dev", "prod"])
+@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "lab-mtls", "dev", "prod"])
 def test_validate_command_accepts_the_shipped_environments(name, capsys):
     assert cli_main(["validate", "--env", name]) == 0
     assert f"{name}: valid" in capsys.readouterr().out

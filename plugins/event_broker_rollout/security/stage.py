@@ -51,6 +51,8 @@ def configure_phase(environment: Environment, target: str) -> Step:
     (``client_phase``) and the phase the cluster will be in afterwards (``effective_phase``, never behind
     what the hosts record)."""
     recorded = fleet.recorded_phase(environment)
+    if target == STEPS[0] and phase_index(recorded) >= phase_index(target):
+        require_client_authentication_in_place(environment)
     if phase_index(recorded) > phase_index(target):
         note = Result(
             id=f"security.phase[{target}]",
@@ -68,6 +70,23 @@ def configure_phase(environment: Environment, target: str) -> Step:
     results = map(Result.from_dict, fleet.configure_hosts(environment, plans))
     phases = {CLIENT_PHASE: client_phase(recorded, target), EFFECTIVE_PHASE: target}
     return Step.of(results, summary=phases, data=plans)
+
+
+def require_client_authentication_in_place(environment: Environment) -> None:
+    """Where the secure listener exists, the admin must log in with the environment's client
+    authentication before anything changes. Switching a secured cluster between SCRAM and mTLS through
+    these phases would lock every client out (its SCRAM users removed, or the listener's protocol changed
+    under running clients), so a mismatch stops the stage here."""
+    assert environment.security is not None
+    refused = health.login_error(clients.admin_config(environment, "secured"))
+    if refused is not None:
+        mechanism = environment.security.client_authentication
+        raise RemoteError(
+            f"the secure listener refused the admin's {mechanism} login ({refused}). If the cluster runs another "
+            "client authentication, switching it is a migration of its own that this stage does not make (a second "
+            "secure listener for the new mechanism, clients moved to it, then the old one removed: two rolling "
+            "restarts); set security.client_authentication to what the cluster runs"
+        )
 
 
 def restart_registry(environment: Environment, plans: dict[str, Any]) -> Step:
@@ -134,6 +153,7 @@ def ensure_client_identities(environment: Environment) -> Step:
         )
     if environment.security.client_authentication == "mtls":
         results = [client_certificate(environment, user) for user in users]
+        require_client_authentication_in_place(environment)  # never strand SCRAM clients
         results += access.remove_scram_users(clients.node_admin_config(environment))
         return Step.of(results)
     passwords = load_credentials(environment)
