@@ -3,6 +3,7 @@ logins the secure listener must refuse, and no password anywhere when the enviro
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.config.base import ConfigError
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Environment, load_environment
+from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.hosts import tls
 from event_broker_rollout.resources import access
 
@@ -133,3 +135,20 @@ def test_scram_needs_a_credentials_source_and_mtls_does_not(tmp_path):
         without.replace("client_authentication: scram", "client_authentication: mtls")
     )
     assert load_environment(str(tmp_path / "mtls.yaml")).security.credentials is None
+
+
+def test_every_issue_is_audited_wherever_it_happens_and_a_reuse_is_not(lab_mtls, monkeypatch):
+    logged: list[dict] = []
+
+    class Recorder:
+        def info(self, event: str, **fields) -> None:
+            logged.append({"event": event, **fields})
+
+    monkeypatch.setattr(audit_module, "_log", Recorder())
+    tls.client_identity(lab_mtls, "data-quality")  # a client asking for its identity issues it
+    tls.client_identity(lab_mtls, "data-quality")
+    records = [line["audit"] for line in logged if line["event"] == "ebr.audit"]
+    assert [(r["action"], r["target"], r["outcome"]) for r in records] == [
+        ("security.client_certificate", "data-quality", "issued")
+    ]
+    assert "PRIVATE KEY" not in json.dumps(records)

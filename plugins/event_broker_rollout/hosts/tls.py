@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from event_broker_rollout.config.environment import CA_CERT, Environment, Host
+from event_broker_rollout.evidence.audit import audit
 from event_broker_rollout.hosts.secret_files import write_secret
 
 CA_KEY = "ca.key"
@@ -391,7 +392,16 @@ def client_identity(environment: Environment, principal: str) -> ClientIdentity:
         )
         write_secret(key_path, key_pem)
         cert_path.write_text(cert_pem)
-    return ClientIdentity(principal, cert_path, key_path, _not_after(cert_path), issued=True)
+    not_after = _not_after(cert_path)
+    # Audited wherever it happens: the security stage issues them, any client may renew one it needs.
+    audit(
+        "security.client_certificate",
+        target=principal,
+        outcome="issued",
+        not_after=not_after.isoformat(),
+        result_id=f"identity.client_certificate[{principal}]",
+    )
+    return ClientIdentity(principal, cert_path, key_path, not_after, issued=True)
 
 
 def certificate_principal(cert_path: Path) -> str:

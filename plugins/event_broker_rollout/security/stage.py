@@ -171,21 +171,12 @@ def ensure_client_identities(environment: Environment) -> Step:
 
 def client_certificate(environment: Environment, principal: str) -> Result:
     """The principal's client certificate, issued (or renewed) by the cluster CA when it needs one."""
-    identity = client_identity(environment, principal)
-    not_after = identity.not_after.isoformat()
-    if identity.issued:
-        audit(
-            "security.client_certificate",
-            target=principal,
-            outcome="issued",
-            not_after=not_after,
-            result_id=f"identity.client_certificate[{principal}]",
-        )
+    identity = client_identity(environment, principal)  # an issue is audited where it happens
     return Result(
         id=f"identity.client_certificate[{principal}]",
         status=Status.CHANGED if identity.issued else Status.OK,
         message=("issued" if identity.issued else "valid") + f" client certificate CN={principal}",
-        observed={"not_after": not_after},
+        observed={"not_after": identity.not_after.isoformat()},
     )
 
 
