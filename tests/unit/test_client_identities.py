@@ -17,7 +17,9 @@ from event_broker_rollout.config.base import ConfigError
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Environment, load_environment
 from event_broker_rollout.evidence import audit as audit_module
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.hosts import tls
+from event_broker_rollout.preflight import checks as preflight_checks
 from event_broker_rollout.resources import access
 
 
@@ -74,7 +76,10 @@ def test_a_client_certificate_not_from_the_cluster_ca_is_replaced(lab_mtls):
 
 def test_provided_client_material_is_validated_never_replaced(lab_mtls):
     provided = with_security(lab_mtls, tls=lab_mtls.security.tls.model_copy(update={"mode": "provided"}))
-    with pytest.raises(tls.TlsMaterialError, match="analytics: provided client certificate missing"):
+    with pytest.raises(
+        tls.TlsMaterialError,
+        match=r"analytics: provided client certificate unusable: missing .*analytics\.crt",
+    ):
         tls.client_identity(provided, "analytics")
     issued = tls.client_identity(lab_mtls, "analytics")  # the same folder, as an operator's CA would fill it
     assert tls.client_identity(provided, "analytics").certificate == issued.certificate
@@ -152,3 +157,27 @@ def test_every_issue_is_audited_wherever_it_happens_and_a_reuse_is_not(lab_mtls,
         ("security.client_certificate", "data-quality", "issued")
     ]
     assert "PRIVATE KEY" not in json.dumps(records)
+
+
+def test_preflight_checks_provided_client_certificates_and_trusts_the_internal_ca_to_issue(lab_mtls):
+    principals = ["admin", "analytics", "fhir-server"]
+    [issued_later] = preflight_checks.client_identity_checks(lab_mtls, principals)
+    assert (issued_later.id, issued_later.status) == ("sec.auth.client_certificates", Status.PASS)
+
+    for principal in ("admin", "analytics"):  # fhir-server's files are not there
+        tls.client_identity(lab_mtls, principal)
+    provided = with_security(
+        lab_mtls,
+        tls=lab_mtls.security.tls.model_copy(update={"mode": "provided", "renew_before_days": 30}),
+    )
+    by_principal = {r.id: r for r in preflight_checks.client_identity_checks(provided, principals)}
+    assert by_principal["sec.auth.client_certificate[admin]"].status is Status.PASS
+    missing = by_principal["sec.auth.client_certificate[fhir-server]"]
+    assert missing.status is Status.FAIL and "fhir-server.crt" in missing.observed
+    renewing = with_security(
+        provided, tls=provided.security.tls.model_copy(update={"renew_before_days": 400})
+    )
+    [soon] = preflight_checks.client_identity_checks(renewing, ["analytics"])
+    assert soon.status is Status.WARN and "expires in" in soon.observed
+    scram = with_security(lab_mtls, client_authentication="scram")
+    assert preflight_checks.client_identity_checks(scram, principals) == []

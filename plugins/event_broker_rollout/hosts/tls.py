@@ -346,6 +346,21 @@ def _not_after(cert_path: Path) -> dt.datetime:
     return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
 
 
+def provided_client_problems(environment: Environment, principal: str, min_days: int) -> list[str]:
+    """What stops an operator-provided client certificate (``<material_dir>/clients/<principal>.crt`` and
+    ``.key``) from being used: a missing file, the key not matching, a chain not leading to ``ca.crt``, a
+    subject other than CN=<principal>, fewer than ``min_days`` left (empty list: usable)."""
+    assert environment.security is not None
+    material_dir = Path(environment.security.tls.material_dir)
+    cert_path = material_dir / CLIENTS_DIR / f"{principal}.crt"
+    key_path = material_dir / CLIENTS_DIR / f"{principal}.key"
+    try:
+        texts = cert_path.read_text(), key_path.read_text(), (material_dir / CA_CERT).read_text()
+    except OSError as error:
+        return [f"missing {error.filename}"]
+    return _client_problems(*texts, principal, min_days)
+
+
 def client_identity(environment: Environment, principal: str) -> ClientIdentity:
     """The principal's mTLS identity (subject ``CN=<principal>``, client authentication only). With the
     internal CA it is issued when missing, not from this CA, or due for renewal, and kept; provided
@@ -357,18 +372,7 @@ def client_identity(environment: Environment, principal: str) -> ClientIdentity:
     folder = material_dir / CLIENTS_DIR
     cert_path, key_path = folder / f"{principal}.crt", folder / f"{principal}.key"
     if tls.mode == "provided":
-        try:
-            problems = _client_problems(
-                cert_path.read_text(),
-                key_path.read_text(),
-                (material_dir / CA_CERT).read_text(),
-                principal,
-                1,
-            )
-        except OSError as error:
-            raise TlsMaterialError(
-                f"{principal}: provided client certificate missing: {error.filename}"
-            ) from None
+        problems = provided_client_problems(environment, principal, min_days=1)
         if problems:
             raise TlsMaterialError(
                 f"{principal}: provided client certificate unusable: {'; '.join(problems)}"

@@ -15,6 +15,7 @@ from datetime import datetime
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile, SizingTier
 from event_broker_rollout.evidence.results import Result, Severity, Status, check
 from event_broker_rollout.hosts.preconditions import Precondition
+from event_broker_rollout.hosts.tls import provided_client_problems
 from event_broker_rollout.preflight import tls_material
 from event_broker_rollout.preflight.facts import HostFacts, java_major
 
@@ -485,6 +486,8 @@ def tls_material_checks(host: Host, environment: Environment, now: datetime) -> 
 def security_prerequisite_checks(host: Host, environment: Environment, now: datetime) -> list[Result]:
     """TLS material and authentication prerequisites the environment names, checked on the Airflow side
     (so they run whether or not the host answers)."""
+    if environment.security is not None and environment.security.client_authentication == "mtls":
+        return tls_material_checks(host, environment, now)  # client certificates: client_identity_checks
     return [
         *tls_material_checks(host, environment, now),
         _skipped(
@@ -493,6 +496,42 @@ def security_prerequisite_checks(host: Host, environment: Environment, now: date
             "the environment configures no LDAP, Kerberos or mTLS client material",
         ),
     ]
+
+
+def client_identity_checks(environment: Environment, principals: Sequence[str]) -> list[Result]:
+    """mTLS: each principal's client certificate. The internal CA issues them in the security stage;
+    provided ones must be usable now (present, key matching, chain to ca.crt, CN=<principal>, not expired)
+    and are a warning inside the renewal window."""
+    security = environment.security
+    if security is None or security.client_authentication != "mtls":
+        return []
+    if security.tls.mode != "provided":
+        return [
+            Result(
+                id="sec.auth.client_certificates",
+                status=Status.PASS,
+                message=f"issued by the security stage from the internal CA for {len(principals)} principals",
+                observed=sorted(principals),
+            )
+        ]
+    results = []
+    for principal in principals:
+        unusable = provided_client_problems(environment, principal, min_days=1)
+        renewal = (
+            []
+            if unusable
+            else provided_client_problems(environment, principal, security.tls.renew_before_days)
+        )
+        results.append(
+            Result(
+                id=f"sec.auth.client_certificate[{principal}]",
+                status=Status.FAIL if unusable else (Status.WARN if renewal else Status.PASS),
+                observed="; ".join(unusable or renewal) or "usable",
+                expected=f"CN={principal} from ca.crt, at least {security.tls.renew_before_days} days left",
+                message=f"the provided client certificate of {principal}",
+            )
+        )
+    return results
 
 
 def host_checks(

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.components import components_of
 from event_broker_rollout.config.environment import Environment, Host, sizing_profile
 from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step, step_data
@@ -152,11 +153,17 @@ def inspect_network(
 def check_security(environment: Environment) -> Step:
     """Security prerequisites of every host, read on the Airflow side (provided TLS material)."""
     now = utcnow()
+    principals = []
+    if environment.security is not None:
+        principals = [environment.security.admin_user, *components_of(environment).principals()]
     return Step.of(
         [
-            result
-            for host in environment.hosts
-            for result in checks.security_prerequisite_checks(host, environment, now)
+            *(
+                result
+                for host in environment.hosts
+                for result in checks.security_prerequisite_checks(host, environment, now)
+            ),
+            *checks.client_identity_checks(environment, principals),
         ]
     )
 
