@@ -129,6 +129,11 @@ def test_components_keep_their_contracts_with_their_certificates(mtls_rollout):
     compliance = results_by_id(mtls_rollout["compliance"])
     assert compliance["compliance.auth.required"]["status"] == "pass"
     assert compliance["compliance.auth.scram-users-approved"]["status"] == "pass"
+    certificates = [
+        r for r in mtls_rollout["compliance"]["results"] if r["id"] == "compliance.auth.client-certificates"
+    ]
+    principals = ["admin", *components_of(load_environment(ENVIRONMENT)).principals()]
+    assert len(certificates) == len(principals) and all(r["status"] == "pass" for r in certificates)
 
 
 def test_the_admin_certificate_is_let_in_from_outside(mtls_rollout):

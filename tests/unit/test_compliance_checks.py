@@ -22,6 +22,7 @@ from event_broker_rollout.compliance.facts import (
     AuditTrail,
     Authentication,
     BrokerSettings,
+    ClientCertificate,
     Endpoint,
     FileStat,
     Handshake,
@@ -157,6 +158,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
         *checks_transmission.certificates(policy, [tls_endpoint()]),
         *checks_access.auth_required(policy, Authentication(None, "_TIMED_OUT", "_AUTHENTICATION")),
         *checks_access.scram_users_approved(policy, ScramUsers(tuple(sorted(approved))), approved),
+        *checks_access.client_certificates(policy, [ClientCertificate("analytics", 300, ())]),
         *checks_access.authorizer_enabled(policy, [broker()]),
         *checks_access.deny_by_default(policy, host),
         *checks_access.super_users(policy, host, ["User:node-lab1", "User:admin"]),
@@ -342,6 +344,22 @@ def test_an_unapproved_scram_user_fails(policy):
     )[0]
     assert result.status is Status.FAIL
     assert result.details["unknown"] == ["backdoor"] and result.details["missing"] == ["analytics"]
+
+
+def test_client_certificates_are_graded_like_the_brokers_and_a_foreign_one_fails(policy):
+    graded = checks_access.client_certificates(
+        policy,
+        [
+            ClientCertificate("analytics", 300, ()),
+            ClientCertificate("fhir-server", policy.certificates.warn_days - 1, ()),
+            ClientCertificate("consent-service", policy.certificates.fail_days - 1, ()),
+            ClientCertificate("admin", 300, ("certificate chain broken at CN=admin",)),
+            ClientCertificate("canary", None, ("missing /x/canary.crt",)),
+        ],
+    )
+    assert [r.status for r in graded] == [Status.PASS, Status.WARN, Status.FAIL, Status.FAIL, Status.FAIL]
+    assert graded[3].observed == "certificate chain broken at CN=admin"
+    assert {r.id for r in graded} == {"compliance.auth.client-certificates"}
 
 
 def test_authorizer_settings_from_the_nodes_file(policy):

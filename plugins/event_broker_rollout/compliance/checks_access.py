@@ -15,12 +15,13 @@ from event_broker_rollout.compliance.facts import (
     Acls,
     Authentication,
     BrokerSettings,
+    ClientCertificate,
     HostFacts,
     NoGrantsProbe,
     ScramUsers,
 )
 from event_broker_rollout.config.policy import CompliancePolicy
-from event_broker_rollout.evidence.results import Result
+from event_broker_rollout.evidence.results import Result, Status
 from event_broker_rollout.resources.access import Grant
 
 
@@ -79,6 +80,33 @@ def scram_users_approved(
             details={"unknown": unknown, "missing": missing},
         )
     ]
+
+
+def client_certificates(policy: CompliancePolicy, certificates: Sequence[ClientCertificate]) -> list[Result]:
+    """Under mTLS every principal's certificate is from the cluster CA, names the principal, and is
+    graded by days left as the brokers' certificates are."""
+    findings = Findings(policy)
+    check_id = "compliance.auth.client-certificates"
+    warn, fail = policy.certificates.warn_days, policy.certificates.fail_days
+    results = []
+    for certificate in certificates:
+        days = certificate.days_left
+        if certificate.problems or days is None:
+            status = Status.FAIL
+        else:
+            status = Status.PASS if days > warn else (Status.WARN if days > fail else Status.FAIL)
+        results.append(
+            findings.graded(
+                check_id,
+                status,
+                target=f"User:{certificate.principal}",
+                observed="; ".join(certificate.problems) or f"from the cluster CA; expires in {days} days",
+                expected=f"CN={certificate.principal} from the cluster CA; more than {warn} days left (fails at {fail})",
+                message=f"client certificate of {certificate.principal}"
+                + (f": {days} days left" if days is not None else ""),
+            )
+        )
+    return results
 
 
 def authorizer_enabled(policy: CompliancePolicy, settings: Sequence[BrokerSettings]) -> list[Result]:

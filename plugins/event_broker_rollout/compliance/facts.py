@@ -31,7 +31,8 @@ from event_broker_rollout.hosts.fleet import describe_quorum
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
 from event_broker_rollout.hosts.shell import script
-from event_broker_rollout.hosts.tls import CLIENTS_DIR
+from event_broker_rollout.hosts.tls import CLIENTS_DIR, client_certificate_problems
+from event_broker_rollout.hosts.tls import days_left as tls_days_left
 from event_broker_rollout.hosts.tls_policy import OUTSIDE_POLICY_TLS12_PROBE
 from event_broker_rollout.resources import access, verify
 from event_broker_rollout.resources.registry import SubjectPlan, observe
@@ -282,6 +283,30 @@ def authentication(secure_config: Mapping[str, Any]) -> Authentication:
         lambda which: health.login_error(logins[which], expect_refusal=which != "approved"),
     ).values()
     return Authentication(approved, none, wrong_password)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    principal: str
+    days_left: int | None  # None: the certificate could not be read
+    problems: tuple[str, ...]  # besides expiry: missing, key mismatch, not from the cluster CA, wrong CN
+
+
+def client_certificates(environment: Environment, principals: Iterable[str]) -> list[ClientCertificate]:
+    """Under mTLS, each principal's client certificate on the Airflow side, read and never issued here."""
+    security = environment.security
+    if security is None or security.client_authentication != "mtls":
+        return []
+    folder = Path(security.tls.material_dir) / CLIENTS_DIR
+    found = []
+    for principal in sorted(set(principals)):
+        problems = tuple(client_certificate_problems(environment, principal, min_days=0))
+        try:
+            days: int | None = tls_days_left((folder / f"{principal}.crt").read_text())
+        except (OSError, ValueError):
+            days = None
+        found.append(ClientCertificate(principal, days, problems))
+    return found
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def access_control(environment: Environment) -> Step:
         [
             *checks_access.auth_required(policy, facts.authentication(admin_config)),
             *checks_access.scram_users_approved(policy, facts.scram_users(admin), scram_users),
+            *checks_access.client_certificates(policy, facts.client_certificates(environment, principals)),
             *checks_access.authorizer_enabled(policy, facts.broker_settings(admin, environment)),
             *checks_access.acl_checks(
                 policy,

@@ -41,6 +41,7 @@ CHECK_IDS = (
     "compliance.tls.certificates",
     "compliance.auth.required",
     "compliance.auth.scram-users-approved",
+    "compliance.auth.client-certificates",
     "compliance.authz.authorizer-enabled",
     "compliance.authz.deny-by-default",
     "compliance.authz.super-users",

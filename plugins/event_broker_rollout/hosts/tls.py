@@ -346,9 +346,9 @@ def _not_after(cert_path: Path) -> dt.datetime:
     return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
 
 
-def provided_client_problems(environment: Environment, principal: str, min_days: int) -> list[str]:
-    """What stops an operator-provided client certificate (``<material_dir>/clients/<principal>.crt`` and
-    ``.key``) from being used: a missing file, the key not matching, a chain not leading to ``ca.crt``, a
+def client_certificate_problems(environment: Environment, principal: str, min_days: int) -> list[str]:
+    """What stops a principal's client certificate (``<material_dir>/clients/<principal>.crt`` and ``.key``,
+    issued by the internal CA or provided) from being used: a missing file, the key not matching, a chain not leading to ``ca.crt``, a
     subject other than CN=<principal>, fewer than ``min_days`` left (empty list: usable)."""
     assert environment.security is not None
     material_dir = Path(environment.security.tls.material_dir)
@@ -372,7 +372,7 @@ def client_identity(environment: Environment, principal: str) -> ClientIdentity:
     folder = material_dir / CLIENTS_DIR
     cert_path, key_path = folder / f"{principal}.crt", folder / f"{principal}.key"
     if tls.mode == "provided":
-        problems = provided_client_problems(environment, principal, min_days=1)
+        problems = client_certificate_problems(environment, principal, min_days=1)
         if problems:
             raise TlsMaterialError(
                 f"{principal}: provided client certificate unusable: {'; '.join(problems)}"

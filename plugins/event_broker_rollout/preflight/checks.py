@@ -15,7 +15,7 @@ from datetime import datetime
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile, SizingTier
 from event_broker_rollout.evidence.results import Result, Severity, Status, check
 from event_broker_rollout.hosts.preconditions import Precondition
-from event_broker_rollout.hosts.tls import provided_client_problems
+from event_broker_rollout.hosts.tls import client_certificate_problems
 from event_broker_rollout.preflight import tls_material
 from event_broker_rollout.preflight.facts import HostFacts, java_major
 
@@ -516,11 +516,11 @@ def client_identity_checks(environment: Environment, principals: Sequence[str]) 
         ]
     results = []
     for principal in principals:
-        unusable = provided_client_problems(environment, principal, min_days=1)
+        unusable = client_certificate_problems(environment, principal, min_days=1)
         renewal = (
             []
             if unusable
-            else provided_client_problems(environment, principal, security.tls.renew_before_days)
+            else client_certificate_problems(environment, principal, security.tls.renew_before_days)
         )
         results.append(
             Result(
