@@ -82,8 +82,9 @@ def require_client_authentication_in_place(environment: Environment) -> None:
     if refused is not None:
         mechanism = environment.security.client_authentication
         raise RemoteError(
-            f"the secure listener refused the admin's {mechanism} login ({refused}). If the cluster runs another "
-            "client authentication, switching it is a migration of its own that this stage does not make (a second "
+            f"the secure listener refused the admin's {mechanism} login ({refused}). Check the admin's identity "
+            f"(the {environment.connections.kafka_admin} connection). If the cluster runs another client "
+            "authentication, switching it is a migration of its own that this stage does not make (a second "
             "secure listener for the new mechanism, clients moved to it, then the old one removed: two rolling "
             "restarts); set security.client_authentication to what the cluster runs"
         )
