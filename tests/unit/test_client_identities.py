@@ -19,6 +19,7 @@ from event_broker_rollout.config.environment import Environment, load_environmen
 from event_broker_rollout.evidence import audit as audit_module
 from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.hosts import tls
+from event_broker_rollout.hosts.remote import RemoteError
 from event_broker_rollout.preflight import checks as preflight_checks
 from event_broker_rollout.resources import access
 
@@ -181,3 +182,39 @@ def test_preflight_checks_provided_client_certificates_and_trusts_the_internal_c
     assert soon.status is Status.WARN and "expires in" in soon.observed
     scram = with_security(lab_mtls, client_authentication="scram")
     assert preflight_checks.client_identity_checks(scram, principals) == []
+
+
+@pytest.mark.parametrize(
+    ("recorded", "target", "checked"),
+    [
+        ("plaintext", "listeners", False),  # a first migration: no secure listener to log in to yet
+        ("listeners", "listeners", True),  # resumed: the secure listener exists
+        ("secured", "listeners", True),  # a re-run: checked once, at the first phase
+        ("secured", "interbroker", False),
+        ("secured", "secured", False),
+    ],
+)
+def test_the_mechanism_guard_runs_once_per_run_where_the_secure_listener_exists(
+    lab_mtls, monkeypatch, recorded, target, checked
+):
+    from event_broker_rollout.security import stage
+
+    logins: list[dict] = []
+
+    def refused(config, *_, **__):
+        logins.append(config)
+        return "_SSL: ssl/tls alert bad certificate"
+
+    monkeypatch.setattr(stage.fleet, "recorded_phase", lambda environment: recorded)
+    monkeypatch.setattr(stage.clients, "admin_config", lambda environment, phase: {"phase": phase})
+    monkeypatch.setattr(stage.health, "login_error", refused)
+    monkeypatch.setattr(stage.fleet, "plan_environment", lambda *a, **k: {})
+    monkeypatch.setattr(stage.fleet, "planned_hosts", lambda plans: None)
+    monkeypatch.setattr(stage.fleet, "configure_hosts", lambda environment, plans: [])
+    if checked:
+        with pytest.raises(RemoteError, match="refused the admin's mtls login"):
+            stage.configure_phase(lab_mtls, target)
+        assert logins == [{"phase": "secured"}]
+    else:
+        stage.configure_phase(lab_mtls, target)
+        assert logins == []
