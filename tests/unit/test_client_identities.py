@@ -180,6 +180,9 @@ def test_preflight_checks_provided_client_certificates_and_trusts_the_internal_c
     )
     [soon] = preflight_checks.client_identity_checks(renewing, ["analytics"])
     assert soon.status is Status.WARN and "expires in" in soon.observed
+    (Path(lab_mtls.security.tls.material_dir) / "clients" / "admin.key").write_text("not a key\n")
+    [garbled] = preflight_checks.client_identity_checks(provided, ["admin"])
+    assert garbled.status is Status.FAIL and garbled.observed.startswith("unreadable: ")
     scram = with_security(lab_mtls, client_authentication="scram")
     assert preflight_checks.client_identity_checks(scram, principals) == []
 

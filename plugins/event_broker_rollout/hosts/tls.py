@@ -358,7 +358,10 @@ def client_certificate_problems(environment: Environment, principal: str, min_da
         texts = cert_path.read_text(), key_path.read_text(), (material_dir / CA_CERT).read_text()
     except OSError as error:
         return [f"missing {error.filename}"]
-    return _client_problems(*texts, principal, min_days)
+    try:
+        return _client_problems(*texts, principal, min_days)
+    except ValueError as error:  # not PEM, or not a certificate or key (the message quotes no content)
+        return [f"unreadable: {error}"]
 
 
 def client_identity(environment: Environment, principal: str) -> ClientIdentity:
