@@ -384,7 +384,7 @@ def client_identity(environment: Environment, principal: str) -> ClientIdentity:
     ca_cert, ca_key = ensure_internal_ca(material_dir, environment.name)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
     # Stages build clients for many principals side by side (and the canary in its own process): the
-    # check and the issue happen under the CA's lock so no client reads half of a renewal.
+    # check and the issue happen under the CA's lock, so one certificate is never issued twice at once.
     with _exclusive(material_dir / CA_LOCK):
         if (
             cert_path.exists()
