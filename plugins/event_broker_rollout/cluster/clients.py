@@ -7,6 +7,7 @@ uses SASL_SSL with the admin user and verifies the broker certificates against t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,24 @@ def kafka_config(
 
 
 def principal_config(environment: Environment, phase: str, principal: str) -> dict[str, Any]:
-    """A client of one of the environment's principals: with SCRAM its password comes from the credentials
-    source (read now, masked); with mTLS its certificate is the identity and no password is read."""
-    password = None
+    """A client of one of the environment's principals (see ``principal_configs``)."""
+    return principal_configs(environment, phase, [principal])[principal]
+
+
+def principal_configs(
+    environment: Environment, phase: str, principals: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Clients of the environment's principals: with SCRAM their passwords come from the credentials source,
+    read once (masked); with mTLS their certificates are the identities and no password is read."""
+    passwords: dict[str, str] = {}
     if environment.security is not None and environment.security.client_authentication == "scram":
-        password = password_for(load_credentials(environment), principal)
-    return kafka_config(environment, phase, principal, password)
+        passwords = load_credentials(environment)
+    return {
+        principal: kafka_config(
+            environment, phase, principal, password_for(passwords, principal) if passwords else None
+        )
+        for principal in principals
+    }
 
 
 def node_admin_config(environment: Environment) -> dict[str, Any]:

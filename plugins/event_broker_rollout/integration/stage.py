@@ -21,11 +21,12 @@ INCONCLUSIVE = ("_TIMED_OUT", "_TRANSPORT", "_MSG_TIMED_OUT")
 
 def _client_configs(environment: Environment) -> dict[str, dict[str, Any]]:
     """Each component's own credentials: the contracts are proven as the components, not as the admin."""
-    configs = {
-        component.name: clients.principal_config(environment, "secured", component.principal)
-        for component in components_of(environment).components
-    }
-    configs[PROBE_PRINCIPAL] = clients.principal_config(environment, "secured", PROBE_PRINCIPAL)
+    components = components_of(environment).components
+    by_principal = clients.principal_configs(
+        environment, "secured", [*(c.principal for c in components), PROBE_PRINCIPAL]
+    )
+    configs = {component.name: by_principal[component.principal] for component in components}
+    configs[PROBE_PRINCIPAL] = by_principal[PROBE_PRINCIPAL]
     return configs
 
 

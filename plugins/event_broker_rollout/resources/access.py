@@ -188,14 +188,24 @@ def wait_until_visible(admin: AdminClient, desired: set[Grant], seconds: float =
         time.sleep(1)
 
 
-def scram_users(admin: AdminClient) -> set[str]:
+def _scram_credentials(admin: AdminClient) -> dict[str, list[Any]]:
+    """Each user's SCRAM credentials (mechanism and iterations), users without any left out."""
     future: Any = admin.describe_user_scram_credentials(request_timeout=TIMEOUT)  # all users: one future
     described = future.result()
     return {
-        user
+        user: infos
         for user, description in described.items()
-        if getattr(description, "scram_credential_infos", None)
+        if (infos := getattr(description, "scram_credential_infos", None))
     }
+
+
+def _alter_scram_credentials(admin: AdminClient, alterations: list[Any]) -> None:
+    for future in admin.alter_user_scram_credentials(alterations, request_timeout=TIMEOUT).values():
+        future.result()
+
+
+def scram_users(admin: AdminClient) -> set[str]:
+    return set(_scram_credentials(admin))
 
 
 class PlaintextChannelError(ValueError):
@@ -253,8 +263,7 @@ def ensure_scram_users(
         upserts: list[Any] = [
             UserScramCredentialUpsertion(user, info, passwords[user].encode()) for user in missing
         ]
-        for future in admin.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT).values():
-            future.result()
+        _alter_scram_credentials(admin, upserts)
     for user in missing:
         audit(
             "security.scram_user",
@@ -289,21 +298,17 @@ def remove_scram_users(config: Mapping[str, Any], *, dry_run: bool = False) -> l
     """Delete every SCRAM credential (the mechanism is mTLS: a password that still logs in is a second way
     in, past the certificates). A cluster without any changes nothing."""
     admin = health.authenticated_admin(config)
-    future: Any = admin.describe_user_scram_credentials(request_timeout=TIMEOUT)  # all users: one future
-    described = future.result()
+    credentials = _scram_credentials(admin)
+    users = sorted(credentials)
     deletions: list[Any] = [
-        UserScramCredentialDeletion(user, info.mechanism)
-        for user, description in sorted(described.items())
-        for info in getattr(description, "scram_credential_infos", None) or []
+        UserScramCredentialDeletion(user, info.mechanism) for user in users for info in credentials[user]
     ]
-    users = sorted({deletion.user for deletion in deletions})
     if not users:
         return [
             Result(id="scram.users_removed", status=Status.OK, message="no SCRAM user exists", observed=[])
         ]
     if not dry_run:
-        for future in admin.alter_user_scram_credentials(deletions, request_timeout=TIMEOUT).values():
-            future.result()
+        _alter_scram_credentials(admin, deletions)
     for user in users:
         audit(
             "security.scram_user",

@@ -418,9 +418,9 @@ def verify_from_outside(environment: Environment) -> Step:
         for port in ports:
             mtls = port != security.secure_client_port or security.client_authentication == "mtls"
             results += verify.listener_checks(host.name, str(host.address), port, ca, client_auth=mtls)
-    admin_config = clients.principal_config(environment, "secured", security.admin_user)
+    configs = clients.principal_configs(environment, "secured", [security.admin_user, PROBE_PRINCIPAL])
+    admin_config, probe = configs[security.admin_user], configs[PROBE_PRINCIPAL]
     results += verify.authentication_checks(admin_config)
-    probe = clients.principal_config(environment, "secured", PROBE_PRINCIPAL)
     refused, observed = verify.authorization_refused(probe, PHI_PROBE_TOPIC)
     results.append(
         check(
