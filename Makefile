@@ -14,7 +14,7 @@ CONF ?=
 EXECUTOR ?= standalone
 export LAB_STATE ?= /var/lib/event-broker-lab
 
-.PHONY: help setup packages venv artifacts lock lab-up lab-down lab-status lab-cut lab-heal \
+.PHONY: help setup packages venv artifacts lock lab-up lab-idp-up lab-idp-down lab-down lab-status lab-cut lab-heal \
         stage demo rollout validate compliance airflow-up airflow-down audit-export audit-verify bench faults \
         test test-unit test-integration lint typecheck clean
 
@@ -37,7 +37,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed ## the Python environment, exactly as pinned in requirements.lock
 
-artifacts: ## Kafka and Apicurio Registry archives assembled from Maven Central (cached in .cache/)
+artifacts: ## Kafka and Apicurio Registry archives and the lab's Keycloak, assembled from Maven Central (cached in .cache/)
 	@bash lab/artifacts/build.sh
 
 lock: ## recompile requirements.lock from requirements.txt (pins every transitive package)
@@ -46,6 +46,12 @@ lock: ## recompile requirements.lock from requirements.txt (pins every transitiv
 lab-up: venv ## start the lab: LAB_HOSTS network-namespace hosts with sshd (root)
 	@bash lab/lab.sh up $(LAB_HOSTS)
 	@$(PY) -m event_broker_devtools.lab_connections lab >/dev/null
+
+lab-idp-up: venv ## the lab's OIDC provider (Keycloak, https://10.77.0.2:8443) for the registries that authenticate through it (after lab-up)
+	@$(PY) -m event_broker_devtools.lab_idp up
+
+lab-idp-down: venv ## stop the lab's OIDC provider (lab-down stops it too)
+	@$(PY) -m event_broker_devtools.lab_idp down
 
 lab-down: ## stop the lab: no namespace, link, process or mount left
 	@bash lab/lab.sh down

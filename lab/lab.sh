@@ -443,7 +443,8 @@ cmd_down() {
     mapfile -t idx < <(known_hosts_idx)
     # 1. processes: everything inside each lab netns (sshd, sessions, JVMs started later)
     local nss=()
-    mapfile -t nss < <(ip netns list 2>/dev/null | awk '$1 ~ /^ebr-lab[0-9]+$/ {print $1}')
+    # (ebr-idp: the lab's identity provider, event_broker_devtools.lab_idp, lives on the same bridge)
+    mapfile -t nss < <(ip netns list 2>/dev/null | awk '$1 ~ /^ebr-(lab[0-9]+|idp)$/ {print $1}')
     kill_ns_procs "${nss[@]}"
     for i in "${idx[@]}"; do
         # an sshd whose netns went away some other way
@@ -462,10 +463,10 @@ cmd_down() {
         ip link del "$(host_veth "$i")" 2>/dev/null || true
         if ns_exists "$i"; then ip netns del "$ns" || log "could not delete netns $ns"; fi
     done
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^ebr-lab' || true); do
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ebr-(lab|idp)' || true); do
         kill_ns_procs "$ns"; ip netns del "$ns" || log "could not delete netns $ns"
     done
-    for m in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^ebrv[0-9]+$' || true); do
+    for m in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^ebrv([0-9]+|idp)$' || true); do
         ip link del "$m" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true

@@ -3,6 +3,8 @@
 #
 #   .cache/artifacts/kafka_2.13-4.1.2.tgz           Apache Kafka 4.1.2 (KRaft), Apache archive layout
 #   .cache/artifacts/apicurio-registry-3.0.9.tgz    Apicurio Registry 3.0.9 (Quarkus app, H2 file storage)
+#   .cache/artifacts/keycloak-26.5.6/               Keycloak 26.5.6, unpacked and built (the lab's identity
+#                                                   provider; runs on the machine, never shipped to a host)
 #
 # each with a <archive>.sha256 beside it (sha256sum format). Every downloaded
 # file is checked against the committed kafka/SHA256SUMS and apicurio/SHA256SUMS
@@ -16,7 +18,7 @@
 #   --force          rebuild both archives
 #   --refresh-sums   (after a version bump) rewrite the committed SHA256SUMS files
 #                    from what Maven downloaded instead of checking against them
-# Prints the two archive paths on stdout; progress goes to stderr.
+# Prints the two archive paths and the Keycloak folder on stdout; progress goes to stderr.
 # Environment: ARTIFACTS_CACHE (default <repo>/.cache/artifacts), MVN (default mvn).
 set -euo pipefail
 
@@ -25,6 +27,8 @@ SCALA_VERSION=2.13
 # 3.0.9 is the newest Apicurio Registry 3.x served whose application runs on
 # Java 17: the 3.3.x application classes are compiled for Java 21 (class file 65).
 APICURIO_VERSION=3.0.9
+# Keycloak 26 needs Java 21+: the machine's Temurin 25 JDK (Java 17 stays the default for everything else).
+KEYCLOAK_VERSION=26.5.6
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # fixed timestamp for archive entries, so that equal inputs give equal archives
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600}
@@ -326,8 +330,59 @@ EOF
   rm -rf "$stage"
 }
 
+KEYCLOAK_NAME="keycloak-${KEYCLOAK_VERSION}"
+KEYCLOAK_DIR="$CACHE/$KEYCLOAK_NAME"
+KEYCLOAK_SRC="$HERE/keycloak"
+KEYCLOAK_FILE="keycloak-quarkus-dist-${KEYCLOAK_VERSION}.zip"
+
+keycloak_java_home() {
+  local jdk
+  for jdk in ${KEYCLOAK_JAVA_HOME:-} /usr/lib/jvm/temurin-2[1-9]-jdk-* /usr/lib/jvm/java-2[1-9]-*; do
+    if [ -x "$jdk/bin/java" ]; then echo "$jdk"; return 0; fi
+  done
+  die "Keycloak $KEYCLOAK_VERSION needs a Java 21+ JDK (set KEYCLOAK_JAVA_HOME)"
+}
+
+# Keycloak is unpacked and "built" (Quarkus augmentation with the lab's build options: H2 file
+# database, health endpoints) once, so every lab start is `kc.sh start --optimized` (no rebuild).
+build_keycloak() {
+  local fp dl stage java_home
+  fp=$(fingerprint "${BASH_SOURCE[0]}" "$KEYCLOAK_SRC/SHA256SUMS")
+  if [ "$FORCE" = false ] && [ -f "$KEYCLOAK_DIR/.inputs" ] && [ "$(cat "$KEYCLOAK_DIR/.inputs")" = "$fp" ]; then
+    log "Keycloak: $KEYCLOAK_DIR is up to date"
+    return 0
+  fi
+  java_home=$(keycloak_java_home)
+  log "Keycloak: resolving org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION"
+  dl="$WORK/keycloak-dl"
+  rm -rf "$dl"
+  mvn_run "$DEPENDENCY_PLUGIN:copy" -Dartifact="org.keycloak:keycloak-quarkus-dist:${KEYCLOAK_VERSION}:zip" \
+    -DoutputDirectory="$dl" -Dmdep.overWriteReleases=true
+  if [ "$REFRESH_SUMS" = true ]; then
+    write_sums "$dl" "$KEYCLOAK_SRC/SHA256SUMS"
+    fp=$(fingerprint "${BASH_SOURCE[0]}" "$KEYCLOAK_SRC/SHA256SUMS")
+  fi
+  check_sums "$dl" "$KEYCLOAK_SRC/SHA256SUMS"
+  stage="$WORK/keycloak-stage"
+  rm -rf "$stage" "$KEYCLOAK_DIR"
+  mkdir -p "$stage"
+  unzip -q "$dl/$KEYCLOAK_FILE" -d "$stage"
+  [ -x "$stage/$KEYCLOAK_NAME/bin/kc.sh" ] || die "$KEYCLOAK_FILE has no bin/kc.sh"
+  log "Keycloak: build (H2 file database, health endpoints) on $java_home"
+  if ! JAVA_HOME="$java_home" "$stage/$KEYCLOAK_NAME/bin/kc.sh" build --db=dev-file --health-enabled=true \
+       > "$WORK/keycloak-build.log" 2>&1; then
+    tail -20 "$WORK/keycloak-build.log" >&2
+    die "kc.sh build failed"
+  fi
+  echo "$fp" > "$stage/$KEYCLOAK_NAME/.inputs"
+  mv "$stage/$KEYCLOAK_NAME" "$KEYCLOAK_DIR"
+  rm -rf "$stage"
+}
+
 build_kafka
 build_apicurio
+build_keycloak
 rm -rf "$WORK"
 echo "$KAFKA_TGZ"
 echo "$APICURIO_TGZ"
+echo "$KEYCLOAK_DIR"

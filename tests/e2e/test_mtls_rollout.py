@@ -1,4 +1,5 @@
-"""A whole rollout whose clients authenticate with certificates (mTLS), on a second lab cluster.
+"""A whole rollout whose clients authenticate with certificates (mTLS), on a second lab cluster whose
+registry authenticates through the lab's OIDC provider (Keycloak).
 
 `lab-mtls` is lab4..6 with its own CA: every stage (preflight, infrastructure, security, schemas,
 integration) runs as operators run it, then compliance re-verifies it. From outside, kcat and openssl
@@ -44,12 +45,14 @@ def mtls_rollout(lab_hosts) -> Iterator[dict[str, dict]]:
     subprocess.run(
         ["bash", str(REPO / "lab" / "lab.sh"), "up", "6"], check=True, capture_output=True, timeout=180
     )
-    subprocess.run(
-        [str(REPO / ".venv" / "bin" / "python"), "-m", "event_broker_devtools.lab_connections", "lab"],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-    )
+    for module, argument in (("lab_connections", "lab"), ("lab_idp", "up")):
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", f"event_broker_devtools.{module}", argument],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            timeout=300,
+        )
     reports: dict[str, dict] = {}
     try:
         for stage in STAGES:
@@ -66,6 +69,13 @@ def mtls_rollout(lab_hosts) -> Iterator[dict[str, dict]]:
         # All nodes at once: stopped one by one, the last would wait for a controller quorum that is gone.
         with ThreadPoolExecutor(len(HOSTS)) as pool:
             list(pool.map(stop_services, HOSTS))
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "event_broker_devtools.lab_idp", "down"],
+            check=False,
+            capture_output=True,
+            cwd=REPO,
+            timeout=120,
+        )
 
 
 def stop_services(address: str) -> None:
@@ -207,3 +217,67 @@ def test_switching_the_secured_cluster_to_scram_stops_before_any_change(mtls_rol
     assert [lab_ssh(address, "md5sum /etc/kafka/server.properties").stdout for address in HOSTS] == before
     # The cluster as declared still passes the same guard.
     security_stage.require_client_authentication_in_place(mtls)
+
+
+REGISTRY_API = "https://10.77.0.14:8443/apis/ccompat/v7"
+
+
+def curl_status(*arguments: str, principal: str | None = None) -> str:
+    """The HTTP status curl gets from the registry (the cluster CA verifies it). A principal's login goes
+    through stdin (``--config -``), never into the process list."""
+    login = ["--config", "-"] if principal else []
+    proc = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            str(MATERIAL / "ca.crt"),
+            *login,
+            *arguments,
+        ],
+        check=False,
+        input=f'user = "{principal}:{registry_secrets()[principal]}"\n' if principal else "",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout
+
+
+def registry_secrets() -> dict[str, str]:
+    return json.loads((LAB_STATE / "secrets" / "registry-clients.json").read_text())
+
+
+def test_registry_refuses_strangers_and_read_only_writers(mtls_rollout) -> None:
+    results = results_by_id(mtls_rollout["security"])
+    for probe in (
+        "registry.anonymous_read_refused",
+        "registry.anonymous_write_refused",
+        "registry.wrong_secret_refused",
+        "registry.read_only_write_refused",
+        "registry.read_only_read_served",
+        "registry.admin_served",
+    ):
+        assert results[probe]["status"] == "pass", results[probe]
+    assert "registry.authentication" not in results  # the advisory of an anonymous registry is gone
+
+    # from outside, with curl: anonymous GET and PUT 401; a read-only component's PUT 403; its GET 200
+    change = ["-X", "PUT", "-H", "Content-Type: application/json", "-d", '{"compatibility": "NONE"}']
+    subject_config = f"{REGISTRY_API}/config/{PHI_TOPIC}-value"
+    assert curl_status(f"{REGISTRY_API}/subjects") == "401"
+    assert curl_status(*change, subject_config) == "401"
+    reader = next(c.principal for c in components_of(load_environment(ENVIRONMENT)).components)
+    assert curl_status(*change, subject_config, principal=reader) == "403"
+    assert curl_status(f"{REGISTRY_API}/subjects", principal=reader) == "200"
+    assert curl_status(subject_config, principal="admin") == "200"
+    # the compatibility is still the catalog's: the refused change changed nothing
+    compatibility = [
+        r for r in mtls_rollout["compliance"]["results"] if r["id"] == "compliance.registry.compatibility"
+    ]
+    assert compatibility and all(r["status"] == "pass" for r in compatibility), compatibility
+    authentication = results_by_id(mtls_rollout["compliance"])["compliance.registry.authentication"]
+    assert authentication["status"] == "pass" and authentication["severity"] == "blocking", authentication

@@ -190,6 +190,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
                 (SubjectPlan(f"{PHI_TOPIC}-value", "FULL_TRANSITIVE", "FULL_TRANSITIVE", [1], 1),),
             ),
             "apicurio",
+            carries_phi=True,
         ),
         *checks_audit.audit_topic_exists(policy, as_catalog(specs), "ops.rollout.audit.v1"),
         *checks_audit.audit_recent(
@@ -554,12 +555,26 @@ def test_health_findings_name_hosts_and_partitions(policy):
 # --- registry and audit ------------------------------------------------------------------------
 
 
+def test_an_anonymous_registry_fails_where_topics_carry_phi_and_warns_elsewhere(policy):
+    anonymous = Registry(200, None, False, ())
+    for carries_phi, status, severity in ((True, Status.FAIL, "blocking"), (False, Status.WARN, "advisory")):
+        results = checks_registry.registry_checks(policy, anonymous, "apicurio", carries_phi=carries_phi)
+        (authentication,) = [r for r in results if r.id == "compliance.registry.authentication"]
+        assert (authentication.status, str(authentication.severity)) == (status, severity)
+        assert "schema_registry.authentication" in authentication.message
+    refusing = Registry(401, None, False, ())
+    results = checks_registry.registry_checks(policy, refusing, "apicurio", carries_phi=True)
+    assert by_status(results)[("compliance.registry.authentication", None, None)] is Status.PASS
+
+
 def test_registry_without_authentication_warns_and_drift_fails(policy):
     subjects = (
         SubjectPlan("a-value", "FULL_TRANSITIVE", "BACKWARD", [1], 1),
         SubjectPlan("b-value", "FULL_TRANSITIVE", "FULL_TRANSITIVE", [1, 2], 1),
     )
-    results = checks_registry.registry_checks(policy, Registry(200, None, True, subjects), "apicurio")
+    results = checks_registry.registry_checks(
+        policy, Registry(200, None, True, subjects), "apicurio", carries_phi=False
+    )
     statuses = by_status(results)
     assert statuses[("compliance.registry.https", None, None)] is Status.FAIL  # plain HTTP answers
     assert statuses[("compliance.registry.authentication", None, None)] is Status.WARN

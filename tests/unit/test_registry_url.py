@@ -39,7 +39,7 @@ def test_the_airflow_connection(environment):
 
 def test_the_gate(environment, monkeypatch):
     asked = []
-    monkeypatch.setattr(health, "registry_status", lambda api, ready, ca: asked.append(api))
+    monkeypatch.setattr(health, "registry_status", lambda api, ready, ca, headers: asked.append(api))
     triggers.health_probe(environment, "registry", "secured", None)()
     assert asked == [f"https://10.77.0.11:8443{expected_suffix(environment)}"]
 

@@ -119,7 +119,8 @@ def health_probe(
         base = clients.registry_base_url(environment, phase)
         ca = clients.ca_file(environment) if base.startswith("https") else None
         api = clients.registry_api_url(environment, base)
-        return lambda: health.registry_status(api, f"{base}/health/ready", ca)
+        headers = clients.registry_headers(environment, phase)
+        return lambda: health.registry_status(api, f"{base}/health/ready", ca, headers)
     assert kafka_config is not None
     config = dict(kafka_config)
     if check == "brokers":

@@ -7,14 +7,15 @@ uses SASL_SSL with the admin user and verifies the broker certificates against t
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import orchestrator
-from event_broker_rollout.cluster.credentials import load_credentials, password_for
+from event_broker_rollout.cluster.credentials import load_credentials, load_registry_secrets, password_for
 from event_broker_rollout.config.environment import Environment
-from event_broker_rollout.hosts.desired import https_mode
+from event_broker_rollout.hosts.desired import https_mode, registry_authenticates
 from event_broker_rollout.hosts.listeners import phase_index
 from event_broker_rollout.hosts.tls import client_identity, node_identity_files
 
@@ -131,10 +132,31 @@ def registry_base_url(environment: Environment, phase: str) -> str:
     return f"http://{host.address}:{environment.schema_registry.port}"
 
 
-def registry_config(environment: Environment, phase: str) -> dict[str, Any]:
-    """``SchemaRegistryClient`` settings: the Confluent-compatible API, over HTTPS once secured."""
+def basic_authorization(principal: str, secret: str) -> dict[str, str]:
+    """The HTTP header of a basic login (the registry exchanges it for a token at the OIDC provider)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{principal}:{secret}".encode()).decode()}
+
+
+def registry_headers(environment: Environment, phase: str) -> dict[str, str]:
+    """The admin's login for a plain HTTP request to the registry, where it authenticates."""
+    if not registry_authenticates(environment, phase):
+        return {}
+    assert environment.security is not None
+    admin = environment.security.admin_user
+    return basic_authorization(admin, password_for(load_registry_secrets(environment), admin))
+
+
+def registry_config(environment: Environment, phase: str, principal: str | None = None) -> dict[str, Any]:
+    """``SchemaRegistryClient`` settings: the Confluent-compatible API, over HTTPS once secured, as
+    ``principal`` (default: the rollout's admin) where the registry authenticates: HTTP basic with the
+    principal's client id and secret, which the registry exchanges for a token at the OIDC provider."""
     base = registry_base_url(environment, phase)
     config: dict[str, Any] = {"url": registry_api_url(environment, base)}
     if base.startswith("https"):
         config["ssl.ca.location"] = ca_file(environment)
+    if registry_authenticates(environment, phase):
+        assert environment.security is not None
+        who = principal or environment.security.admin_user
+        config["basic.auth.credentials.source"] = "USER_INFO"
+        config["basic.auth.user.info"] = f"{who}:{password_for(load_registry_secrets(environment), who)}"
     return config

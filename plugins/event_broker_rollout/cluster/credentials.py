@@ -1,4 +1,4 @@
-"""SCRAM credentials of the component principals: from the file or Airflow Variable the environment names.
+"""Secrets of the principals (SCRAM passwords, the registry's client secrets): from the file or Airflow Variable the environment names.
 
 Every password is registered with the orchestrator's secrets masker (Airflow's) the moment it is read, so a password that
 slips into a log line is shown as ***. Passwords are never returned in evidence, XCom or reports.
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from event_broker_rollout import orchestrator
-from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.config.environment import Credentials, Environment
 
 
 class CredentialsError(RuntimeError):
@@ -25,6 +25,7 @@ def _mask(passwords: dict[str, str]) -> None:
 
 
 def load_credentials(environment: Environment) -> dict[str, str]:
+    """The SCRAM passwords per principal."""
     if environment.security is None:
         raise CredentialsError("the environment has no security section")
     source = environment.security.credentials
@@ -32,32 +33,44 @@ def load_credentials(environment: Environment) -> dict[str, str]:
         raise CredentialsError(
             f"security.credentials: none declared (clients authenticate with {environment.security.client_authentication})"
         )
+    return _read_secrets(source, "security.credentials")
+
+
+def load_registry_secrets(environment: Environment) -> dict[str, str]:
+    """The registry's client secrets per principal (the principal is the client id at the issuer)."""
+    authentication = environment.schema_registry.authentication
+    if authentication is None:
+        raise CredentialsError("schema_registry.authentication: none declared (the registry is anonymous)")
+    return _read_secrets(authentication.credentials, "schema_registry.authentication.credentials")
+
+
+def _read_secrets(source: Credentials, yaml_path: str) -> dict[str, str]:
     if source.source == "file":
         if not source.path:
-            raise CredentialsError("security.credentials.path: required for a file source")
+            raise CredentialsError(f"{yaml_path}.path: required for a file source")
         path = Path(source.path)
         try:
             mode = path.stat().st_mode & 0o077
         except OSError as error:
-            raise CredentialsError(f"credentials file {path}: {error.strerror}") from None
+            raise CredentialsError(f"{yaml_path}: file {path}: {error.strerror}") from None
         if mode:
-            raise CredentialsError(f"credentials file {path} is readable by group or others (chmod 600)")
+            raise CredentialsError(f"{yaml_path}: file {path} is readable by group or others (chmod 600)")
         raw = path.read_text()
     else:
         if not source.variable:
-            raise CredentialsError("security.credentials.variable: required for an airflow_variable source")
+            raise CredentialsError(f"{yaml_path}.variable: required for an airflow_variable source")
         raw = orchestrator.current().variable(source.variable)
-    passwords = json.loads(raw)
-    if not isinstance(passwords, dict) or not all(
-        isinstance(v, str) and len(v) >= 16 for v in passwords.values()
+    secrets = json.loads(raw)
+    if not isinstance(secrets, dict) or not all(
+        isinstance(v, str) and len(v) >= 16 for v in secrets.values()
     ):
-        raise CredentialsError("credentials must map each user to a password of at least 16 characters")
-    _mask(passwords)
-    return passwords
+        raise CredentialsError(f"{yaml_path}: must map each principal to a secret of at least 16 characters")
+    _mask(secrets)
+    return secrets
 
 
 def password_for(credentials: dict[str, str], user: str) -> str:
     try:
         return credentials[user]
     except KeyError:
-        raise CredentialsError(f"no password for {user} in the credentials source") from None
+        raise CredentialsError(f"no secret for {user} in the credentials source") from None

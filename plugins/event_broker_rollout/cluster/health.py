@@ -217,17 +217,19 @@ def server_address(server: str) -> str:
     return server.rpartition(":")[0].strip("[]")
 
 
-def registry_status(base_url: str, health_url: str, ca_file: str | None = None) -> dict[str, Any]:
-    """The registry answers its health endpoint and lists subjects through the Confluent-compatible API."""
+def registry_status(
+    base_url: str, health_url: str, ca_file: str | None = None, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The registry answers its health endpoint and lists subjects through the Confluent-compatible API
+    (``headers``: the credentials where it authenticates; its health endpoint answers anyone)."""
     observed: dict[str, Any] = {"healthy": False, "url": base_url}
     context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
         with urllib.request.urlopen(health_url, timeout=5, context=context) as response:
             health = json.loads(response.read() or b"{}")
             observed["health"] = health.get("status", response.status)
-        with urllib.request.urlopen(
-            f"{base_url.rstrip('/')}/subjects", timeout=5, context=context
-        ) as response:
+        subjects = urllib.request.Request(f"{base_url.rstrip('/')}/subjects", headers=dict(headers or {}))
+        with urllib.request.urlopen(subjects, timeout=5, context=context) as response:
             observed["subjects"] = len(json.loads(response.read()))
             observed["healthy"] = observed["health"] in ("UP", 200)
     except (urllib.error.URLError, OSError, ValueError) as error:

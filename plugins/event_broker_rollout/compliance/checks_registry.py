@@ -9,11 +9,15 @@ from event_broker_rollout.compliance.facts import (
     Registry,
 )
 from event_broker_rollout.config.policy import CompliancePolicy
-from event_broker_rollout.evidence.results import Result
+from event_broker_rollout.evidence.results import Result, Severity
 from event_broker_rollout.resources.registry import SubjectPlan
 
 
-def registry_checks(policy: CompliancePolicy, registry: Registry, flavor: str) -> list[Result]:
+def registry_checks(
+    policy: CompliancePolicy, registry: Registry, flavor: str, carries_phi: bool
+) -> list[Result]:
+    """``carries_phi``: the catalog has protected topics, whose schemas a stranger must not change, so a
+    registry that answers anonymously fails the run (elsewhere the policy's severity stands)."""
     findings = Findings(policy)
     https = registry.https_status is not None
     results = [
@@ -31,7 +35,7 @@ def registry_checks(policy: CompliancePolicy, registry: Registry, flavor: str) -
     ]
     authenticated = registry.https_status in (401, 403)
     note = (
-        "; Apicurio authenticates through an OIDC provider, which this environment does not configure"
+        "; declare schema_registry.authentication (Apicurio authenticates through an OIDC provider)"
         if flavor == "apicurio" and not authenticated
         else ""
     )
@@ -49,6 +53,7 @@ def registry_checks(policy: CompliancePolicy, registry: Registry, flavor: str) -
                     else "serves clients without credentials"
                 )
                 + note,
+                severity=Severity.BLOCKING if carries_phi else None,
             )
         )
     else:

@@ -518,7 +518,10 @@ def registry(environment: Environment, ca_file: str, subjects: Iterable[SubjectS
     )
     status, error = http_status(f"{base}/subjects", ca_file)
     plain, _ = http_status(f"http://{host.address}:{environment.schema_registry.port}/", None)
-    client = SchemaRegistryClient({"url": base, "ssl.ca.location": ca_file})
+    # the catalog's subjects are read as the rollout's admin where the registry authenticates
+    client = SchemaRegistryClient(
+        {**clients.registry_config(environment, "secured"), "url": base, "ssl.ca.location": ca_file}
+    )
     return Registry(status, error, plain is not None, tuple(observe(client, item) for item in subjects))
 
 

@@ -182,7 +182,12 @@ def registry(environment: Environment) -> Step:
     setting = load(environment)
     observed = facts.registry(environment, setting.ca_file(), load_subject_schemas(setting.catalog))
     return Step.of(
-        checks_registry.registry_checks(setting.policy, observed, environment.schema_registry.flavor)
+        checks_registry.registry_checks(
+            setting.policy,
+            observed,
+            environment.schema_registry.flavor,
+            carries_phi=bool(setting.protected_topics),
+        )
     )
 
 

@@ -27,6 +27,7 @@ from event_broker_rollout.config.types import (
     DnsName,
     FreeText,
     HostName,
+    HttpsUrl,
     HttpUrl,
     Identifier,
     KafkaClusterId,
@@ -112,12 +113,42 @@ class Distribution(Strict):
     java_home: AbsolutePath | None = None
 
 
+class Credentials(Strict):
+    """Where secrets come from: a JSON file {principal: secret} or an Airflow Variable holding that JSON."""
+
+    source: Literal["file", "airflow_variable"]
+    path: ControllerPath | None = None
+    variable: Identifier | None = None
+
+
+class RegistryAuthentication(Strict):
+    """OIDC at the registry: every request carries a token the ``issuer`` signed for ``audience``, or
+    HTTP basic with a principal's client id and secret, which the registry exchanges at the issuer (for
+    tools that cannot fetch tokens). At the issuer the rollout's admin holds the registry's sr-admin
+    role and each component sr-readonly: components read schemas, only the schemas stage registers."""
+
+    kind: Literal["oidc"] = "oidc"
+    issuer: HttpsUrl
+    token_url: HttpsUrl
+    audience: Identifier = "registry-api"
+    ca_file: ControllerPath  # the CA that signed the issuer's certificate
+    credentials: Credentials  # client secrets per principal (client id = principal)
+
+
 class SchemaRegistry(Strict):
     flavor: Literal["apicurio", "confluent"]
     version: Version
     archive: ProjectPath | None = None
     install_dir: AbsolutePath = "/opt/schema-registry"
     port: int = Field(default=8081, ge=1, le=65535)
+    # None: the registry answers anyone who reaches it (compliance fails that where topics carry PHI)
+    authentication: RegistryAuthentication | None = None
+
+    @model_validator(mode="after")
+    def authentication_supported(self) -> SchemaRegistry:
+        if self.authentication is not None and self.flavor != "apicurio":
+            raise ValueError("authentication: OIDC is built for the apicurio flavor only")
+        return self
 
 
 class Listeners(Strict):
@@ -156,14 +187,6 @@ class Tls(Strict):
     keystore_type: Literal["PEM", "PKCS12"] = "PEM"
     validity_days: int = Field(default=365, ge=1)
     renew_before_days: int = Field(default=30, ge=1)
-
-
-class Credentials(Strict):
-    """Where passwords come from: a JSON file {user: password} or an Airflow Variable holding that JSON."""
-
-    source: Literal["file", "airflow_variable"]
-    path: ControllerPath | None = None
-    variable: Identifier | None = None
 
 
 class Ldap(Strict):
@@ -230,6 +253,15 @@ class Environment(Strict):
     security: Security | None = None
     catalog: ProjectPath = "config/catalog.yaml"
     policies: ProjectPath = "config/policies.yaml"
+
+    @model_validator(mode="after")
+    def registry_credentials_over_https(self) -> Environment:
+        if self.schema_registry.authentication is not None and self.security is None:
+            raise ValueError(
+                "schema_registry.authentication: needs the security section (the registry takes "
+                "credentials over HTTPS only)"
+            )
+        return self
 
     def hosts_with(self, role: str) -> list[Host]:
         return [host for host in self.hosts if role in host.roles]

@@ -233,6 +233,7 @@ FileMode = Annotated[
 ]
 LdapUrl = Annotated[str, AfterValidator(_rule("ldap url", _url("ldap", "ldaps"))), StringRule("ldap url")]
 HttpUrl = Annotated[str, AfterValidator(_rule("http url", _url("http", "https"))), StringRule("http url")]
+HttpsUrl = Annotated[str, AfterValidator(_rule("https url", _url("https"))), StringRule("https url")]
 KerberosRealm = Annotated[
     str,
     AfterValidator(

@@ -25,10 +25,16 @@ from event_broker_rollout.config.catalog import (
     load_policies,
     validate_catalog,
 )
-from event_broker_rollout.config.components import Components, contract_problems, load_components
+from event_broker_rollout.config.components import (
+    PROBE_PRINCIPAL,
+    Components,
+    contract_problems,
+    load_components,
+)
 from event_broker_rollout.config.environment import (
     CA_CERT,
     NODE_PRINCIPAL_PREFIX,
+    Credentials,
     Environment,
     environment_file,
     load_environment,
@@ -154,30 +160,34 @@ def principal_problems(
 
 
 def credentials_problems(
-    environment: Environment, env_file: str, users: list[str], validation: Validation
+    source: Credentials | None,
+    yaml_path: str,
+    env_file: str,
+    users: list[str],
+    validation: Validation,
+    secret: str = "password",
 ) -> None:
-    """The credentials source: named, a private JSON file of passwords when it is a file. Never reads a
-    password into a message."""
-    if environment.security is None or environment.security.credentials is None:
+    """A secrets source (SCRAM passwords, the registry's client secrets): named, a private JSON file
+    with one ``secret`` per user when it is a file. Never reads a secret into a message."""
+    if source is None:
         return
-    source = environment.security.credentials
     if source.source == "airflow_variable":
         if not source.variable:
             validation.add(
                 env_file,
                 [
                     ConfigProblem(
-                        path="security.credentials.variable",
+                        path=f"{yaml_path}.variable",
                         message="required for an airflow_variable source",
                     )
                 ],
             )
         else:
             validation.notes.append(
-                f"security.credentials.variable: the Airflow Variable {source.variable} is read by the security stage"
+                f"{yaml_path}.variable: the Airflow Variable {source.variable} is read by the stages that need it"
             )
         return
-    where = "security.credentials.path"
+    where = f"{yaml_path}.path"
     if not source.path:
         validation.add(env_file, [ConfigProblem(path=where, message="required for a file source")])
         return
@@ -185,7 +195,7 @@ def credentials_problems(
     try:
         info = path.stat()
     except FileNotFoundError:
-        validation.notes.append(f"{where}: {path} does not exist yet (the lab's is written by make lab-up)")
+        validation.notes.append(f"{where}: {path} does not exist yet (the lab writes its own when it starts)")
         return
     except OSError as error:  # e.g. another user's state folder: the stage's own user checks it
         validation.notes.append(
@@ -205,25 +215,29 @@ def credentials_problems(
             ],
         )
     try:
-        passwords = json.loads(path.read_text())
+        secrets = json.loads(path.read_text())
     except OSError as error:
         validation.notes.append(
             f"{where}: not readable here ({error.strerror}); checked by the security stage"
         )
         return
     except ValueError:
-        passwords = None
-    if not isinstance(passwords, dict) or not all(isinstance(value, str) for value in passwords.values()):
+        secrets = None
+    if not isinstance(secrets, dict) or not all(isinstance(value, str) for value in secrets.values()):
         validation.add(
             env_file,
-            [ConfigProblem(path=where, message="credentials file: must be a JSON object {user: password}")],
+            [
+                ConfigProblem(
+                    path=where, message=f"credentials file: must be a JSON object {{user: {secret}}}"
+                )
+            ],
         )
         return
-    missing = [user for user in users if user not in passwords]
+    missing = [user for user in users if user not in secrets]
     if missing:
         validation.add(
             env_file,
-            [ConfigProblem(path=where, message=f"credentials file: no password for {', '.join(missing)}")],
+            [ConfigProblem(path=where, message=f"credentials file: no {secret} for {', '.join(missing)}")],
         )
 
 
@@ -311,7 +325,18 @@ def validate_environment(name_or_path: str) -> Validation:
     validation.add(components_source, contract_problems(components, catalog, policies))
     validation.problems += principal_problems(environment, env_file, components, comp_file)
     users = [environment.security.admin_user, *components.principals()]
-    credentials_problems(environment, env_file, users, validation)
+    credentials_problems(
+        environment.security.credentials, "security.credentials", env_file, users, validation
+    )
+    if environment.schema_registry.authentication is not None:
+        credentials_problems(
+            environment.schema_registry.authentication.credentials,
+            "schema_registry.authentication.credentials",
+            env_file,
+            [*users, PROBE_PRINCIPAL],
+            validation,
+            secret="client secret",
+        )
     tls_material_problems(environment, env_file, validation)
     return validation
 

@@ -19,7 +19,7 @@ from event_broker_rollout import paths
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile
 from event_broker_rollout.hosts.listeners import TLS_DIR, ListenerLayout, layout_for_phase, phase_index
 from event_broker_rollout.hosts.shell import command_line, double_quoted
-from event_broker_rollout.hosts.tls import node_material
+from event_broker_rollout.hosts.tls import node_material, trusted_ca_pem
 from event_broker_rollout.hosts.tls_policy import SERVER_CIPHER_SUITES
 
 KAFKA_SERVICE = "kafka"
@@ -148,6 +148,12 @@ def https_mode(environment: Environment, phase: str) -> str:
     if environment.security is None or phase_index(phase) < phase_index("listeners"):
         return "off"
     return "only" if phase == "secured" else "both"
+
+
+def registry_authenticates(environment: Environment, phase: str) -> bool:
+    """Clients must authenticate at the registry once it answers over HTTPS alone: credentials never
+    travel over the plain HTTP it keeps while clients move (and one restart brings HTTPS-only and OIDC)."""
+    return environment.schema_registry.authentication is not None and https_mode(environment, phase) == "only"
 
 
 def kafka_tool(environment: Environment, name: str) -> str:
@@ -353,6 +359,10 @@ def _registry(
     if https != "off":
         directories.append((REGISTRY_TLS_DIR, user))
         files = [*files, *tls_files(environment, host, REGISTRY_TLS_DIR, restart, keystore=False)]
+    oidc = environment.schema_registry.authentication if registry_authenticates(environment, phase) else None
+    oidc_ca_file = f"{REGISTRY_TLS_DIR}/oidc-provider-ca.crt" if oidc is not None else ""
+    if oidc is not None:
+        files.append(ManagedFile(oidc_ca_file, trusted_ca_pem(oidc.ca_file), owner=user, restarts=restart))
     env_file = ManagedFile(
         f"{REGISTRY_CONFIG_DIR}/registry.env",
         render(
@@ -361,6 +371,8 @@ def _registry(
             heap_mb=profile.registry_heap_mb,
             config_dir=REGISTRY_CONFIG_DIR,
             java_home=java_home,
+            oidc_ca_file=oidc_ca_file,
+            data_dir=REGISTRY_DATA_DIR,
         ),
         restarts=restart,
     )
@@ -385,6 +397,7 @@ def _registry(
                 https_port=environment.security.registry_https_port if environment.security else 0,
                 tls_dir=REGISTRY_TLS_DIR,
                 tls_cipher_suites=SERVER_CIPHER_SUITES,
+                oidc=oidc,
             ),
             mode="0640",
             owner=user,

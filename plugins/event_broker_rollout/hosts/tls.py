@@ -449,3 +449,25 @@ def pkcs12_keystore(material: NodeMaterial, password: str) -> bytes:
 
 def days_left(cert_pem: str) -> int:
     return (x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc - _now()).days
+
+
+class TrustedCaError(ValueError):
+    pass
+
+
+def trusted_ca_pem(path: str) -> str:
+    """A CA certificate another service must trust (the OIDC provider's), as canonical PEM: the file must
+    hold one readable, unexpired CA certificate, so nothing else reaches a host's trust store."""
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise TrustedCaError(f"{path}: not a readable PEM certificate ({error})") from None
+    try:
+        is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise TrustedCaError(f"{path}: not a CA certificate (basicConstraints CA:TRUE missing)")
+    if certificate.not_valid_after_utc <= _now():
+        raise TrustedCaError(f"{path}: expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()

@@ -34,8 +34,11 @@ def verify_contracts(environment: Environment, run_id: str) -> Step:
     catalog, policies = load_checked_catalog(environment.catalog, environment.policies)
     components = components_of(environment)
     configs = _client_configs(environment)
-    registry = clients.registry_config(environment, recorded_phase(environment))
+    phase = recorded_phase(environment)
     probe = Component(name=PROBE_PRINCIPAL, principal=PROBE_PRINCIPAL)
+    everyone = [*components.components, probe]
+    # each principal reads schemas with its own registry login too (sr-readonly where it authenticates)
+    registries = {c.name: clients.registry_config(environment, phase, c.principal) for c in everyone}
 
     def verify(component: Component, timeout: float) -> list[Result]:
         return contracts.verify_contract(
@@ -43,7 +46,7 @@ def verify_contracts(environment: Environment, run_id: str) -> Step:
             configs[component.name],
             catalog=catalog,
             policies=policies,
-            registry_config=registry,
+            registry_config=registries[component.name],
             run_id=run_id,
             timeout=timeout,
         )
@@ -57,7 +60,6 @@ def verify_contracts(environment: Environment, run_id: str) -> Step:
         return checked
 
     # Components side by side: each probes in its own consumer group, so they never rebalance one another.
-    everyone = [*components.components, probe]
     with ThreadPoolExecutor(max_workers=len(everyone)) as pool:
         results = [result for checked in pool.map(verify_patiently, everyone) for result in checked]
     return Step.of(results)
@@ -74,7 +76,8 @@ def end_to_end(
         catalog=catalog,
         components=components_of(environment),
         client_configs=_client_configs(environment),
-        registry_config=clients.registry_config(environment, recorded_phase(environment)),
+        # the flow plays every component in one process: it reads schemas as the read-only probe principal
+        registry_config=clients.registry_config(environment, recorded_phase(environment), PROBE_PRINCIPAL),
         run_id=run_id,
         docs_dir=docs_dir,
     )

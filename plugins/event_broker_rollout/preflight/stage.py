@@ -19,7 +19,7 @@ from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.plan import host_preconditions
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
-from event_broker_rollout.preflight import checks, governance, network
+from event_broker_rollout.preflight import checks, governance, identity, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
 
 SSH_CONNECT_TIMEOUT = 5
@@ -147,11 +147,13 @@ def inspect_network(
         matrix = network.check_reachability(environment, sessions, free_ports)
         results += network.reachability_results(environment, matrix, cut_off)
         results += network.throughput_results(environment, sessions)
+        results += identity.reachability_checks(environment, sessions)
     return Step.of(results)
 
 
 def check_security(environment: Environment) -> Step:
-    """Security prerequisites of every host, read on the Airflow side (provided TLS material)."""
+    """Security prerequisites read on the Airflow side: every host's provided TLS material, the client
+    identities, the registry's OIDC provider."""
     now = utcnow()
     principals = []
     if environment.security is not None:
@@ -164,6 +166,7 @@ def check_security(environment: Environment) -> Step:
                 for result in checks.security_prerequisite_checks(host, environment, now)
             ),
             *checks.client_identity_checks(environment, principals),
+            *identity.provider_checks(environment),
         ]
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 from event_broker_rollout import paths
 from event_broker_rollout.cluster import clients, health
 from event_broker_rollout.cluster.credentials import load_credentials
+from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.components import (
     CANARY_PRINCIPAL,
     CANARY_TOPIC,
@@ -36,7 +37,8 @@ from event_broker_rollout.hosts.listeners import PHASES, client_phase, phase_ind
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteError
 from event_broker_rollout.hosts.tls import client_identity
-from event_broker_rollout.resources import access, verify
+from event_broker_rollout.resources import access, registry_access, verify
+from event_broker_rollout.resources.subjects import load_subject_schemas
 
 STEPS = PHASES[1:]  # listeners, interbroker, secured
 PHI_PROBE_TOPIC = "healthcare.patient.upserted.v1"
@@ -469,14 +471,17 @@ def verify_from_outside(environment: Environment) -> Step:
             },
         )
     )
-    results.append(
-        Result(
-            id="registry.authentication",
-            status=Status.WARN,
-            severity=Severity.ADVISORY,
-            message="Apicurio authenticates through an OIDC provider, which the lab does not have: the registry is HTTPS-only without client authentication"
-            if environment.schema_registry.flavor == "apicurio"
-            else "registry authentication is configured by the operator",
+    if environment.schema_registry.authentication is not None:
+        catalog, _ = load_checked_catalog(environment.catalog, environment.policies)
+        results += registry_access.access_checks(environment, load_subject_schemas(catalog)[0])
+    else:
+        results.append(
+            Result(
+                id="registry.authentication",
+                status=Status.WARN,
+                severity=Severity.ADVISORY,
+                message="schema_registry.authentication is not declared: the registry is HTTPS-only and "
+                "answers clients without credentials",
+            )
         )
-    )
     return Step.of(results)

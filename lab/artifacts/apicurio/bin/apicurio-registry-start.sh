@@ -15,6 +15,11 @@
 #   REGISTRY_HTTP_PORT   HTTP port        (overrides quarkus.http.port)
 #   REGISTRY_DATA_DIR    H2 database dir  (overrides apicurio.datasource.url with
 #                        jdbc:h2:file:$REGISTRY_DATA_DIR/registry and the scratch dirs)
+#   REGISTRY_TRUSTED_CA_FILE  PEM certificate(s) of the CA that signed the OIDC provider's HTTPS
+#                        certificate: imported at every start into REGISTRY_TRUSTSTORE (PKCS12, made
+#                        anew), which becomes the JVM's trust store (the registry's only outbound
+#                        HTTPS is to the provider)
+#   REGISTRY_TRUSTSTORE  where that trust store goes (default: <install>/logs/oidc-truststore.p12)
 #   LOG_DIR              for -daemon (default: <install>/logs)
 set -euo pipefail
 
@@ -47,6 +52,18 @@ if [ -n "${REGISTRY_DATA_DIR:-}" ]; then
   overrides+=("-Dapicurio.datasource.url=jdbc:h2:file:$REGISTRY_DATA_DIR/registry;DB_CLOSE_ON_EXIT=FALSE"
               "-Dapicurio.storage.snapshot.location=$REGISTRY_DATA_DIR"
               "-Dapicurio.import.work-dir=$REGISTRY_DATA_DIR")
+fi
+
+if [ -n "${REGISTRY_TRUSTED_CA_FILE:-}" ]; then
+  if [ -n "${JAVA_HOME:-}" ]; then KEYTOOL="$JAVA_HOME/bin/keytool"; else KEYTOOL="keytool"; fi
+  truststore=${REGISTRY_TRUSTSTORE:-"$base_dir/logs/oidc-truststore.p12"}
+  mkdir -p "$(dirname "$truststore")"
+  rm -f "$truststore"
+  # The store holds public certificates only; its password guards nothing secret (keytool needs one).
+  "$KEYTOOL" -importcert -noprompt -alias oidc-provider-ca -file "$REGISTRY_TRUSTED_CA_FILE" \
+    -keystore "$truststore" -storetype PKCS12 -storepass oidc-trust >/dev/null
+  overrides+=("-Djavax.net.ssl.trustStore=$truststore" "-Djavax.net.ssl.trustStoreType=PKCS12"
+              "-Djavax.net.ssl.trustStorePassword=oidc-trust")
 fi
 
 # Word splitting of the *_OPTS variables is intended.

@@ -1,0 +1,121 @@
+"""Who the schema registry lets in, tried from outside over HTTPS: the security stage and compliance.
+
+Each probe is a real request to the Confluent-compatible API. The writes are harmless even where a
+registry wrongly accepts them: they set a catalog subject's compatibility to the level the catalog
+declares, which the schemas stage keeps anyway. Secrets go only into the Authorization header; the
+evidence names principals and status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from event_broker_rollout.cluster import clients
+from event_broker_rollout.cluster.credentials import load_registry_secrets, password_for
+from event_broker_rollout.config.components import PROBE_PRINCIPAL
+from event_broker_rollout.config.environment import Environment
+from event_broker_rollout.evidence.results import Result, check
+from event_broker_rollout.resources.subjects import SubjectSchema
+
+TIMEOUT_S = 10.0
+UNAUTHENTICATED = (401,)
+FORBIDDEN = (403,)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int | None  # None: no HTTP answer
+    error: str | None = None
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else f"no answer ({self.error})"
+
+
+def request(
+    url: str,
+    ca_file: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    user: tuple[str, str] | None = None,
+) -> Answer:
+    headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"} if body is not None else {}
+    if user is not None:
+        headers.update(clients.basic_authorization(*user))
+    try:
+        call = urllib.request.Request(url, data=body, method=method, headers=headers)
+        with urllib.request.urlopen(
+            call, timeout=TIMEOUT_S, context=ssl.create_default_context(cafile=ca_file)
+        ):
+            return Answer(200)
+    except urllib.error.HTTPError as error:
+        return Answer(error.code)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return Answer(None, str(getattr(error, "reason", error)))
+
+
+def access_checks(environment: Environment, subject: SubjectSchema) -> list[Result]:
+    """Anonymous reads and writes and a wrong secret refused (401), a read-only principal's write
+    refused (403) while its read is served, and the admin served: the registry's door, both ways."""
+    assert environment.security is not None
+    api = clients.registry_config(environment, "secured")["url"]
+    ca_file = clients.ca_file(environment)
+    admin = environment.security.admin_user
+    client_secrets = load_registry_secrets(environment)
+    reader = (PROBE_PRINCIPAL, password_for(client_secrets, PROBE_PRINCIPAL))
+    subjects_url = f"{api}/subjects"
+    config_url = f"{api}/config/{subject.subject}"
+    declared = json.dumps({"compatibility": subject.compatibility}).encode()
+    probes = [
+        (
+            "registry.anonymous_read_refused",
+            request(subjects_url, ca_file),
+            UNAUTHENTICATED,
+            "a client without credentials listing subjects",
+        ),
+        (
+            "registry.anonymous_write_refused",
+            request(config_url, ca_file, method="PUT", body=declared),
+            UNAUTHENTICATED,
+            f"a client without credentials changing {subject.subject}'s compatibility",
+        ),
+        (
+            "registry.wrong_secret_refused",
+            request(subjects_url, ca_file, user=(admin, secrets.token_urlsafe(24))),
+            UNAUTHENTICATED,
+            f"{admin} with a wrong client secret",
+        ),
+        (
+            "registry.read_only_write_refused",
+            request(config_url, ca_file, method="PUT", body=declared, user=reader),
+            FORBIDDEN,
+            f"{PROBE_PRINCIPAL} (sr-readonly) changing {subject.subject}'s compatibility",
+        ),
+        (
+            "registry.read_only_read_served",
+            request(subjects_url, ca_file, user=reader),
+            (200,),
+            f"{PROBE_PRINCIPAL} (sr-readonly) listing subjects",
+        ),
+        (
+            "registry.admin_served",
+            request(subjects_url, ca_file, user=(admin, password_for(client_secrets, admin))),
+            (200,),
+            f"{admin} (sr-admin) listing subjects",
+        ),
+    ]
+    return [
+        check(
+            probe_id,
+            answer.status in expected,
+            observed=answer.describe(),
+            expected=" or ".join(f"HTTP {code}" for code in expected),
+            message=what,
+        )
+        for probe_id, answer, expected, what in probes
+    ]
