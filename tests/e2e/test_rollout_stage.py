@@ -286,8 +286,17 @@ def test_make_rollout_converges_the_lab_lists_every_change_in_a_tamper_evident_t
 
 def secret_values() -> dict[str, str]:
     """Every secret the lab deployment holds, by where it lives (the name is what a failure shows):
-    the generated passwords, each private key's PEM body lines, the Airflow logins' passwords."""
+    the generated passwords and registry client secrets, each private key's PEM body lines, the Airflow
+    logins' passwords."""
     secrets = {f"credentials.json[{user}]": value for user, value in lab_credentials().items()}
+    registry_clients = LAB_STATE / "secrets" / "registry-clients.json"  # the mTLS rollout's (run earlier)
+    if registry_clients.is_file():
+        secrets.update(
+            {
+                f"registry-clients.json[{who}]": value
+                for who, value in json.loads(registry_clients.read_text()).items()
+            }
+        )
     for key_file in LAB_STATE.rglob("*.key"):
         body = [line for line in key_file.read_text().splitlines() if line and not line.startswith("-----")]
         secrets.update({f"{key_file.relative_to(LAB_STATE)} line {n}": line for n, line in enumerate(body)})
