@@ -16,8 +16,9 @@ from event_broker_rollout.resources.registry import SubjectPlan
 def registry_checks(
     policy: CompliancePolicy, registry: Registry, flavor: str, carries_phi: bool
 ) -> list[Result]:
-    """``carries_phi``: the catalog has protected topics, whose schemas a stranger must not change, so a
-    registry that answers anonymously fails the run (elsewhere the policy's severity stands)."""
+    """``carries_phi``: the environment holds patient data in protected topics, whose schemas a stranger
+    must not change, so a registry that answers anonymously fails the run (elsewhere the policy's
+    severity stands)."""
     findings = Findings(policy)
     https = registry.https_status is not None
     results = [
@@ -54,6 +55,9 @@ def registry_checks(
                 )
                 + note,
                 severity=Severity.BLOCKING if carries_phi else None,
+                details={
+                    "patient data": "held" if carries_phi else "synthetic only (the environment says so)"
+                },
             )
         )
     else:

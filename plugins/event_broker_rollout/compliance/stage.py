@@ -186,7 +186,7 @@ def registry(environment: Environment) -> Step:
             setting.policy,
             observed,
             environment.schema_registry.flavor,
-            carries_phi=bool(setting.protected_topics),
+            carries_phi=environment.holds_patient_data and bool(setting.protected_topics),
         )
     )
 

@@ -243,6 +243,9 @@ class Environment(Strict):
     sizing_profile: Identifier
     deployment_mode: DeploymentMode = DeploymentMode.BARE_METAL
     requires_approval: bool = False
+    # False only where every event is synthetic (the lab): compliance then grades what protects patient
+    # data beyond the catalog's rules (the registry's authentication) as advisory. It says so in the report.
+    holds_patient_data: bool = True
     approvers: Approvers | None = None
     distribution: Distribution
     schema_registry: SchemaRegistry
