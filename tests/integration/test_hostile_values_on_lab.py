@@ -166,7 +166,8 @@ def test_host_changes_run_as_argument_lists_on_a_lab_host(lab_connections: dict,
             hostops.install(remote, spec)
             hostops.install(remote, spec)  # already unpacked: only `current` is pointed at it again
             assert sh("readlink", "-f", "--", spec.current_link).strip() == spec.target
-            assert sh("cat", "--", f"{spec.target}/.ebr-installed") == "demo-1.0.tgz\n"
+            assert sh("cat", "--", f"{spec.target}/.ebr-installed") == spec.marker + "\n"
+            assert spec.marker.startswith("demo-1.0.tgz@sha256:")
             assert sh("ls", "-A", "--", spec.base_dir).split() == ["current", "demo-1.0"]
 
             hostops.ensure_directories(remote, state)
@@ -185,7 +186,7 @@ def test_host_changes_run_as_argument_lists_on_a_lab_host(lab_connections: dict,
             assert sh("cat", "--", config) == "A=1\n"  # the previous file is back
             observed, _, _ = hostops.observe(remote, state)
             assert observed.files == {config: state.files[0].digest}
-            assert observed.installs["demo"] == ("demo-1.0.tgz", spec.target)
+            assert observed.installs["demo"] == (spec.marker, spec.target)
             assert not [
                 name for name in sh("ls", "-A", "--", f"{base}/etc").split() if name.endswith(".ebr-tmp")
             ]

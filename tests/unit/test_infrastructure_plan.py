@@ -131,7 +131,7 @@ def observation_matching(state: desired.HostState, running: bool = True) -> Obse
         systemd=False,
         user_present=True,
         files={f.path: f.digest for f in state.files},
-        installs={i.name: (i.archive.name, i.target) for i in state.installs},
+        installs={i.name: (i.marker, i.target) for i in state.installs},
         formatted={d: "E7wgiw9MQ16ue4RNGgSA6Q" for d in state.data_dirs},
         services={s.name: ServiceStatus(running=running, pid=100, start_ticks=5) for s in state.services},
     )
@@ -577,3 +577,18 @@ def test_one_round_trip_observes_the_host_and_who_occupies_its_places(tmp_path):
     assert occupancy.markers == {str(ours): "marked", str(foreign): "unmarked"}
     assert list(occupancy.listeners) == [port]
     assert len(session.lines) == 3  # the observation with its preconditions, then each differing file
+
+
+def test_an_archive_rebuilt_under_the_same_name_is_installed_again(tmp_path):
+    from event_broker_rollout.hosts.desired import Install
+
+    archive = tmp_path / "demo-1.0.tgz"
+    archive.write_bytes(b"first build")
+    spec = Install("demo", archive, "/opt/demo", "demo-1.0", ())
+    first = spec.marker
+    assert first.startswith("demo-1.0.tgz@sha256:") and " " not in first  # one word in the observation
+    archive.write_bytes(b"second build, same version")
+    assert spec.marker != first
+    # the build's sidecar, when it names this archive, spares hashing it
+    (tmp_path / "demo-1.0.tgz.sha256").write_text(f"{'a' * 64}  demo-1.0.tgz\n")
+    assert spec.marker == f"demo-1.0.tgz@sha256:{'a' * 64}"

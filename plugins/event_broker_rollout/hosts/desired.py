@@ -7,6 +7,7 @@ so re-running this stage after security keeps the secured listeners.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from dataclasses import dataclass, field
@@ -108,6 +109,15 @@ class Install:
         return f"{self.base_dir}/{self.top_dir}"
 
     @property
+    def marker(self) -> str:
+        """What ``<target>/.ebr-installed`` holds: the archive's name and digest, so an archive rebuilt
+        under the same name (a changed start script, a patched jar) is installed again."""
+        info = self.archive.stat()
+        return (
+            f"{self.archive.name}@sha256:{archive_digest(str(self.archive), info.st_mtime_ns, info.st_size)}"
+        )
+
+    @property
     def current_link(self) -> str:
         return f"{self.base_dir}/current"
 
@@ -131,6 +141,23 @@ class HostState:
     services: tuple[Service, ...]
     data_dirs: tuple[str, ...] = field(default_factory=tuple)
     ports: tuple[tuple[int, str], ...] = ()  # (port, service that listens on it)
+
+
+@functools.lru_cache(maxsize=16)
+def archive_digest(path: str, mtime_ns: int, size: int) -> str:
+    """The archive's SHA-256: from the ``<archive>.sha256`` the artifact build writes beside it, else
+    computed (once per version of the file: the cache key holds its mtime and size)."""
+    archive = Path(path)
+    sidecar = archive.with_name(archive.name + ".sha256")
+    if sidecar.is_file():
+        digest, _, name = sidecar.read_text().strip().partition("  ")
+        if name == archive.name and len(digest) == 64:
+            return digest
+    hasher = hashlib.sha256()
+    with archive.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def archive_top_dir(archive: Path) -> str:

@@ -120,7 +120,7 @@ def install(session: RemoteHost, install_spec: Install) -> None:
     unpacking = f"{target}.unpacking"
     session.run_argv(["mkdir", "-p", "--", install_spec.base_dir], check=True)
     marker = session.run_argv(["cat", "--", f"{target}/.ebr-installed"], timeout=10).stdout.strip()
-    if marker == install_spec.archive.name:
+    if marker == install_spec.marker:
         # Already unpacked (a running service may use these files): only point `current` at it.
         _point_current(session, install_spec)
         return
@@ -137,7 +137,7 @@ def install(session: RemoteHost, install_spec: Install) -> None:
         timeout=300,
         check=True,
     )
-    session.write_file(f"{unpacking}/.ebr-installed", install_spec.archive.name + "\n")
+    session.write_file(f"{unpacking}/.ebr-installed", install_spec.marker + "\n")
     session.run_command(
         Command.of("rm", "-rf", "--", target).and_then("mv", "--", unpacking, target), timeout=120, check=True
     )

@@ -214,7 +214,7 @@ def plan_host(
         changes.append(Change(state.host, "user", state.service_user, before=ABSENT, after="system user"))
     for install in state.installs:
         marker, link = observed.installs.get(install.name, (ABSENT, "none"))
-        wanted = install.archive.name
+        wanted = install.marker
         if marker != wanted or link != install.target:
             changes.append(
                 Change(
