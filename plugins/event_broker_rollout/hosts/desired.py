@@ -143,18 +143,22 @@ class HostState:
     ports: tuple[tuple[int, str], ...] = ()  # (port, service that listens on it)
 
 
-@functools.lru_cache(maxsize=16)
-def archive_digest(path: str, mtime_ns: int, size: int) -> str:
+def archive_digest(archive: Path) -> str:
     """The archive's SHA-256: from the ``<archive>.sha256`` the artifact build writes beside it, else
-    computed (once per version of the file: the cache key holds its mtime and size)."""
-    archive = Path(path)
+    computed (once per version of the file)."""
     sidecar = archive.with_name(archive.name + ".sha256")
     if sidecar.is_file():
         digest, _, name = sidecar.read_text().strip().partition("  ")
         if name == archive.name and len(digest) == 64:
             return digest
+    info = archive.stat()
+    return _computed_digest(str(archive), info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _computed_digest(path: str, mtime_ns: int, size: int) -> str:  # mtime and size: the cache key
     hasher = hashlib.sha256()
-    with archive.open("rb") as stream:
+    with Path(path).open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             hasher.update(block)
     return hasher.hexdigest()
