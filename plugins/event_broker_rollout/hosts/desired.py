@@ -112,10 +112,7 @@ class Install:
     def marker(self) -> str:
         """What ``<target>/.ebr-installed`` holds: the archive's name and digest, so an archive rebuilt
         under the same name (a changed start script, a patched jar) is installed again."""
-        info = self.archive.stat()
-        return (
-            f"{self.archive.name}@sha256:{archive_digest(str(self.archive), info.st_mtime_ns, info.st_size)}"
-        )
+        return f"{self.archive.name}@sha256:{archive_digest(self.archive)}"
 
     @property
     def current_link(self) -> str:
