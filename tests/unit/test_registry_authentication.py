@@ -120,7 +120,6 @@ def test_clients_log_in_as_their_principal_once_the_registry_authenticates(authe
     assert "basic.auth.user.info" not in clients.registry_config(authenticated, "listeners")
     assert clients.registry_headers(authenticated, "listeners") == {}
     as_admin = clients.registry_config(authenticated, "secured")
-    assert as_admin["basic.auth.credentials.source"] == "USER_INFO"
     assert as_admin["basic.auth.user.info"] == "admin:admin-secret-0123456789"
     as_probe = clients.registry_config(authenticated, "secured", PROBE_PRINCIPAL)
     assert as_probe["basic.auth.user.info"] == f"{PROBE_PRINCIPAL}:{PROBE_PRINCIPAL}-secret-0123456789"

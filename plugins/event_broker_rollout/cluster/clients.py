@@ -157,6 +157,5 @@ def registry_config(environment: Environment, phase: str, principal: str | None 
     if registry_authenticates(environment, phase):
         assert environment.security is not None
         who = principal or environment.security.admin_user
-        config["basic.auth.credentials.source"] = "USER_INFO"
         config["basic.auth.user.info"] = f"{who}:{password_for(load_registry_secrets(environment), who)}"
     return config
