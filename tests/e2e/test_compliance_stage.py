@@ -27,9 +27,11 @@ from confluent_kafka.admin import (
 )
 
 from event_broker_rollout.cluster import health
+from event_broker_rollout.compliance import stage as compliance_stage
 from event_broker_rollout.config.catalog import load_catalog, load_policies
+from event_broker_rollout.config.environment import Environment, load_environment
 from event_broker_rollout.config.policy import CHECK_IDS, load_policy
-from event_broker_rollout.evidence.results import Severity
+from event_broker_rollout.evidence.results import Result, Severity, Status
 from event_broker_rollout.resources.verify import plaintext_answers
 from tests.conftest import lab_ssh, needs_root, run_stage, secure_client_config
 
@@ -146,8 +148,10 @@ def test_after_a_rollout_every_check_passes(integration_ready):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert report["status"] == "passed"
     checks = by_id(report)
-    assert set(CHECK_IDS) <= set(checks)
-    # Only what the policy makes advisory may warn (on the lab: the registry has no OIDC provider).
+    # every check of the policy ran, but client certificates: the lab's clients log in with SCRAM
+    assert set(CHECK_IDS) - {"compliance.auth.client-certificates"} <= set(checks)
+    # Only what the policy makes advisory may warn (on the lab, whose events are synthetic: the registry
+    # declares no OIDC provider).
     policy = load_policy(load_catalog(), load_policies())
     advisory = {c for c, entry in policy.checks.items() if entry.severity is Severity.ADVISORY}
     not_passed = {r["id"] for r in report["results"] if r["status"] != "pass"}
@@ -163,6 +167,23 @@ def test_after_a_rollout_every_check_passes(integration_ready):
     )
     page = report_page(proc).read_text()
     assert "Trend of the last runs" in page and "<svg" in page and "<h2>Checks</h2>" in page
+
+
+def test_an_anonymous_registry_fails_compliance_where_patient_data_is_held(integration_ready):
+    """The lab's registry answers anyone (it declares no OIDC provider). The lab says its events are
+    synthetic, so that is a warning there; the same real registry, for an environment that holds
+    patient data, fails the run."""
+    lab = load_environment("lab")
+
+    def graded(environment: Environment) -> Result:
+        step = compliance_stage.registry(environment)
+        return next(r for r in step.results if r.id == "compliance.registry.authentication")
+
+    synthetic = graded(lab)
+    assert (synthetic.status, synthetic.severity) == (Status.WARN, Severity.ADVISORY), synthetic
+    holding = graded(lab.model_copy(update={"holds_patient_data": True}))
+    assert (holding.status, holding.severity) == (Status.FAIL, Severity.BLOCKING), holding
+    assert holding.observed == "HTTP 200 to a client without credentials"
 
 
 @pytest.fixture
