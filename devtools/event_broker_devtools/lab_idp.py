@@ -250,12 +250,16 @@ def _pid_file() -> Path:
 
 
 def running_pid() -> int | None:
+    """Keycloak's pid, if the one recorded is still a process inside the provider's namespace (a pid
+    reused by another process after ``lab.sh down`` is never ours to signal)."""
     try:
         pid = int(_pid_file().read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    if not netns_exists():
+        return None
+    inside = _run(["ip", "netns", "pids", NETNS], check=False).stdout.split()
+    return pid if str(pid) in inside else None
 
 
 def _ca_context() -> ssl.SSLContext:
