@@ -5,8 +5,9 @@ only name its issuer, CA and the client secrets. On the lab this module plays th
 HTTPS at ``https://10.77.0.2:8443`` with a certificate from a CA of its own (``$LAB_STATE/idp/ca.crt``)
 and holds the realm ``event-broker``, with one confidential client per principal of every lab
 environment whose registry authenticates through it. The rollout's admin holds sr-admin, and each
-component and the no-grants probe hold sr-readonly. Every token carries the registry's audience. The
-client secrets are generated once into the file the environments name (0600).
+component and the no-grants probe hold sr-readonly; their tokens carry the registry's audience. One more
+client, another application's, holds sr-admin without that audience. The client secrets are generated
+once into the file the environments name (0600).
 
     python -m event_broker_devtools.lab_idp up [ENV ...]   # idempotent: starts what is missing
     python -m event_broker_devtools.lab_idp down           # (lab/lab.sh down stops it too)
@@ -57,6 +58,9 @@ LAB_ENVIRONMENTS = ("lab", "lab-mtls")
 ADMIN_ROLE = "sr-admin"
 READER_ROLE = "sr-readonly"
 START_TIMEOUT_S = 240.0
+# Another application of the hospital in the same realm: it holds the registry's admin role, but its
+# tokens are not minted for the registry, whose audience check must refuse them (the mTLS e2e tries).
+OTHER_APPLICATION = "ebr-other-application"
 
 
 def state_dir() -> Path:
@@ -192,7 +196,7 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
     for environment in environments:
         assert environment.schema_registry.authentication is not None
         audiences.add(environment.schema_registry.authentication.audience)
-        wanted = registry_roles(environment)
+        wanted = {**registry_roles(environment), OTHER_APPLICATION: ADMIN_ROLE}
         roles.update(wanted)
         client_secrets.update(ensure_client_secrets(environment, sorted(wanted)))
     if len(audiences) != 1:
@@ -225,7 +229,7 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
                     "directAccessGrantsEnabled": False,
                     "clientAuthenticatorType": "client-secret",
                     "secret": client_secrets[principal],
-                    "protocolMappers": [audience_mapper],
+                    "protocolMappers": [] if principal == OTHER_APPLICATION else [audience_mapper],
                 }
                 for principal in sorted(roles)
             ),

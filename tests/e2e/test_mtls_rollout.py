@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from event_broker_devtools.lab_connections import connections_file
+from event_broker_devtools.lab_idp import OTHER_APPLICATION
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Credentials, load_environment
 from event_broker_rollout.hosts import tls
@@ -220,32 +221,44 @@ def test_switching_the_secured_cluster_to_scram_stops_before_any_change(mtls_rol
 
 
 REGISTRY_API = "https://10.77.0.14:8443/apis/ccompat/v7"
+TOKEN_URL = "https://10.77.0.2:8443/realms/event-broker/protocol/openid-connect/token"
 
 
-def curl_status(*arguments: str, principal: str | None = None) -> str:
-    """The HTTP status curl gets from the registry (the cluster CA verifies it). A principal's login goes
-    through stdin (``--config -``), never into the process list."""
-    login = ["--config", "-"] if principal else []
+def curl(*arguments: str, secret_config: str = "", ca_file: Path = MATERIAL / "ca.crt") -> str:
+    """curl's output (the CA verifies the server); logins and tokens go through stdin (``--config -``),
+    never into the process list."""
     proc = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            str(MATERIAL / "ca.crt"),
-            *login,
-            *arguments,
-        ],
+        ["curl", "-sS", "--cacert", str(ca_file), *(["--config", "-"] if secret_config else []), *arguments],
         check=False,
-        input=f'user = "{principal}:{registry_secrets()[principal]}"\n' if principal else "",
+        input=secret_config,
         capture_output=True,
         text=True,
         timeout=60,
     )
     return proc.stdout
+
+
+def curl_status(*arguments: str, principal: str | None = None, token: str | None = None) -> str:
+    """The HTTP status the registry answers: anonymous, as a principal (HTTP basic) or with a token."""
+    if principal:
+        secret_config = f'user = "{principal}:{registry_secrets()[principal]}"\n'
+    elif token:
+        secret_config = f'header = "Authorization: Bearer {token}"\n'
+    else:
+        secret_config = ""
+    return curl("-o", "/dev/null", "-w", "%{http_code}", *arguments, secret_config=secret_config)
+
+
+def access_token(client: str) -> str:
+    """A token from the lab's provider for ``client`` (client-credentials grant)."""
+    answer = curl(
+        "--data",
+        "grant_type=client_credentials",
+        TOKEN_URL,
+        secret_config=f'user = "{client}:{registry_secrets()[client]}"\n',
+        ca_file=LAB_STATE / "idp" / "ca.crt",
+    )
+    return str(json.loads(answer)["access_token"])
 
 
 def registry_secrets() -> dict[str, str]:
@@ -281,3 +294,20 @@ def test_registry_refuses_strangers_and_read_only_writers(mtls_rollout) -> None:
     assert compatibility and all(r["status"] == "pass" for r in compatibility), compatibility
     authentication = results_by_id(mtls_rollout["compliance"])["compliance.registry.authentication"]
     assert authentication["status"] == "pass" and authentication["severity"] == "blocking", authentication
+
+
+def test_registry_takes_tokens_minted_for_it_and_refuses_another_applications(mtls_rollout) -> None:
+    """Tools that speak OIDC send a bearer token: a component's is served for reads and refused for
+    writes (its role); another application's, though it holds the admin role, is refused (audience)."""
+    reader = next(c.principal for c in components_of(load_environment(ENVIRONMENT)).components)
+    subject_config = f"{REGISTRY_API}/config/{PHI_TOPIC}-value"
+    change = ["-X", "PUT", "-H", "Content-Type: application/json", "-d", '{"compatibility": "NONE"}']
+    component = access_token(reader)
+    assert curl_status(f"{REGISTRY_API}/subjects", token=component) == "200"
+    assert curl_status(*change, subject_config, token=component) == "403"
+    other = access_token(OTHER_APPLICATION)
+    assert curl_status(f"{REGISTRY_API}/subjects", token=other) == "401"
+    assert curl_status(*change, subject_config, token=other) == "401"
+    assert (
+        curl_status(f"{REGISTRY_API}/subjects", token=component[:-8] + "AAAAAAAA") == "401"
+    )  # forged signature

@@ -177,10 +177,14 @@ def test_the_lab_provider_gives_the_admin_sr_admin_and_everyone_else_read_only(t
     document = lab_idp.realm([environment])
     roles = {user["serviceAccountClientId"]: user["realmRoles"] for user in document["users"]}
     assert roles.pop("admin") == ["sr-admin"]
+    assert roles.pop(lab_idp.OTHER_APPLICATION) == ["sr-admin"]
     assert set(roles) == {*components_of(environment).principals(), PROBE_PRINCIPAL}
     assert all(granted == ["sr-readonly"] for granted in roles.values())
     confidential = [c for c in document["clients"] if not c.get("bearerOnly")]
     for client in confidential:
+        if client["clientId"] == lab_idp.OTHER_APPLICATION:  # the admin role, but not for the registry
+            assert client["protocolMappers"] == []
+            continue
         (mapper,) = client["protocolMappers"]
         assert mapper["config"]["included.client.audience"] == "registry-api"
     secrets_file = Path(environment.schema_registry.authentication.credentials.path)
