@@ -1,4 +1,5 @@
-"""Who the schema registry lets in, tried from outside over HTTPS: the security stage and compliance.
+"""Who the schema registry lets in, tried from outside over HTTPS by the security stage (compliance
+re-checks the anonymous answer only).
 
 Each probe is a real request to the Confluent-compatible API. The writes are harmless even where a
 registry wrongly accepts them: they set a catalog subject's compatibility to the level the catalog
