@@ -4,10 +4,12 @@ A hospital's OIDC provider belongs to its identity team, not to the broker's rol
 only name its issuer, CA and the client secrets. On the lab this module plays that team. It serves
 HTTPS at ``https://10.77.0.2:8443`` with a certificate from a CA of its own (``$LAB_STATE/idp/ca.crt``)
 and holds the realm ``event-broker``, with one confidential client per principal of every lab
-environment whose registry authenticates through it. The rollout's admin holds sr-admin, and each
-component and the no-grants probe hold sr-readonly; their tokens carry the registry's audience. One more
-client, another application's, holds sr-admin without that audience. The client secrets are generated
-once into the file the environments name (0600).
+environment whose registry or Kafka clients authenticate through it. The rollout's admin holds sr-admin,
+and each component, the canary and the no-grants probe hold sr-readonly; their tokens carry the
+registry's audience and, where an environment's Kafka clients use OAUTHBEARER, the cluster's. One more
+client, another application's, holds sr-admin without either audience; another's tokens are for the
+cluster but live two seconds. The client secrets are generated once into the one file the environments
+name (0600).
 
     python -m event_broker_devtools.lab_idp up [ENV ...]   # idempotent: starts what is missing
     python -m event_broker_devtools.lab_idp down           # (lab/lab.sh down stops it too)
@@ -41,7 +43,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from event_broker_rollout import paths
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, load_components
-from event_broker_rollout.config.environment import Environment, load_environment
+from event_broker_rollout.config.environment import (
+    Environment,
+    OAuthBearer,
+    OidcClients,
+    RegistryAuthentication,
+    load_environment,
+)
 from event_broker_rollout.hosts.secret_files import write_secret
 
 NETNS = "ebr-idp"
@@ -54,13 +62,17 @@ MANAGEMENT_PORT = 9000
 REALM = "event-broker"
 ISSUER = f"https://{ADDRESS}:{PORT}/realms/{REALM}"
 KEYCLOAK_DIR = paths.ARTIFACTS_DIR / "keycloak-26.5.6"
-LAB_ENVIRONMENTS = ("lab", "lab-mtls")
+LAB_ENVIRONMENTS = ("lab", "lab-mtls", "lab-oauth")
 ADMIN_ROLE = "sr-admin"
 READER_ROLE = "sr-readonly"
 START_TIMEOUT_S = 240.0
 # Another application of the hospital in the same realm: it holds the registry's admin role, but its
 # tokens are not minted for the registry, whose audience check must refuse them (the mTLS e2e tries).
 OTHER_APPLICATION = "ebr-other-application"
+# A client whose tokens are for the cluster but expire within seconds: the OAUTHBEARER e2e presents one
+# after it expired (and after the brokers' 30 s clock-skew allowance) and must be refused.
+SHORT_LIVED_CLIENT = "ebr-short-lived"
+SHORT_LIVED_TOKEN_S = 2
 
 
 def state_dir() -> Path:
@@ -160,15 +172,24 @@ def ensure_tls(directory: Path) -> tuple[Path, Path, Path]:
 # --- the realm ----------------------------------------------------------------------------------
 
 
+def providers_of(environment: Environment) -> list[OidcClients]:
+    """What in the environment authenticates through an OIDC provider: its registry, its Kafka clients."""
+    security = environment.security
+    found: list[OidcClients] = []
+    if environment.schema_registry.authentication is not None:
+        found.append(environment.schema_registry.authentication)
+    if security is not None and security.client_authentication == "oauthbearer" and security.oauthbearer:
+        found.append(security.oauthbearer)
+    return found
+
+
 def served_environments(names: list[str]) -> list[Environment]:
-    """The environments whose registry authenticates through this provider."""
-    served = []
-    for name in names:
-        environment = load_environment(name)
-        authentication = environment.schema_registry.authentication
-        if authentication is not None and urlsplit(authentication.issuer).hostname == ADDRESS:
-            served.append(environment)
-    return served
+    """The environments whose registry or Kafka clients authenticate through this provider."""
+    return [
+        environment
+        for environment in map(load_environment, names)
+        if any(urlsplit(provider.issuer).hostname == ADDRESS for provider in providers_of(environment))
+    ]
 
 
 def registry_roles(environment: Environment) -> dict[str, str]:
@@ -178,10 +199,21 @@ def registry_roles(environment: Environment) -> dict[str, str]:
     return {environment.security.admin_user: ADMIN_ROLE, **dict.fromkeys(readers, READER_ROLE)}
 
 
-def ensure_client_secrets(environment: Environment, principals: list[str]) -> dict[str, str]:
-    authentication = environment.schema_registry.authentication
-    assert authentication is not None and authentication.credentials.path
-    path = Path(authentication.credentials.path)
+def secrets_file(environments: list[Environment]) -> Path:
+    """The one file the served environments name for their client secrets: a client has one secret."""
+    named = {
+        provider.credentials.path for environment in environments for provider in providers_of(environment)
+    }
+    if len(named) != 1 or None in named:
+        raise RuntimeError(
+            f"the lab's environments must name one client secrets file; they name {sorted(map(str, named))}"
+        )
+    (path,) = named
+    assert path is not None
+    return Path(path)
+
+
+def ensure_client_secrets(path: Path, principals: list[str]) -> dict[str, str]:
     existing: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     wanted = {who: existing.get(who) or secrets.token_urlsafe(24) for who in principals}
     if wanted != existing:
@@ -189,21 +221,9 @@ def ensure_client_secrets(environment: Environment, principals: list[str]) -> di
     return wanted
 
 
-def realm(environments: list[Environment]) -> dict[str, Any]:
-    roles: dict[str, str] = {}
-    client_secrets: dict[str, str] = {}
-    audiences = set()
-    for environment in environments:
-        assert environment.schema_registry.authentication is not None
-        audiences.add(environment.schema_registry.authentication.audience)
-        wanted = {**registry_roles(environment), OTHER_APPLICATION: ADMIN_ROLE}
-        roles.update(wanted)
-        client_secrets.update(ensure_client_secrets(environment, sorted(wanted)))
-    if len(audiences) != 1:
-        raise RuntimeError(f"the lab's environments name different registry audiences: {sorted(audiences)}")
-    (audience,) = audiences
-    audience_mapper = {
-        "name": "registry-audience",
+def _audience_mapper(audience: str) -> dict[str, Any]:
+    return {
+        "name": f"audience-{audience}",
         "protocol": "openid-connect",
         "protocolMapper": "oidc-audience-mapper",
         "config": {
@@ -212,34 +232,65 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
             "id.token.claim": "false",
         },
     }
+
+
+def _one_audience(named: set[str], what: str) -> list[str]:
+    if len(named) > 1:
+        raise RuntimeError(f"the lab's environments name different {what} audiences: {sorted(named)}")
+    return sorted(named)
+
+
+def realm(environments: list[Environment]) -> dict[str, Any]:
+    roles: dict[str, str] = {}
+    for environment in environments:
+        roles.update(registry_roles(environment))
+    roles[OTHER_APPLICATION] = ADMIN_ROLE
+    providers = [provider for environment in environments for provider in providers_of(environment)]
+    kafka_audience = _one_audience({p.audience for p in providers if isinstance(p, OAuthBearer)}, "Kafka")
+    registry_audience = _one_audience(
+        {p.audience for p in providers if isinstance(p, RegistryAuthentication)}, "registry"
+    )
+    audiences = registry_audience + kafka_audience
+    if kafka_audience:
+        roles[SHORT_LIVED_CLIENT] = ""
+    client_secrets = ensure_client_secrets(secrets_file(environments), sorted(roles))
+    mappers = [_audience_mapper(audience) for audience in audiences]
+
+    def client(principal: str) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "clientId": principal,
+            "enabled": True,
+            "publicClient": False,
+            "serviceAccountsEnabled": True,
+            "standardFlowEnabled": False,
+            "directAccessGrantsEnabled": False,
+            "clientAuthenticatorType": "client-secret",
+            "secret": client_secrets[principal],
+            "protocolMappers": [] if principal == OTHER_APPLICATION else mappers,
+        }
+        if principal == SHORT_LIVED_CLIENT:
+            settings["protocolMappers"] = [_audience_mapper(audience) for audience in kafka_audience]
+            settings["attributes"] = {"access.token.lifespan": str(SHORT_LIVED_TOKEN_S)}
+        return settings
+
     return {
         "realm": REALM,
         "enabled": True,
         "accessTokenLifespan": 300,
         "roles": {"realm": [{"name": role} for role in (ADMIN_ROLE, "sr-developer", READER_ROLE)]},
         "clients": [
-            {"clientId": audience, "enabled": True, "publicClient": False, "bearerOnly": True},
             *(
-                {
-                    "clientId": principal,
-                    "enabled": True,
-                    "publicClient": False,
-                    "serviceAccountsEnabled": True,
-                    "standardFlowEnabled": False,
-                    "directAccessGrantsEnabled": False,
-                    "clientAuthenticatorType": "client-secret",
-                    "secret": client_secrets[principal],
-                    "protocolMappers": [] if principal == OTHER_APPLICATION else [audience_mapper],
-                }
-                for principal in sorted(roles)
+                {"clientId": audience, "enabled": True, "publicClient": False, "bearerOnly": True}
+                for audience in audiences
             ),
+            *(client(principal) for principal in sorted(roles)),
         ],
         "users": [
             {
                 "username": f"service-account-{principal}",
                 "enabled": True,
                 "serviceAccountClientId": principal,
-                "realmRoles": [roles[principal]],
+                "realmRoles": [roles[principal]] if roles[principal] else [],
             }
             for principal in sorted(roles)
         ],

@@ -289,12 +289,13 @@ def secret_values() -> dict[str, str]:
     the generated passwords and registry client secrets, each private key's PEM body lines, the Airflow
     logins' passwords."""
     secrets = {f"credentials.json[{user}]": value for user, value in lab_credentials().items()}
-    registry_clients = LAB_STATE / "secrets" / "registry-clients.json"  # the mTLS rollout's (run earlier)
-    if registry_clients.is_file():
+    # the mTLS and OAUTHBEARER rollouts' (run earlier)
+    oidc_clients = LAB_STATE / "secrets" / "oidc-clients.json"
+    if oidc_clients.is_file():
         secrets.update(
             {
-                f"registry-clients.json[{who}]": value
-                for who, value in json.loads(registry_clients.read_text()).items()
+                f"oidc-clients.json[{who}]": value
+                for who, value in json.loads(oidc_clients.read_text()).items()
             }
         )
     for key_file in LAB_STATE.rglob("*.key"):

@@ -376,7 +376,7 @@ def test_a_credentials_file_readable_by_others_is_refused_without_quoting_it(tmp
     assert not any("correct-horse" in line for line in lines)
 
 
-@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "lab-mtls", "dev", "prod"])
+@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "lab-mtls", "lab-oauth", "dev", "prod"])
 def test_validate_command_accepts_the_shipped_environments(name, capsys):
     assert cli_main(["validate", "--env", name]) == 0
     assert f"{name}: valid" in capsys.readouterr().out

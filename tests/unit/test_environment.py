@@ -21,7 +21,7 @@ def lab_raw():
     return yaml.safe_load(envmod.environment_file("lab").read_text())
 
 
-@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "lab-mtls", "dev", "prod"])
+@pytest.mark.parametrize("name", ["lab", "lab-change-controlled", "lab-mtls", "lab-oauth", "dev", "prod"])
 def test_shipped_environments_are_valid(name):
     environment = envmod.load_environment(name)
     assert environment.name == name
@@ -124,7 +124,7 @@ def test_host_outside_the_declared_subnet(lab_raw, profiles):
 
 def test_unknown_environment_names_the_known_ones():
     with pytest.raises(
-        EnvironmentConfigError, match="known: dev, lab, lab-change-controlled, lab-mtls, prod"
+        EnvironmentConfigError, match="known: dev, lab, lab-change-controlled, lab-mtls, lab-oauth, prod"
     ):
         envmod.load_environment("nope")
 

@@ -84,6 +84,10 @@ class ClusterHealthTrigger(BaseTrigger):
         environment = load_environment(self.environment_name)
         if self.check == "registry":
             return health_probe(environment, self.check, self.phase, None)
+        if not clients.admin_login_in_connection(environment):
+            return health_probe(
+                environment, self.check, self.phase, clients.admin_config(environment, self.phase)
+            )
         from airflow.sdk import BaseHook
 
         connection = await BaseHook.aget_connection(environment.connections.kafka_admin)

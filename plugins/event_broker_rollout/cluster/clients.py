@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import orchestrator
-from event_broker_rollout.cluster.credentials import load_credentials, load_registry_secrets, password_for
+from event_broker_rollout.cluster.credentials import (
+    load_credentials,
+    load_oauth_secrets,
+    load_registry_secrets,
+    password_for,
+)
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.hosts.desired import https_mode, registry_authenticates
 from event_broker_rollout.hosts.listeners import phase_index
@@ -36,7 +41,7 @@ def kafka_config(
 ) -> dict[str, Any]:
     """A client of ``username`` on the listener the phase has: plaintext, or the secure listener with the
     environment's client authentication (SCRAM with the password; mTLS with the principal's certificate,
-    the password unused)."""
+    the password unused; OAUTHBEARER with the password as the client secret for a token)."""
     if not uses_secure_listener(environment, phase):
         return {"bootstrap.servers": environment.bootstrap_servers()}
     assert environment.security is not None
@@ -54,6 +59,20 @@ def kafka_config(
             "security.protocol": "SSL",
             "ssl.certificate.location": str(identity.certificate),
             "ssl.key.location": str(identity.key),
+        }
+    oauthbearer = environment.security.oauthbearer
+    if environment.security.client_authentication == "oauthbearer" and oauthbearer is not None:
+        if not username:
+            raise ValueError("an OAUTHBEARER client needs a principal (its client id at the provider)")
+        return {
+            **tls,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "OAUTHBEARER",
+            "sasl.oauthbearer.method": "oidc",
+            "sasl.oauthbearer.token.endpoint.url": oauthbearer.token_url,
+            "sasl.oauthbearer.client.id": username,
+            "sasl.oauthbearer.client.secret": password or "",
+            "https.ca.location": oauthbearer.ca_file,  # the provider's CA, for the token request only
         }
     return {
         **tls,
@@ -74,15 +93,24 @@ def principal_configs(
 ) -> dict[str, dict[str, Any]]:
     """Clients of the environment's principals: with SCRAM their passwords come from the credentials source,
     read once (masked); with mTLS their certificates are the identities and no password is read."""
-    passwords: dict[str, str] = {}
-    if environment.security is not None and environment.security.client_authentication == "scram":
-        passwords = load_credentials(environment)
+    passwords = secrets_of_principals(environment)
     return {
         principal: kafka_config(
             environment, phase, principal, password_for(passwords, principal) if passwords else None
         )
         for principal in principals
     }
+
+
+def secrets_of_principals(environment: Environment) -> dict[str, str]:
+    """What the principals log in with: SCRAM passwords, or client secrets at the OIDC provider (read once,
+    masked); nothing with mTLS, where certificates are the identities."""
+    mechanism = environment.security.client_authentication if environment.security is not None else None
+    if mechanism == "scram":
+        return load_credentials(environment)
+    if mechanism == "oauthbearer":
+        return load_oauth_secrets(environment)
+    return {}
 
 
 def node_admin_config(environment: Environment) -> dict[str, Any]:
@@ -103,8 +131,17 @@ def node_admin_config(environment: Environment) -> dict[str, Any]:
     }
 
 
+def admin_login_in_connection(environment: Environment) -> bool:
+    """Whether the admin's login is the environment's Kafka connection. Not with OAUTHBEARER: there the
+    admin is a client at the provider like every principal, its secret read with theirs."""
+    return environment.security is None or environment.security.client_authentication != "oauthbearer"
+
+
 def admin_config(environment: Environment, phase: str) -> dict[str, Any]:
-    """The admin client's settings from the environment's Kafka connection (read at run time only)."""
+    """The admin client's settings, its login from the environment's Kafka connection (read at run time)."""
+    if not admin_login_in_connection(environment):
+        assert environment.security is not None
+        return principal_config(environment, phase, environment.security.admin_user)
     connection = orchestrator.current().connection(environment.connections.kafka_admin)
     return kafka_config(environment, phase, connection.login, connection.password)
 

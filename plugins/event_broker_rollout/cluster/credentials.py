@@ -1,4 +1,4 @@
-"""Secrets of the principals (SCRAM passwords, the registry's client secrets): from the file or Airflow Variable the environment names.
+"""Secrets of the principals (SCRAM passwords, client secrets at the OIDC provider for Kafka and the registry): from the file or Airflow Variable the environment names.
 
 Every password is registered with the orchestrator's secrets masker (Airflow's) the moment it is read, so a password that
 slips into a log line is shown as ***. Passwords are never returned in evidence, XCom or reports.
@@ -42,6 +42,16 @@ def load_registry_secrets(environment: Environment) -> dict[str, str]:
     if authentication is None:
         raise CredentialsError("schema_registry.authentication: none declared (the registry is anonymous)")
     return _read_secrets(authentication.credentials, "schema_registry.authentication.credentials")
+
+
+def load_oauth_secrets(environment: Environment) -> dict[str, str]:
+    """The Kafka clients' secrets at the OIDC provider per principal (client id = principal)."""
+    oauthbearer = environment.security.oauthbearer if environment.security is not None else None
+    if oauthbearer is None:
+        raise CredentialsError(
+            "security.oauthbearer: none declared (clients do not authenticate with tokens)"
+        )
+    return _read_secrets(oauthbearer.credentials, "security.oauthbearer.credentials")
 
 
 def _read_secrets(source: Credentials, yaml_path: str) -> dict[str, str]:

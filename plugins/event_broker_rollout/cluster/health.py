@@ -76,8 +76,9 @@ def login_error(
 
 def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Settings of the two logins the secure listener must refuse: TLS with no identity (``none``) and a
-    wrong one (``wrong``): the user with a wrong password (SCRAM), or a certificate with the same subject
-    from a CA the cluster does not trust (mTLS)."""
+    wrong one (``wrong``): the user with a wrong password (SCRAM), a certificate with the same subject
+    from a CA the cluster does not trust (mTLS), or a token naming the principal that no provider signed
+    (OAUTHBEARER)."""
     identity_keys = ("sasl.", "ssl.certificate.location", "ssl.key.location")
     no_credentials = {k: v for k, v in secure_config.items() if not k.startswith(identity_keys)}
     no_credentials["security.protocol"] = "SSL"
@@ -85,6 +86,13 @@ def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, A
         principal = certificate_principal(Path(secure_config["ssl.certificate.location"]))
         certificate, key = foreign_client_identity(principal)
         wrong = {**no_credentials, "ssl.certificate.location": str(certificate), "ssl.key.location": str(key)}
+    elif secure_config.get("sasl.mechanism") == "OAUTHBEARER":
+        # A token that names the same principal but that no provider signed (librdkafka's unsecured JWT).
+        wrong = {
+            **{k: v for k, v in secure_config.items() if not k.startswith("sasl.oauthbearer.")},
+            "enable.sasl.oauthbearer.unsecure.jwt": True,
+            "sasl.oauthbearer.config": f"principal={secure_config['sasl.oauthbearer.client.id']}",
+        }
     else:
         wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
     return {"none": no_credentials, "wrong": wrong}
@@ -95,7 +103,7 @@ def authenticated_admin(config: Mapping[str, Any]) -> AdminClient:
     before any change, rather than as librdkafka's "Broker transport failure" halfway through one."""
     refused = login_error(config)
     if refused is not None:
-        user = config.get("sasl.username", "(no SASL user)")
+        user = config.get("sasl.username") or config.get("sasl.oauthbearer.client.id", "(no SASL user)")
         raise KafkaLoginError(
             f"the cluster at {config.get('bootstrap.servers')} did not accept the admin login as {user}: {refused}"
         )

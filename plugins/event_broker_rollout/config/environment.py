@@ -121,18 +121,35 @@ class Credentials(Strict):
     variable: Identifier | None = None
 
 
-class RegistryAuthentication(Strict):
+class OidcClients(Strict):
+    """Principals that log in at an OIDC provider with the client-credentials grant: the principal is the
+    client id, its secret comes from ``credentials``; ``ca_file`` is the CA that signed the provider's
+    HTTPS certificate (nothing else is trusted for it)."""
+
+    issuer: HttpsUrl
+    token_url: HttpsUrl
+    ca_file: ControllerPath
+    credentials: Credentials  # client secrets per principal (client id = principal)
+
+
+class RegistryAuthentication(OidcClients):
     """OIDC at the registry: every request carries a token the ``issuer`` signed for ``audience``, or
     HTTP basic with a principal's client id and secret, which the registry exchanges at the issuer (for
     tools that cannot fetch tokens). At the issuer the rollout's admin holds the registry's sr-admin
     role and each component sr-readonly: components read schemas, only the schemas stage registers."""
 
     kind: Literal["oidc"] = "oidc"
-    issuer: HttpsUrl
-    token_url: HttpsUrl
     audience: Identifier = "registry-api"
-    ca_file: ControllerPath  # the CA that signed the issuer's certificate
-    credentials: Credentials  # client secrets per principal (client id = principal)
+
+
+class OAuthBearer(OidcClients):
+    """SASL/OAUTHBEARER on the secure listener (KIP-768): clients fetch a token for ``audience`` from the
+    issuer; brokers verify its signature against ``jwks_url``, its issuer, audience and expiry, and take
+    the principal from ``principal_claim`` (``azp``: the client id, which the ACLs name)."""
+
+    jwks_url: HttpsUrl
+    audience: Identifier = "kafka"
+    principal_claim: Identifier = "azp"
 
 
 class SchemaRegistry(Strict):
@@ -207,18 +224,24 @@ class Security(Strict):
     registry_https_port: int = Field(default=8443, ge=1, le=65535)
     # scram: SASL/SCRAM-SHA-512 with passwords from ``credentials``; mtls: a client certificate per
     # principal (CN=<principal>) from the cluster CA, no password anywhere.
-    client_authentication: Literal["scram", "mtls"] = "scram"
+    # oauthbearer: a token per principal from the OIDC provider ``oauthbearer`` names (client credentials).
+    client_authentication: Literal["scram", "mtls", "oauthbearer"] = "scram"
     credentials: Credentials | None = None
+    oauthbearer: OAuthBearer | None = None
     admin_user: Principal = "admin"
     ldap: Ldap | None = None
     kerberos: Kerberos | None = None
     components: ProjectPath = "config/components.yaml"
 
     @model_validator(mode="after")
-    def passwords_for_scram(self) -> Security:
+    def mechanism_inputs_declared(self) -> Security:
         if self.client_authentication == "scram" and self.credentials is None:
             raise ValueError(
                 "credentials: required when client_authentication is scram (where the passwords come from)"
+            )
+        if self.client_authentication == "oauthbearer" and self.oauthbearer is None:
+            raise ValueError(
+                "oauthbearer: required when client_authentication is oauthbearer (the provider that issues tokens)"
             )
         return self
 

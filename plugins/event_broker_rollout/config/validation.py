@@ -328,6 +328,15 @@ def validate_environment(name_or_path: str) -> Validation:
     credentials_problems(
         environment.security.credentials, "security.credentials", env_file, users, validation
     )
+    if environment.security.oauthbearer is not None:
+        credentials_problems(
+            environment.security.oauthbearer.credentials,
+            "security.oauthbearer.credentials",
+            env_file,
+            users,
+            validation,
+            secret="client secret",
+        )
     if environment.schema_registry.authentication is not None:
         credentials_problems(
             environment.schema_registry.authentication.credentials,

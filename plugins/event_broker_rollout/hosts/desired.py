@@ -18,7 +18,14 @@ import jinja2
 
 from event_broker_rollout import paths
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile
-from event_broker_rollout.hosts.listeners import TLS_DIR, ListenerLayout, layout_for_phase, phase_index
+from event_broker_rollout.hosts.listeners import (
+    ALLOWED_URLS_PROPERTY,
+    OIDC_PROVIDER_CA,
+    TLS_DIR,
+    ListenerLayout,
+    layout_for_phase,
+    phase_index,
+)
 from event_broker_rollout.hosts.shell import command_line, double_quoted
 from event_broker_rollout.hosts.tls import node_material, trusted_ca_pem
 from event_broker_rollout.hosts.tls_policy import SERVER_CIPHER_SUITES
@@ -273,6 +280,16 @@ def desired_state(
             files.append(
                 ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user)
             )
+        oauthbearer = environment.security.oauthbearer if environment.security is not None else None
+        if oauthbearer is not None and "broker" in host.roles:
+            files.append(
+                ManagedFile(
+                    OIDC_PROVIDER_CA,
+                    trusted_ca_pem(oauthbearer.ca_file),
+                    owner=user,
+                    restarts=(KAFKA_SERVICE,),
+                )
+            )
         directories += [(d, user) for d in environment.kafka.data_dirs]
         restart = (KAFKA_SERVICE,)
         files += [
@@ -309,6 +326,10 @@ def desired_state(
                     config_dir=KAFKA_CONFIG_DIR,
                     log_dir=KAFKA_LOG_DIR,
                     java_home=java_home,
+                    allowed_urls=[oauthbearer.jwks_url]
+                    if oauthbearer is not None and "broker" in host.roles
+                    else [],
+                    allowed_urls_property=ALLOWED_URLS_PROPERTY,
                 ),
                 restarts=restart,
             ),

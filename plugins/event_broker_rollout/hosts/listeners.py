@@ -4,7 +4,7 @@ Each phase is one rolling restart, every node gated before the next:
 
     plaintext   -> clients on PLAINTEXT; the KRaft controller listener is TLS from the first start
                    (a quorum cannot change its listener's protocol one node at a time without losing it)
-    listeners   -> + SECURE (SASL_SSL, SCRAM-SHA-512 or mTLS) and INTERNAL (SSL, client certificates);
+    listeners   -> + SECURE (SASL_SSL with SCRAM-SHA-512 or OAUTHBEARER, or mTLS) and INTERNAL (SSL, client certificates);
                    SCRAM users are then created over INTERNAL (a node identity), never over PLAINTEXT
     interbroker -> brokers replicate over INTERNAL; StandardAuthorizer on, still allowing resources
                    without ACLs so plaintext clients keep working while ACLs are created
@@ -35,6 +35,11 @@ PHASES = ("plaintext", "listeners", "interbroker", "secured")
 TLS_DIR = "/etc/kafka/tls"
 KEYSTORE = f"{TLS_DIR}/node.pem"  # private key + certificate chain (PEM keystore)
 TRUSTSTORE = f"{TLS_DIR}/ca.crt"
+# The CA of the OIDC provider's HTTPS certificate: the brokers fetch its signing keys (JWKS) over it.
+OIDC_PROVIDER_CA = f"{TLS_DIR}/oidc-provider-ca.crt"
+# Kafka 4 fetches only the URLs this JVM property lists (none by default): the JWKS and nothing else.
+ALLOWED_URLS_PROPERTY = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
+BROKER_LOGIN_SUBJECT = "broker-unused-client-login"
 TLS_PROTOCOLS = "TLSv1.3,TLSv1.2"
 PRINCIPAL_RULES = f"RULE:^CN=([a-z0-9-]+)(,.*)?$/{NODE_PRINCIPAL_PREFIX}$1/,DEFAULT"
 # mTLS clients on the SECURE listener keep their certificate's CN as their principal (their ACLs name it).
@@ -73,7 +78,8 @@ def _tls_settings(prefix: str, client_auth: str) -> list[tuple[str, str]]:
 
 
 def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
-    """The client listener's authentication: SCRAM (default), mTLS, and the rendered LDAP/Kerberos options."""
+    """The client listener's authentication: SCRAM (default), mTLS, OAUTHBEARER, and the rendered LDAP/Kerberos
+    options."""
     security = environment.security
     assert security is not None
     if security.client_authentication == "mtls":
@@ -81,8 +87,10 @@ def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
             *_tls_settings("listener.name.secure.", "required"),
             ("listener.name.secure.ssl.principal.mapping.rules", CLIENT_CERTIFICATE_RULES),
         ]
-    mechanisms = ["SCRAM-SHA-512"]
     settings = _tls_settings("listener.name.secure.", "none")
+    if security.client_authentication == "oauthbearer":
+        return settings + oauthbearer_settings(environment)
+    mechanisms = ["SCRAM-SHA-512"]
     settings.append(
         (
             "listener.name.secure.scram-sha-512.sasl.jaas.config",
@@ -114,6 +122,33 @@ def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
         ]
     settings.append(("listener.name.secure.sasl.enabled.mechanisms", ",".join(mechanisms)))
     return settings
+
+
+def oauthbearer_settings(environment: Environment) -> list[tuple[str, str]]:
+    """OAUTHBEARER only on the secure listener: a token's signature is checked against the provider's
+    JWKS (fetched over HTTPS that only the provider's CA verifies), then its issuer, audience and expiry;
+    the principal is the claim that names the client."""
+    assert environment.security is not None and environment.security.oauthbearer is not None
+    oauthbearer = environment.security.oauthbearer
+    return [
+        ("listener.name.secure.sasl.enabled.mechanisms", "OAUTHBEARER"),
+        (
+            "listener.name.secure.oauthbearer.sasl.jaas.config",
+            # The login module also logs the broker itself in as a client; brokers talk over INTERNAL
+            # (certificates), so that token is never sent: an unsigned local one satisfies the module.
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+            f'unsecuredLoginStringClaim_sub="{BROKER_LOGIN_SUBJECT}" '
+            f'ssl.truststore.type="PEM" ssl.truststore.location="{OIDC_PROVIDER_CA}";',
+        ),
+        (
+            "listener.name.secure.oauthbearer.sasl.server.callback.handler.class",
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+        ),
+        ("sasl.oauthbearer.jwks.endpoint.url", oauthbearer.jwks_url),
+        ("sasl.oauthbearer.expected.issuer", oauthbearer.issuer),
+        ("sasl.oauthbearer.expected.audience", oauthbearer.audience),
+        ("sasl.oauthbearer.sub.claim.name", oauthbearer.principal_claim),
+    ]
 
 
 def layout_for_phase(environment: Environment, host: Host, phase: str) -> ListenerLayout:

@@ -486,8 +486,11 @@ def tls_material_checks(host: Host, environment: Environment, now: datetime) -> 
 def security_prerequisite_checks(host: Host, environment: Environment, now: datetime) -> list[Result]:
     """TLS material and authentication prerequisites the environment names, checked on the Airflow side
     (so they run whether or not the host answers)."""
-    if environment.security is not None and environment.security.client_authentication == "mtls":
+    mechanism = environment.security.client_authentication if environment.security is not None else None
+    if mechanism == "mtls":
         return tls_material_checks(host, environment, now)  # client certificates: client_identity_checks
+    if mechanism == "oauthbearer":
+        return tls_material_checks(host, environment, now)  # the provider: sec.kafka.oidc_provider*
     return [
         *tls_material_checks(host, environment, now),
         _skipped(

@@ -186,16 +186,17 @@ def listener_checks(
 
 def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
     """No identity and a wrong one are both refused by the secure listener: with SCRAM a wrong password,
-    with mTLS a certificate for the same principal from another CA."""
+    with mTLS a certificate for the same principal from another CA, with OAUTHBEARER an unsigned token."""
     refuse = health.clients_to_refuse(secure_config)
     errors = in_parallel(
         ["none", "wrong"], lambda which: health.login_error(refuse[which], expect_refusal=True)
     )
-    wrong = (
-        ("auth.foreign_certificate_refused", "a client certificate from another CA")
-        if secure_config.get("security.protocol") == "SSL"
-        else ("auth.wrong_password_refused", "a client with a wrong password")
-    )
+    if secure_config.get("security.protocol") == "SSL":
+        wrong = ("auth.foreign_certificate_refused", "a client certificate from another CA")
+    elif secure_config.get("sasl.mechanism") == "OAUTHBEARER":
+        wrong = ("auth.unsigned_token_refused", "a token naming the same principal that no provider signed")
+    else:
+        wrong = ("auth.wrong_password_refused", "a client with a wrong password")
     results = []
     for check_id, error, label in (
         ("auth.no_credentials_refused", errors["none"], "a client with no credentials"),

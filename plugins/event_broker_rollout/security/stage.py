@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import paths
-from event_broker_rollout.cluster import clients, health
-from event_broker_rollout.cluster.credentials import load_credentials
+from event_broker_rollout.cluster import clients, health, oidc
+from event_broker_rollout.cluster.credentials import (
+    CredentialsError,
+    load_credentials,
+    load_oauth_secrets,
+    password_for,
+)
 from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.components import (
     CANARY_PRINCIPAL,
@@ -144,7 +149,8 @@ def admin(environment: Environment, phase: str) -> Any:
 
 def ensure_client_identities(environment: Environment) -> Step:
     """Every principal's identity for the secure listener: SCRAM users (admin, components, canary, the
-    no-grants probe) or, with mTLS, a client certificate each and no SCRAM user left. SCRAM changes go over
+    no-grants probe) or, with mTLS, a client certificate each, or with OAUTHBEARER a token each from the
+    provider; no SCRAM user is left under either of those. SCRAM changes go over
     the brokers' INTERNAL listener (TLS, a node certificate as the identity), never over PLAINTEXT: a
     SCRAM upsert carries the salted password, enough to log in as that user."""
     assert environment.security is not None
@@ -154,8 +160,12 @@ def ensure_client_identities(environment: Environment) -> Step:
         raise RemoteError(
             f"client identities are managed over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
         )
-    if environment.security.client_authentication == "mtls":
-        results = [client_certificate(environment, user) for user in users]
+    mechanism = environment.security.client_authentication
+    if mechanism in ("mtls", "oauthbearer"):
+        if mechanism == "mtls":
+            results = [client_certificate(environment, user) for user in users]
+        else:
+            results = token_checks(environment, users)
         require_client_authentication_in_place(environment)  # never strand SCRAM clients
         results += access.remove_scram_users(clients.node_admin_config(environment))
         return Step.of(results)
@@ -181,6 +191,41 @@ def client_certificate(environment: Environment, principal: str) -> Result:
         message=("issued" if identity.issued else "valid") + f" client certificate CN={principal}",
         observed={"not_after": identity.not_after.isoformat()},
     )
+
+
+def token_checks(environment: Environment, principals: Sequence[str]) -> list[Result]:
+    """OAUTHBEARER: the provider issues each principal a token that names it and is meant for the
+    cluster (the identities live at the provider; the stage creates none, it proves they are usable)."""
+    assert environment.security is not None and environment.security.oauthbearer is not None
+    provider = environment.security.oauthbearer
+    secrets = load_oauth_secrets(environment)
+
+    def token_for(principal: str) -> Result:
+        expected = {"principal": principal, "issuer": provider.issuer, "audience": provider.audience}
+        try:
+            claims = oidc.unverified_claims(
+                oidc.fetch_token(provider, principal, password_for(secrets, principal))
+            )
+        except (oidc.TokenRefused, CredentialsError) as refused:
+            return check(
+                f"identity.oidc_token[{principal}]",
+                False,
+                observed=str(refused),
+                expected=expected,
+                message=f"the provider refused {principal} a token",
+            )
+        observed = oidc.token_evidence(claims, provider.principal_claim)
+        return check(
+            f"identity.oidc_token[{principal}]",
+            observed["principal"] == principal
+            and observed["issuer"] == provider.issuer
+            and provider.audience in observed["audience"],
+            observed=observed,
+            expected=expected,
+            message=f"the provider issues {principal} a token for the cluster",
+        )
+
+    return list(in_parallel(list(principals), token_for).values())
 
 
 def ensure_acls_and_quotas(environment: Environment) -> Step:
