@@ -262,7 +262,7 @@ def access_token(client: str) -> str:
 
 
 def registry_secrets() -> dict[str, str]:
-    return json.loads((LAB_STATE / "secrets" / "registry-clients.json").read_text())
+    return json.loads((LAB_STATE / "secrets" / "oidc-clients.json").read_text())
 
 
 def test_registry_refuses_strangers_and_read_only_writers(mtls_rollout) -> None:

@@ -1,0 +1,230 @@
+"""A whole rollout whose Kafka clients authenticate with OAUTHBEARER tokens from the lab's OIDC provider
+(Keycloak), on a third lab cluster whose registry authenticates through the same provider.
+
+`lab-oauth` is lab7..9 with its own CA: every stage runs as operators run it, then compliance
+re-verifies it. From outside, kcat and a plain confluent-kafka client show what the secure listener
+accepts and refuses: the admin's token is let in; no token, a token that no provider signed, a token
+minted for another audience and an expired one are refused; a right token without grants is refused on
+a PHI topic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from event_broker_devtools.lab_idp import OTHER_APPLICATION, SHORT_LIVED_CLIENT
+from event_broker_rollout.cluster import oidc
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
+from event_broker_rollout.config.environment import load_environment
+from event_broker_rollout.hosts.secret_files import write_secret
+from tests.conftest import LAB_STATE, REPO, lab_ssh, needs_root, run_stage
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
+
+ENVIRONMENT = "lab-oauth"
+STAGES = ("preflight", "infrastructure", "security", "schemas", "integration", "compliance")
+GATED = ("infrastructure", "security")  # the stages with health gates: a short settle keeps the suite fast
+KCAT = str(REPO / "lab" / "bin" / "kcat")
+CLUSTER_CA = LAB_STATE / "ca-oauth" / "ca.crt"
+PROVIDER_CA = LAB_STATE / "idp" / "ca.crt"
+BOOTSTRAP = "10.77.0.17:9094"
+PHI_TOPIC = "healthcare.patient.upserted.v1"
+HOSTS = ("10.77.0.17", "10.77.0.18", "10.77.0.19")
+# Kafka accepts a token up to this long after it expired (sasl.oauthbearer.clock.skew.seconds' default).
+BROKER_CLOCK_SKEW_S = 30
+
+
+def client_secrets() -> dict[str, str]:
+    return json.loads((LAB_STATE / "secrets" / "oidc-clients.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def oauth_rollout(lab_hosts) -> Iterator[dict]:
+    """lab7..9 up beside the main lab, every stage run onto them in order; their services stopped after.
+    A short-lived token is fetched first: by the time the tests present it, it has long expired."""
+    subprocess.run(
+        ["bash", str(REPO / "lab" / "lab.sh"), "up", "9"], check=True, capture_output=True, timeout=180
+    )
+    for module, argument in (("lab_connections", "lab"), ("lab_idp", "up")):
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", f"event_broker_devtools.{module}", argument],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            timeout=300,
+        )
+    provider = load_environment(ENVIRONMENT).security.oauthbearer
+    expiring = oidc.fetch_token(provider, SHORT_LIVED_CLIENT, client_secrets()[SHORT_LIVED_CLIENT])
+    reports: dict[str, dict] = {}
+    try:
+        for stage in STAGES:
+            conf: dict = {"environment": ENVIRONMENT}
+            if stage in GATED:
+                conf["gate_settle_seconds"] = 5
+            proc, report = run_stage(stage, conf)
+            assert proc.returncode == 0, f"{stage}: " + proc.stdout[-4000:] + proc.stderr[-2000:]
+            assert report is not None, stage
+            reports[stage] = report
+        yield {"reports": reports, "expired_token": expiring}
+    finally:
+        # All nodes at once: stopped one by one, the last would wait for a controller quorum that is gone.
+        with ThreadPoolExecutor(len(HOSTS)) as pool:
+            list(pool.map(stop_services, HOSTS))
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "event_broker_devtools.lab_idp", "down"],
+            check=False,
+            capture_output=True,
+            cwd=REPO,
+            timeout=120,
+        )
+
+
+def stop_services(address: str) -> None:
+    services = ["schema-registry", "kafka"] if address == HOSTS[0] else ["kafka"]
+    for service in services:
+        lab_ssh(address, f"/opt/event-broker/bin/ebr-service stop {service}", timeout=240)
+
+
+def results_by_id(report: dict) -> dict[str, dict]:
+    return {result["id"]: result for result in report["results"]}
+
+
+def kcat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [KCAT, "-b", BOOTSTRAP, "-X", f"ssl.ca.location={CLUSTER_CA}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def oidc_client(principal: str, directory: Path) -> list[str]:
+    """kcat's settings for ``principal`` fetching its own token: in a 0600 file (``-F``), so its client
+    secret never appears in the process list."""
+    settings = directory / f"{principal}.properties"
+    write_secret(
+        settings,
+        "\n".join(
+            [
+                "security.protocol=SASL_SSL",
+                "sasl.mechanism=OAUTHBEARER",
+                "sasl.oauthbearer.method=oidc",
+                "sasl.oauthbearer.token.endpoint.url="
+                "https://10.77.0.2:8443/realms/event-broker/protocol/openid-connect/token",
+                f"https.ca.location={PROVIDER_CA}",
+                f"sasl.oauthbearer.client.id={principal}",
+                f"sasl.oauthbearer.client.secret={client_secrets()[principal]}",
+                "",
+            ]
+        ),
+    )
+    return ["-F", str(settings)]
+
+
+def test_every_stage_passed_with_tokens_and_the_migration_lost_nothing(oauth_rollout):
+    reports = oauth_rollout["reports"]
+    for stage, report in reports.items():
+        assert report["status"] == "passed", stage
+    security = results_by_id(reports["security"])
+    migration = reports["security"]["summary"]["migration"]
+    assert migration["produced"] > 0 and (migration["lost"], migration["duplicated"]) == (0, 0)
+    principals = ["admin", *components_of(load_environment(ENVIRONMENT)).principals()]
+    for principal in principals:
+        token = security[f"identity.oidc_token[{principal}]"]
+        assert token["status"] == "pass", token
+        assert token["observed"]["principal"] == principal and "kafka" in token["observed"]["audience"]
+    for probe in (
+        "auth.no_credentials_refused",
+        "auth.unsigned_token_refused",
+        "authz.no_grants_refused_on_phi",
+    ):
+        assert security[probe]["status"] == "pass", security[probe]
+    assert security["auth.scram_users_approved"]["observed"] == []  # no password logs anyone in
+    preflight = [r for r in reports["preflight"]["results"] if r["id"].startswith("sec.kafka.oidc_provider")]
+    assert len(preflight) == 1 + len(HOSTS) and all(r["status"] == "pass" for r in preflight), preflight
+
+
+def test_components_keep_their_contracts_with_their_tokens(oauth_rollout):
+    reports = oauth_rollout["reports"]
+    contracts = [r for r in reports["integration"]["results"] if r["id"].startswith("contract.")]
+    assert contracts and all(r["status"] == "pass" for r in contracts), [
+        (r["id"], r["status"]) for r in contracts if r["status"] != "pass"
+    ]
+    compliance = results_by_id(reports["compliance"])
+    for check_id in ("compliance.auth.required", "compliance.registry.authentication"):
+        assert compliance[check_id]["status"] == "pass", compliance[check_id]
+
+
+def test_the_admins_token_is_let_in_from_outside(oauth_rollout, tmp_path):
+    listed = kcat(*oidc_client("admin", tmp_path), "-L", "-m", "10")
+    assert listed.returncode == 0, listed.stderr
+    assert "3 brokers" in listed.stdout
+    assert client_secrets()["admin"] not in listed.stdout + listed.stderr
+
+
+def test_no_token_and_an_unsigned_one_are_refused(oauth_rollout):
+    anonymous = kcat("-X", "security.protocol=SSL", "-L", "-m", "5")
+    assert anonymous.returncode != 0
+    assert "connection closed by peer" in anonymous.stderr
+    # A token naming the admin, a super user, that no provider signed (librdkafka's unsecured JWT).
+    unsigned = kcat(
+        *("-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=OAUTHBEARER"),
+        *("-X", "enable.sasl.oauthbearer.unsecure.jwt=true", "-X", "sasl.oauthbearer.config=principal=admin"),
+        *("-L", "-m", "5"),
+    )
+    assert unsigned.returncode != 0
+    assert "SASL authentication error" in unsigned.stderr and "invalid_token" in unsigned.stderr
+
+
+def test_a_token_minted_for_another_audience_is_refused(oauth_rollout, tmp_path):
+    """Another application of the same realm gets tokens from the same provider, signed by the same
+    key; they are not meant for the cluster, and the brokers' audience check refuses them."""
+    other = kcat(*oidc_client(OTHER_APPLICATION, tmp_path), "-L", "-m", "5")
+    assert other.returncode != 0
+    assert "SASL authentication error" in other.stderr and "invalid_token" in other.stderr
+
+
+def test_an_expired_token_is_refused(oauth_rollout):
+    """A genuine token for the cluster, presented after it expired (and after the brokers' clock-skew
+    allowance), by a client that claims it is still valid."""
+    token = oauth_rollout["expired_token"]
+    claims = oidc.unverified_claims(token)
+    assert "kafka" in oidc.audiences(claims)
+    assert claims["exp"] + BROKER_CLOCK_SKEW_S < time.time()
+    errors: list[KafkaError] = []
+    admin = AdminClient(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(CLUSTER_CA),
+            "sasl.mechanism": "OAUTHBEARER",
+            "oauth_cb": lambda _config: (token, time.time() + 300),
+            "error_cb": errors.append,
+        }
+    )
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=10)
+    admin.poll(1)
+    refusals = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+    assert refusals and "invalid_token" in refusals[0].str(), errors
+
+
+def test_the_right_token_without_grants_is_refused_on_a_phi_topic(oauth_rollout, tmp_path):
+    probe = oidc_client(PROBE_PRINCIPAL, tmp_path)
+    produced = kcat(*probe, "-P", "-t", PHI_TOPIC, stdin="authorization probe\n")
+    assert produced.returncode != 0
+    assert "Topic authorization failed" in produced.stderr
+    read = kcat(*probe, "-C", "-t", PHI_TOPIC, "-o", "beginning", "-e", "-c", "1")
+    assert read.returncode != 0
+    assert "authorization failed" in read.stderr.lower()
