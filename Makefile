@@ -129,9 +129,11 @@ test-integration: setup ## integration and end-to-end tests against the real lab
 
 # Order matters for the lab: its own test first (it ends with the lab down), then the stages in rollout order,
 # then the rollout on the Celery stack (PostgreSQL, two workers) on the rolled-out lab.
-# The mTLS cluster's rollout runs before the controller's, whose last test scans every report for secrets.
+# The mTLS and OAUTHBEARER clusters' rollouts run before the controller's, whose last test scans every
+# report for secrets.
 E2E_ORDER := $(foreach s,infrastructure security schemas integration,$(wildcard tests/e2e/test_$(s)_stage.py)) \
-	$(wildcard tests/e2e/test_mtls_rollout.py) $(wildcard tests/e2e/test_rollout_stage.py) \
+	$(wildcard tests/e2e/test_mtls_rollout.py) $(wildcard tests/e2e/test_oauthbearer_rollout.py) \
+	$(wildcard tests/e2e/test_rollout_stage.py) \
 	$(wildcard tests/e2e/test_celery_stack.py)
 # The fault scenarios that fit the suite's time budget (about 4 min on the already secured lab); the
 # rest (broker kills, a full disk, Airflow killed, the security migration) run in `make faults`.
@@ -142,7 +144,7 @@ TEST_ORDER := tests/unit tests/integration/test_lab.py tests/integration $(E2E_O
 
 test: setup lint ## every test: lint, unit, integration, end-to-end, the quick fault scenarios
 	@mkdir -p test-artifacts
-	$(call pytest,$(TEST_ORDER) -q,EBR_FAULT_RESULTS_DIR=test-artifacts)
+	$(call pytest,$(TEST_ORDER) -q --durations=25,EBR_FAULT_RESULTS_DIR=test-artifacts)
 
 clean: airflow-down lab-down ## remove generated state (keeps the download cache)
 	@$(MAKE) -s airflow-down EXECUTOR=celery

@@ -56,6 +56,7 @@ NETNS = "ebr-idp"
 VETH = "ebrvidp"
 BRIDGE = "ebrlab0"
 ADDRESS = "10.77.0.2"
+MAC = "02:eb:00:00:00:02"  # beside the bridge's 02:eb:00:00:00:01; the hosts' are 02:eb:00:00:01:<n>
 PREFIX_LENGTH = 24
 PORT = 8443
 MANAGEMENT_PORT = 9000
@@ -101,6 +102,9 @@ def ensure_network() -> None:
         _run(_in_netns(["ip", "link", "del", "eth0"]), check=False)
         _run(["ip", "link", "add", VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS])
     _run(["ip", "link", "set", VETH, "master", BRIDGE, "up"])
+    # A fixed MAC, as the lab's hosts have: a provider started again keeps its address valid in the hosts'
+    # neighbour caches (a new random MAC would leave them sending to the old one until the entry expires).
+    _run(_in_netns(["ip", "link", "set", "eth0", "address", MAC]))
     addresses = _run(_in_netns(["ip", "-o", "addr", "show", "dev", "eth0"])).stdout
     if f" {ADDRESS}/" not in addresses:
         _run(_in_netns(["ip", "addr", "add", f"{ADDRESS}/{PREFIX_LENGTH}", "dev", "eth0"]))

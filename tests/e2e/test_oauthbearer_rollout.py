@@ -164,6 +164,11 @@ def test_components_keep_their_contracts_with_their_tokens(oauth_rollout):
     compliance = results_by_id(reports["compliance"])
     for check_id in ("compliance.auth.required", "compliance.registry.authentication"):
         assert compliance[check_id]["status"] == "pass", compliance[check_id]
+    validation = [
+        r for r in reports["compliance"]["results"] if r["id"] == "compliance.auth.token-validation"
+    ]
+    assert len(validation) == len(HOSTS) and all(r["status"] == "pass" for r in validation), validation
+    assert all(r["observed"]["sasl.oauthbearer.expected.audience"] == "kafka" for r in validation)
 
 
 def test_the_admins_token_is_let_in_from_outside(oauth_rollout, tmp_path):

@@ -146,6 +146,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
             "allow.everyone.if.no.acl.found": "false",
             "super.users": "User:node-lab1;User:admin",
             "ssl.principal.mapping.rules": PRINCIPAL_RULES,
+            "sasl.oauthbearer.expected.audience": "kafka",
         },
     )
     files = applicable_files(policy, ["controller", "broker"], "apicurio")
@@ -163,6 +164,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
         *checks_access.deny_by_default(policy, host),
         *checks_access.super_users(policy, host, ["User:node-lab1", "User:admin"]),
         *checks_access.node_principals(policy, host, PRINCIPAL_RULES),
+        *checks_access.token_validation(policy, host, {"sasl.oauthbearer.expected.audience": "kafka"}),
         *checks_access.acl_checks(policy, Acls(entries), declared, approved, protected),
         *checks_access.no_grants_refused(
             policy, [NoGrantsProbe("ebr-probe", topic, "TOPIC_AUTHORIZATION_FAILED") for topic in protected]

@@ -14,9 +14,14 @@ import pytest
 from event_broker_devtools import lab_idp
 from event_broker_rollout.cluster import clients, health, oidc
 from event_broker_rollout.cluster.credentials import CredentialsError
+from event_broker_rollout.compliance import checks_access, facts
+from event_broker_rollout.compliance.facts import HostFacts
+from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Environment, load_environment, load_sizing_profiles
+from event_broker_rollout.config.policy import load_policy
 from event_broker_rollout.config.validation import validate_environment
+from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.hosts import desired, listeners
 from event_broker_rollout.hosts.secret_files import write_secret
 
@@ -174,3 +179,23 @@ def test_the_lab_provider_mints_the_clusters_audience_and_a_short_lived_client(t
     )
     with pytest.raises(RuntimeError, match="one client secrets file"):
         lab_idp.realm([environments[1].model_copy(update={"security": split})])
+
+
+def test_compliance_finds_a_broker_that_stopped_checking_the_audience(oauth):
+    policy = load_policy(load_catalog(), load_policies())
+    profile = load_sizing_profiles()[oauth.sizing_profile]
+    state = desired.desired_state(oauth, oauth.brokers[0], oauth.sizing_profile, profile, "secured")
+    properties = {m.path: m.content for m in state.files}["/etc/kafka/server.properties"]
+    rendered = dict(
+        line.split("=", 1) for line in properties.splitlines() if "=" in line and not line.startswith("#")
+    )
+    declared = {
+        k: v for k, v in listeners.oauthbearer_settings(oauth) if k in facts.TOKEN_VALIDATION_SETTINGS
+    }
+    as_rendered = HostFacts("lab7", settings={k: rendered[k] for k in facts.TOKEN_VALIDATION_SETTINGS})
+    (result,) = checks_access.token_validation(policy, as_rendered, declared)
+    assert result.status is Status.PASS, result
+    drifted = {k: v for k, v in as_rendered.settings.items() if k != "sasl.oauthbearer.expected.audience"}
+    (result,) = checks_access.token_validation(policy, HostFacts("lab7", settings=drifted), declared)
+    assert result.status is Status.FAIL and "sasl.oauthbearer.expected.audience" in result.message
+    assert result.observed["sasl.oauthbearer.expected.audience"] == "not set"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from event_broker_rollout.compliance.checks import (
     GRANTING_OPERATIONS,
@@ -201,6 +201,30 @@ def node_principals(policy: CompliancePolicy, host: HostFacts, expected_rules: s
                 if value == expected_rules
                 else "do not map to principals of their own"
             ),
+        )
+    ]
+
+
+def token_validation(policy: CompliancePolicy, host: HostFacts, expected: Mapping[str, str]) -> list[Result]:
+    """Under OAUTHBEARER the broker verifies tokens as declared: OAUTHBEARER alone on the secure listener,
+    the signature against the provider's keys, the issuer, the audience, the principal's claim."""
+    findings = Findings(policy)
+    check_id = "compliance.auth.token-validation"
+    if host.error:
+        return [findings.unverified(check_id, host.error, host=host.host)]
+    observed = {key: host.settings.get(key, "not set") for key in expected}
+    differ = sorted(key for key in expected if observed[key] != expected[key])
+    return [
+        findings.result(
+            check_id,
+            not differ,
+            host=host.host,
+            target="OAUTHBEARER token validation",
+            observed=observed,
+            expected=dict(expected),
+            message="tokens verified as declared"
+            if not differ
+            else f"token validation differs: {', '.join(differ)}",
         )
     ]
 

@@ -57,7 +57,22 @@ BROKER_SETTINGS = (
     "authorizer.class.name",
     "auto.create.topics.enable",
 )
-AUTHORIZER_SETTINGS = ("allow.everyone.if.no.acl.found", "super.users", "ssl.principal.mapping.rules")
+# What a broker verifies in an OAUTHBEARER token (without an expected audience it takes any token the
+# provider signed, for any application).
+TOKEN_VALIDATION_SETTINGS = (
+    "listener.name.secure.sasl.enabled.mechanisms",
+    "listener.name.secure.oauthbearer.sasl.server.callback.handler.class",
+    "sasl.oauthbearer.jwks.endpoint.url",
+    "sasl.oauthbearer.expected.issuer",
+    "sasl.oauthbearer.expected.audience",
+    "sasl.oauthbearer.sub.claim.name",
+)
+AUTHORIZER_SETTINGS = (
+    "allow.everyone.if.no.acl.found",
+    "super.users",
+    "ssl.principal.mapping.rules",
+    *TOKEN_VALIDATION_SETTINGS,
+)
 SERVER_PROPERTIES = "/etc/kafka/server.properties"
 
 
@@ -541,7 +556,9 @@ class HostFacts:
     host: str
     files: Mapping[str, FileStat | None] = field(default_factory=dict)  # None: absent
     password_settings: Mapping[str, int] = field(default_factory=dict)  # file -> lines setting a password
-    settings: Mapping[str, str] = field(default_factory=dict)  # authorizer settings of server.properties
+    settings: Mapping[str, str] = field(
+        default_factory=dict
+    )  # authorizer and token settings of server.properties
     error: str | None = None
 
 

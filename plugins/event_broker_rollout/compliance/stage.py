@@ -35,7 +35,7 @@ from event_broker_rollout.config.policy import (
 )
 from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step
-from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, super_users
+from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, oauthbearer_settings, super_users
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.tls import TlsMaterialError
 from event_broker_rollout.resources import access
@@ -208,6 +208,14 @@ def host(environment: Environment, host_name: str) -> Step:
             *checks_access.super_users(policy, observed, super_users(environment)),
             *checks_access.node_principals(policy, observed, PRINCIPAL_RULES),
         ]
+    security = environment.security
+    if "broker" in target.roles and security is not None and security.client_authentication == "oauthbearer":
+        declared = {
+            key: value
+            for key, value in oauthbearer_settings(environment)
+            if key in facts.TOKEN_VALIDATION_SETTINGS
+        }
+        results += checks_access.token_validation(policy, observed, declared)
     return Step.of(results)
 
 

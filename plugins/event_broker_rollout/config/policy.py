@@ -42,6 +42,7 @@ CHECK_IDS = (
     "compliance.auth.required",
     "compliance.auth.scram-users-approved",
     "compliance.auth.client-certificates",
+    "compliance.auth.token-validation",
     "compliance.authz.authorizer-enabled",
     "compliance.authz.deny-by-default",
     "compliance.authz.super-users",
