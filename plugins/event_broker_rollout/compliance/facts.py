@@ -556,9 +556,8 @@ class HostFacts:
     host: str
     files: Mapping[str, FileStat | None] = field(default_factory=dict)  # None: absent
     password_settings: Mapping[str, int] = field(default_factory=dict)  # file -> lines setting a password
-    settings: Mapping[str, str] = field(
-        default_factory=dict
-    )  # authorizer and token settings of server.properties
+    # the authorizer's and the token validation's settings in server.properties
+    settings: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
 
 

@@ -280,8 +280,10 @@ def desired_state(
             files.append(
                 ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user)
             )
+        # A broker that verifies OAUTHBEARER tokens fetches the provider's keys over the provider's CA.
         oauthbearer = environment.security.oauthbearer if environment.security is not None else None
-        if oauthbearer is not None and "broker" in host.roles:
+        jwks_urls = [oauthbearer.jwks_url] if oauthbearer is not None and "broker" in host.roles else []
+        if oauthbearer is not None and jwks_urls:
             files.append(
                 ManagedFile(
                     OIDC_PROVIDER_CA,
@@ -326,9 +328,7 @@ def desired_state(
                     config_dir=KAFKA_CONFIG_DIR,
                     log_dir=KAFKA_LOG_DIR,
                     java_home=java_home,
-                    allowed_urls=[oauthbearer.jwks_url]
-                    if oauthbearer is not None and "broker" in host.roles
-                    else [],
+                    allowed_urls=jwks_urls,
                     allowed_urls_property=ALLOWED_URLS_PROPERTY,
                 ),
                 restarts=restart,
