@@ -46,7 +46,7 @@ def test_the_gate(environment, monkeypatch):
 
 def test_the_compliance_probe(environment, monkeypatch):
     asked = []
-    monkeypatch.setattr(facts, "http_status", lambda url, ca: (asked.append(url), (200, None))[1])
+    monkeypatch.setattr(facts, "status_of", lambda url, ca: (asked.append(url), (200, None))[1])
     monkeypatch.setattr(facts, "SchemaRegistryClient", lambda config: asked.append(config["url"]))
     facts.registry(environment, "/nonexistent/ca.crt", [])
     assert asked[0] == f"https://10.77.0.11:8443{expected_suffix(environment)}/subjects"

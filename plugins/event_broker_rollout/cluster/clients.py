@@ -174,25 +174,44 @@ def basic_authorization(principal: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{principal}:{secret}".encode()).decode()}
 
 
+def registry_logins(
+    environment: Environment, phase: str, principals: Iterable[str]
+) -> dict[str, tuple[str, str] | None]:
+    """Each principal's login at the registry (client id, secret), the secrets read once; None for all
+    where the registry does not authenticate (yet)."""
+    if not registry_authenticates(environment, phase):
+        return dict.fromkeys(principals)
+    secrets = load_registry_secrets(environment)
+    return {who: (who, password_for(secrets, who)) for who in principals}
+
+
+def _admin(environment: Environment) -> str:
+    return environment.security.admin_user if environment.security is not None else ""
+
+
 def registry_headers(environment: Environment, phase: str) -> dict[str, str]:
     """The admin's login for a plain HTTP request to the registry, where it authenticates."""
-    if not registry_authenticates(environment, phase):
-        return {}
-    assert environment.security is not None
-    admin = environment.security.admin_user
-    return basic_authorization(admin, password_for(load_registry_secrets(environment), admin))
+    login = registry_logins(environment, phase, [_admin(environment)])[_admin(environment)]
+    return basic_authorization(*login) if login else {}
+
+
+def registry_configs(
+    environment: Environment, phase: str, principals: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """``SchemaRegistryClient`` settings per principal: the Confluent-compatible API, over HTTPS once
+    secured, and where the registry authenticates HTTP basic with the principal's client id and secret,
+    which the registry exchanges for a token at the OIDC provider."""
+    base = registry_base_url(environment, phase)
+    common: dict[str, Any] = {"url": registry_api_url(environment, base)}
+    if base.startswith("https"):
+        common["ssl.ca.location"] = ca_file(environment)
+    return {
+        who: {**common, **({"basic.auth.user.info": ":".join(login)} if login else {})}
+        for who, login in registry_logins(environment, phase, principals).items()
+    }
 
 
 def registry_config(environment: Environment, phase: str, principal: str | None = None) -> dict[str, Any]:
-    """``SchemaRegistryClient`` settings: the Confluent-compatible API, over HTTPS once secured, as
-    ``principal`` (default: the rollout's admin) where the registry authenticates: HTTP basic with the
-    principal's client id and secret, which the registry exchanges for a token at the OIDC provider."""
-    base = registry_base_url(environment, phase)
-    config: dict[str, Any] = {"url": registry_api_url(environment, base)}
-    if base.startswith("https"):
-        config["ssl.ca.location"] = ca_file(environment)
-    if registry_authenticates(environment, phase):
-        assert environment.security is not None
-        who = principal or environment.security.admin_user
-        config["basic.auth.user.info"] = f"{who}:{password_for(load_registry_secrets(environment), who)}"
-    return config
+    """``registry_configs`` of one principal (default: the rollout's admin)."""
+    who = principal or _admin(environment)
+    return registry_configs(environment, phase, [who])[who]

@@ -13,8 +13,6 @@ import datetime as dt
 import os
 import ssl
 import stat
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from event_broker_rollout.cluster import clients, health
+from event_broker_rollout.cluster.http_status import status_of
 from event_broker_rollout.config.environment import Environment, Host
 from event_broker_rollout.config.policy import HostFile
 from event_broker_rollout.hosts.fleet import describe_quorum
@@ -514,25 +513,14 @@ class Registry:
     subjects: tuple[SubjectPlan, ...] = ()
 
 
-def http_status(url: str, ca_file: str | None) -> tuple[int | None, str | None]:
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-    try:
-        with urllib.request.urlopen(url, timeout=5, context=context) as response:
-            return response.status, None
-    except urllib.error.HTTPError as error:
-        return error.code, None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return None, str(getattr(error, "reason", error))
-
-
 def registry(environment: Environment, ca_file: str, subjects: Iterable[SubjectSchema]) -> Registry:
     assert environment.security is not None
     host = environment.registries[0]
     base = clients.registry_api_url(
         environment, f"https://{host.address}:{environment.security.registry_https_port}"
     )
-    status, error = http_status(f"{base}/subjects", ca_file)
-    plain, _ = http_status(f"http://{host.address}:{environment.schema_registry.port}/", None)
+    status, error = status_of(f"{base}/subjects", ca_file)
+    plain, _ = status_of(f"http://{host.address}:{environment.schema_registry.port}/", None)
     # the catalog's subjects are read as the rollout's admin where the registry authenticates
     client = SchemaRegistryClient(
         {**clients.registry_config(environment, "secured"), "url": base, "ssl.ca.location": ca_file}

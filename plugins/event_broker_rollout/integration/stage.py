@@ -38,7 +38,8 @@ def verify_contracts(environment: Environment, run_id: str) -> Step:
     probe = Component(name=PROBE_PRINCIPAL, principal=PROBE_PRINCIPAL)
     everyone = [*components.components, probe]
     # each principal reads schemas with its own registry login too (sr-readonly where it authenticates)
-    registries = {c.name: clients.registry_config(environment, phase, c.principal) for c in everyone}
+    logins = clients.registry_configs(environment, phase, {c.principal for c in everyone})
+    registries = {c.name: logins[c.principal] for c in everyone}
 
     def verify(component: Component, timeout: float) -> list[Result]:
         return contracts.verify_contract(

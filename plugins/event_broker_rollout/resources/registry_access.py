@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from event_broker_rollout.cluster import clients
-from event_broker_rollout.cluster.credentials import load_registry_secrets, password_for
+from event_broker_rollout.cluster.http_status import status_of
 from event_broker_rollout.config.components import PROBE_PRINCIPAL
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.results import Result, check
@@ -48,16 +45,7 @@ def request(
     headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"} if body is not None else {}
     if user is not None:
         headers.update(clients.basic_authorization(*user))
-    try:
-        call = urllib.request.Request(url, data=body, method=method, headers=headers)
-        with urllib.request.urlopen(
-            call, timeout=TIMEOUT_S, context=ssl.create_default_context(cafile=ca_file)
-        ):
-            return Answer(200)
-    except urllib.error.HTTPError as error:
-        return Answer(error.code)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return Answer(None, str(getattr(error, "reason", error)))
+    return Answer(*status_of(url, ca_file, method=method, body=body, headers=headers, timeout=TIMEOUT_S))
 
 
 def access_checks(environment: Environment, subject: SubjectSchema) -> list[Result]:
@@ -67,8 +55,10 @@ def access_checks(environment: Environment, subject: SubjectSchema) -> list[Resu
     api = clients.registry_config(environment, "secured")["url"]
     ca_file = clients.ca_file(environment)
     admin = environment.security.admin_user
-    client_secrets = load_registry_secrets(environment)
-    reader = (PROBE_PRINCIPAL, password_for(client_secrets, PROBE_PRINCIPAL))
+    logins = clients.registry_logins(environment, "secured", [admin, PROBE_PRINCIPAL])
+    reader, admin_login = logins[PROBE_PRINCIPAL], logins[admin]
+    if reader is None or admin_login is None:
+        raise ValueError("the registry's door is probed only where it authenticates")
     subjects_url = f"{api}/subjects"
     config_url = f"{api}/config/{subject.subject}"
     declared = json.dumps({"compatibility": subject.compatibility}).encode()
@@ -105,7 +95,7 @@ def access_checks(environment: Environment, subject: SubjectSchema) -> list[Resu
         ),
         (
             "registry.admin_served",
-            request(subjects_url, ca_file, user=(admin, password_for(client_secrets, admin))),
+            request(subjects_url, ca_file, user=admin_login),
             (200,),
             f"{admin} (sr-admin) listing subjects",
         ),
