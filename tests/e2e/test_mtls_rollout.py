@@ -80,7 +80,8 @@ def mtls_rollout(lab_hosts) -> Iterator[dict[str, dict]]:
 
 
 def stop_services(address: str) -> None:
-    services = ["schema-registry", "kafka"] if address == HOSTS[0] else ["kafka"]
+    # Kafka first, on every node at once: a broker stopped after the others waits for a quorum that is gone.
+    services = ["kafka", "schema-registry"] if address == HOSTS[0] else ["kafka"]
     for service in services:
         lab_ssh(address, f"/opt/event-broker/bin/ebr-service stop {service}", timeout=240)
 

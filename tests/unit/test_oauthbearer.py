@@ -184,7 +184,7 @@ def test_the_lab_provider_mints_the_clusters_audience_and_a_short_lived_client(t
 def test_compliance_finds_a_broker_that_stopped_checking_the_audience(oauth):
     policy = load_policy(load_catalog(), load_policies())
     profile = load_sizing_profiles()[oauth.sizing_profile]
-    state = desired.desired_state(oauth, oauth.brokers[0], oauth.sizing_profile, profile, "secured")
+    state = desired.desired_state(oauth, oauth.brokers[1], oauth.sizing_profile, profile, "secured")
     properties = {m.path: m.content for m in state.files}["/etc/kafka/server.properties"]
     rendered = dict(
         line.split("=", 1) for line in properties.splitlines() if "=" in line and not line.startswith("#")
@@ -192,10 +192,10 @@ def test_compliance_finds_a_broker_that_stopped_checking_the_audience(oauth):
     declared = {
         k: v for k, v in listeners.oauthbearer_settings(oauth) if k in facts.TOKEN_VALIDATION_SETTINGS
     }
-    as_rendered = HostFacts("lab7", settings={k: rendered[k] for k in facts.TOKEN_VALIDATION_SETTINGS})
+    as_rendered = HostFacts("lab8", settings={k: rendered[k] for k in facts.TOKEN_VALIDATION_SETTINGS})
     (result,) = checks_access.token_validation(policy, as_rendered, declared)
     assert result.status is Status.PASS, result
     drifted = {k: v for k, v in as_rendered.settings.items() if k != "sasl.oauthbearer.expected.audience"}
-    (result,) = checks_access.token_validation(policy, HostFacts("lab7", settings=drifted), declared)
+    (result,) = checks_access.token_validation(policy, HostFacts("lab8", settings=drifted), declared)
     assert result.status is Status.FAIL and "sasl.oauthbearer.expected.audience" in result.message
     assert result.observed["sasl.oauthbearer.expected.audience"] == "not set"
