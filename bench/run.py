@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_devtools import airflow_server
+from event_broker_devtools.lab_shell import discard_cluster, lab_ssh, service_command, stop_quickly_command
 from event_broker_rollout.airflow.rest import AirflowApi
 from event_broker_rollout.evidence.runs import child_run_id
 from event_broker_rollout.rollout.controller import STAGES
@@ -51,7 +52,6 @@ LAB_SH = REPO / "lab" / "lab.sh"
 PYTHON = sys.executable
 KAFKA_HOSTS = ("10.77.0.11", "10.77.0.12", "10.77.0.13")
 REGISTRY_HOST = "10.77.0.11"
-SERVICE = "/opt/event-broker/bin/ebr-service"
 FIGURES = (
     "rollout",
     "task_breakdown",
@@ -112,33 +112,6 @@ def run(
             f"{' '.join(command[:6])} exited {process.returncode}: {(process.stdout + process.stderr)[-1500:]}"
         )
     return seconds, process
-
-
-def lab_ssh(address: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """A command on a lab host, host key checked against the lab's known_hosts (as the tests do)."""
-    if not address.startswith("10.77.0."):  # only ever lab addresses
-        raise ValueError(f"not a lab address: {address}")
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(LAB_STATE / "ssh" / "id_ed25519"),
-            "-o",
-            f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            f"root@{address}",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def stage_report(process: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
@@ -511,24 +484,13 @@ def wait_healthy(timeout: float = 300) -> dict[str, float]:
     return reached
 
 
-# A whole KRaft cluster stopped at once: the last broker's controlled shutdown waits for a quorum that
-# is gone, until ebr-service's 180 s stop timeout. Give each process 15 s after TERM, then KILL.
-STOP_QUICKLY = (
-    "p=$({service} pid {name}) && {{ kill -TERM $p; for i in $(seq 30); do kill -0 $p 2>/dev/null || break; "
-    "sleep 0.5; done; kill -KILL $p 2>/dev/null; true; }} || true"
-)
-
-
 def services(action: str) -> None:
     """Start or stop the services on every host at once: kafka everywhere, the registry on its host."""
-
-    def command(name: str) -> str:
-        if action == "stop":
-            return STOP_QUICKLY.format(service=SERVICE, name=name)
-        return f"{SERVICE} {action} {name}"
-
-    commands = {address: command("kafka") for address in KAFKA_HOSTS}
-    commands[REGISTRY_HOST] += f" && {command('schema-registry')}"
+    if action == "stop":
+        discard_cluster(KAFKA_HOSTS, REGISTRY_HOST)
+        return
+    commands = {address: service_command(action, "kafka") for address in KAFKA_HOSTS}
+    commands[REGISTRY_HOST] += " && " + service_command(action, "schema-registry")
     with ThreadPoolExecutor(len(commands)) as pool:
         outcomes = list(pool.map(lambda item: (item[0], lab_ssh(item[0], item[1], 300)), commands.items()))
     failed = [f"{address}: {p.stderr.strip()[-300:]}" for address, p in outcomes if p.returncode != 0]
@@ -743,7 +705,7 @@ def gate_reaction(check: str, address: str, service: str, phase: str) -> dict[st
     from event_broker_rollout.airflow.triggers import ClusterHealthTrigger
 
     probe = lab_probes()[check]
-    lab_ssh(address, STOP_QUICKLY.format(service=SERVICE, name=service))
+    lab_ssh(address, stop_quickly_command(service))
     deadline = time.monotonic() + 60
     while probe().get("healthy"):  # a stopped broker can stay registered for a few seconds
         if time.monotonic() > deadline:
@@ -764,7 +726,7 @@ def gate_reaction(check: str, address: str, service: str, phase: str) -> dict[st
     watcher = threading.Thread(target=lambda: asyncio.run(first_event()), daemon=True)
     watcher.start()
     start_command_at = time.perf_counter()
-    started = lab_ssh(address, f"{SERVICE} start {service}", 300)
+    started = lab_ssh(address, service_command("start", service), 300)
     if started.returncode != 0:
         raise RuntimeError(f"{service} did not start on {address}: {started.stderr[-300:]}")
     healthy_at: float | None = None

@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 
 # Plain code under test reads its SSH and Kafka connections through the orchestrator, as in a task.
 import event_broker_rollout.airflow.runtime  # noqa: E402, F401
+from event_broker_devtools.lab_shell import lab_ssh  # noqa: E402  (the tests' way onto lab hosts)
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_STATE = Path(os.environ.get("LAB_STATE", "/var/lib/event-broker-lab"))
@@ -97,31 +98,6 @@ def run_stage(
         if line.startswith("report: ") and line.endswith(".json"):
             report = json.loads(Path(line.removeprefix("report: ")).read_text())
     return proc, report
-
-
-def lab_ssh(address: str, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    """A command on a lab host through the system ssh client, host key checked against the lab's known_hosts."""
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(LAB_STATE / "ssh" / "id_ed25519"),
-            "-o",
-            f"UserKnownHostsFile={LAB_STATE / 'ssh' / 'known_hosts'}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            f"root@{address}",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,12 @@ from event_broker_rollout.hosts import tls
 from event_broker_rollout.hosts.remote import RemoteError
 from event_broker_rollout.hosts.secret_files import write_secret
 from event_broker_rollout.security import stage as security_stage
-from tests.conftest import LAB_STATE, REPO, lab_ssh, needs_root, run_stage
+from tests.conftest import LAB_STATE, REPO, lab_ssh, needs_root
+from tests.e2e.second_cluster import lab_with_provider, results_by_id, rolled_out
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, needs_root()]
 
 ENVIRONMENT = "lab-mtls"
-STAGES = ("preflight", "infrastructure", "security", "schemas", "integration", "compliance")
-GATED = ("infrastructure", "security")  # the stages with health gates: a short settle keeps the suite fast
 KCAT = str(REPO / "lab" / "bin" / "kcat")
 MATERIAL = LAB_STATE / "ca-mtls"
 BOOTSTRAP = "10.77.0.14:9094"
@@ -42,52 +40,10 @@ HOSTS = ("10.77.0.14", "10.77.0.15", "10.77.0.16")
 
 @pytest.fixture(scope="module")
 def mtls_rollout(lab_hosts) -> Iterator[dict[str, dict]]:
-    """lab4..6 up beside the main lab, every stage run onto them in order; their services stopped after."""
-    subprocess.run(
-        ["bash", str(REPO / "lab" / "lab.sh"), "up", "6"], check=True, capture_output=True, timeout=180
-    )
-    for module, argument in (("lab_connections", "lab"), ("lab_idp", "up")):
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "-m", f"event_broker_devtools.{module}", argument],
-            check=True,
-            capture_output=True,
-            cwd=REPO,
-            timeout=300,
-        )
-    reports: dict[str, dict] = {}
-    try:
-        for stage in STAGES:
-            conf: dict = {"environment": ENVIRONMENT}
-            if stage in GATED:
-                conf["gate_settle_seconds"] = 5
-            proc, report = run_stage(stage, conf)
-            assert proc.returncode == 0, f"{stage}: " + proc.stdout[-4000:] + proc.stderr[-2000:]
-            assert report is not None, stage
-            reports[stage] = report
+    """lab4..6 up beside the main lab, every stage run onto them in order; thrown away after."""
+    lab_with_provider(6)
+    with rolled_out(ENVIRONMENT, HOSTS) as reports:
         yield reports
-    finally:
-        # The second cluster has proven its point: its JVMs would only take CPU from the tests after it.
-        # All nodes at once: stopped one by one, the last would wait for a controller quorum that is gone.
-        with ThreadPoolExecutor(len(HOSTS)) as pool:
-            list(pool.map(stop_services, HOSTS))
-        subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "-m", "event_broker_devtools.lab_idp", "down"],
-            check=False,
-            capture_output=True,
-            cwd=REPO,
-            timeout=120,
-        )
-
-
-def stop_services(address: str) -> None:
-    # Kafka first, on every node at once: a broker stopped after the others waits for a quorum that is gone.
-    services = ["kafka", "schema-registry"] if address == HOSTS[0] else ["kafka"]
-    for service in services:
-        lab_ssh(address, f"/opt/event-broker/bin/ebr-service stop {service}", timeout=240)
-
-
-def results_by_id(report: dict) -> dict[str, dict]:
-    return {result["id"]: result for result in report["results"]}
 
 
 def kcat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
