@@ -212,8 +212,15 @@ class Ldap(Strict):
 
 
 class Kerberos(Strict):
-    service_name: Identifier = "kafka"
+    """SASL/GSSAPI on the secure listener: each broker is ``<service_name>/<its address>@<realm>``, each
+    client ``<principal>@<realm>``, and the brokers map a client's Kerberos name to its principal (the
+    part before ``@``), which the ACLs name. Keytabs come from the realm's administrators, in
+    ``keytab_dir``: ``brokers/<host name>.keytab`` and ``clients/<principal>.keytab`` (0600)."""
+
     realm: KerberosRealm
+    kdcs: list[ipaddress.IPv4Address | DnsName] = Field(min_length=1)
+    kdc_port: int = Field(default=88, ge=1, le=65535)
+    service_name: Identifier = "kafka"
     keytab_dir: ControllerPath
 
 
@@ -225,7 +232,8 @@ class Security(Strict):
     # scram: SASL/SCRAM-SHA-512 with passwords from ``credentials``; mtls: a client certificate per
     # principal (CN=<principal>) from the cluster CA, no password anywhere.
     # oauthbearer: a token per principal from the OIDC provider ``oauthbearer`` names (client credentials).
-    client_authentication: Literal["scram", "mtls", "oauthbearer"] = "scram"
+    # kerberos: a ticket per principal from the realm ``kerberos`` names, each from its own keytab.
+    client_authentication: Literal["scram", "mtls", "oauthbearer", "kerberos"] = "scram"
     credentials: Credentials | None = None
     oauthbearer: OAuthBearer | None = None
     admin_user: Principal = "admin"
@@ -242,6 +250,10 @@ class Security(Strict):
         if self.client_authentication == "oauthbearer" and self.oauthbearer is None:
             raise ValueError(
                 "oauthbearer: required when client_authentication is oauthbearer (the provider that issues tokens)"
+            )
+        if self.client_authentication == "kerberos" and self.kerberos is None:
+            raise ValueError(
+                "kerberos: required when client_authentication is kerberos (the realm, its KDCs and keytabs)"
             )
         return self
 
