@@ -11,6 +11,8 @@ ENVIRONMENTS_DIR = CONFIG_DIR / "environments"
 INCLUDE_DIR = PROJECT_ROOT / "include"
 TEMPLATES_DIR = INCLUDE_DIR / "templates"
 ARTIFACTS_DIR = Path(os.environ.get("EBR_ARTIFACTS_DIR", PROJECT_ROOT / ".cache" / "artifacts"))
+# The GSSAPI-capable librdkafka and the Kerberos cache plugin (native/build.sh, run by make setup).
+NATIVE_DIR = Path(os.environ.get("EBR_NATIVE_DIR", PROJECT_ROOT / ".cache" / "librdkafka-gssapi"))
 
 
 def reports_dir() -> Path:

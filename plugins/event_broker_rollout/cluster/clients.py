@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import orchestrator
+from event_broker_rollout.cluster import kerberos
 from event_broker_rollout.cluster.credentials import (
     load_credentials,
     load_oauth_secrets,
@@ -41,7 +42,8 @@ def kafka_config(
 ) -> dict[str, Any]:
     """A client of ``username`` on the listener the phase has: plaintext, or the secure listener with the
     environment's client authentication (SCRAM with the password; mTLS with the principal's certificate,
-    the password unused; OAUTHBEARER with the password as the client secret for a token)."""
+    the password unused; OAUTHBEARER with the password as the client secret for a token; Kerberos with
+    the principal's keytab, the password unused)."""
     if not uses_secure_listener(environment, phase):
         return {"bootstrap.servers": environment.bootstrap_servers()}
     assert environment.security is not None
@@ -60,6 +62,10 @@ def kafka_config(
             "ssl.certificate.location": str(identity.certificate),
             "ssl.key.location": str(identity.key),
         }
+    if environment.security.client_authentication == "kerberos":
+        if not username:
+            raise ValueError("a Kerberos client needs a principal (its keytab's)")
+        return {**tls, **kerberos.client_settings(environment, username)}
     oauthbearer = environment.security.oauthbearer
     if environment.security.client_authentication == "oauthbearer" and oauthbearer is not None:
         if not username:
@@ -132,9 +138,13 @@ def node_admin_config(environment: Environment) -> dict[str, Any]:
 
 
 def admin_login_in_connection(environment: Environment) -> bool:
-    """Whether the admin's login is the environment's Kafka connection. Not with OAUTHBEARER: there the
-    admin is a client at the provider like every principal, its secret read with theirs."""
-    return environment.security is None or environment.security.client_authentication != "oauthbearer"
+    """Whether the admin's login is the environment's Kafka connection. Not with OAUTHBEARER or Kerberos:
+    there the admin is a client at the provider (its secret read with the others') or a principal of the
+    realm (its keytab beside the others') like every principal."""
+    return environment.security is None or environment.security.client_authentication not in (
+        "oauthbearer",
+        "kerberos",
+    )
 
 
 def admin_config(environment: Environment, phase: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
+from event_broker_rollout.cluster.kerberos import CCACHE_PROPERTY
 from event_broker_rollout.hosts.tls import certificate_principal, foreign_client_identity
 
 ADMIN_TIMEOUT = 10.0
@@ -77,9 +78,15 @@ def login_error(
 def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Settings of the two logins the secure listener must refuse: TLS with no identity (``none``) and a
     wrong one (``wrong``): the user with a wrong password (SCRAM), a certificate with the same subject
-    from a CA the cluster does not trust (mTLS), or a token naming the principal that no provider signed
-    (OAUTHBEARER)."""
-    identity_keys = ("sasl.", "ssl.certificate.location", "ssl.key.location")
+    from a CA the cluster does not trust (mTLS), a token naming the principal that no provider signed
+    (OAUTHBEARER), or the principal's name with a password (Kerberos)."""
+    identity_keys = (
+        "sasl.",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "plugin.library.paths",
+        CCACHE_PROPERTY,
+    )
     no_credentials = {k: v for k, v in secure_config.items() if not k.startswith(identity_keys)}
     no_credentials["security.protocol"] = "SSL"
     if secure_config.get("security.protocol") == "SSL":
@@ -93,6 +100,15 @@ def clients_to_refuse(secure_config: Mapping[str, Any]) -> dict[str, dict[str, A
             "enable.sasl.oauthbearer.unsecure.jwt": True,
             "sasl.oauthbearer.config": f"principal={secure_config['sasl.oauthbearer.client.id']}",
         }
+    elif secure_config.get("sasl.mechanism") == "GSSAPI":
+        # The principal's name with a password: a listener that takes Kerberos tickets takes nothing else.
+        wrong = {
+            **no_credentials,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": secure_config["sasl.kerberos.principal"].partition("@")[0],
+            "sasl.password": "not-the-password-" + "x" * 12,
+        }
     else:
         wrong = {**secure_config, "sasl.password": "not-the-password-" + "x" * 12}
     return {"none": no_credentials, "wrong": wrong}
@@ -103,7 +119,11 @@ def authenticated_admin(config: Mapping[str, Any]) -> AdminClient:
     before any change, rather than as librdkafka's "Broker transport failure" halfway through one."""
     refused = login_error(config)
     if refused is not None:
-        user = config.get("sasl.username") or config.get("sasl.oauthbearer.client.id", "(no SASL user)")
+        user = (
+            config.get("sasl.username")
+            or config.get("sasl.oauthbearer.client.id")
+            or config.get("sasl.kerberos.principal", "(no SASL user)")
+        )
         raise KafkaLoginError(
             f"the cluster at {config.get('bootstrap.servers')} did not accept the admin login as {user}: {refused}"
         )

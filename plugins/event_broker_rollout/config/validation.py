@@ -39,6 +39,7 @@ from event_broker_rollout.config.environment import (
     environment_file,
     load_environment,
 )
+from event_broker_rollout.config.keytabs import keytab_problems
 from event_broker_rollout.config.policy import POLICY_FILE, load_policy
 
 SECRET_MODE_BITS = 0o077  # group and others: a secret file grants them nothing
@@ -347,7 +348,29 @@ def validate_environment(name_or_path: str) -> Validation:
             secret="client secret",
         )
     tls_material_problems(environment, env_file, validation)
+    keytab_problems_of(environment, env_file, [*users, PROBE_PRINCIPAL], validation)
     return validation
+
+
+def keytab_problems_of(
+    environment: Environment, env_file: str, principals: list[str], validation: Validation
+) -> None:
+    """Kerberos clients: every broker's and every principal's keytab, 0600, holding its principal."""
+    security = environment.security
+    if security is None or security.client_authentication != "kerberos" or security.kerberos is None:
+        return
+    where = "security.kerberos.keytab_dir"
+    folder = Path(security.kerberos.keytab_dir)
+    if not folder.is_dir():
+        validation.notes.append(
+            f"{where}: {folder} is not on this machine; the machine running the rollout needs "
+            "brokers/<host>.keytab and clients/<principal>.keytab there"
+        )
+        return
+    validation.add(
+        env_file,
+        [ConfigProblem(path=where, message=problem) for problem in keytab_problems(environment, principals)],
+    )
 
 
 def validated_environment(name_or_path: str) -> Environment:

@@ -18,8 +18,13 @@ import jinja2
 
 from event_broker_rollout import paths
 from event_broker_rollout.config.environment import Environment, Host, SizingProfile
+from event_broker_rollout.config.keytabs import broker_keytab, kdc_addresses
 from event_broker_rollout.hosts.listeners import (
     ALLOWED_URLS_PROPERTY,
+    BROKER_KEYTAB,
+    KERBEROS_CONFIG,
+    KERBEROS_CONFIG_PROPERTY,
+    KERBEROS_DIR,
     OIDC_PROVIDER_CA,
     TLS_DIR,
     ListenerLayout,
@@ -90,7 +95,7 @@ def sha256(text: str | bytes) -> str:
 @dataclass(frozen=True)
 class ManagedFile:
     path: str
-    content: str
+    content: str | bytes  # bytes: a binary file (a keytab)
     mode: str = "0644"
     owner: str = "root"
     restarts: tuple[str, ...] = ()  # services that must restart when this file changes
@@ -280,10 +285,10 @@ def desired_state(
             files.append(
                 ManagedFile(TOOLS_CONFIG, render("kafka/tools.properties.j2", tls_dir=TLS_DIR), owner=user)
             )
+        jvm_properties: list[tuple[str, str]] = []
         # A broker that verifies OAUTHBEARER tokens fetches the provider's keys over the provider's CA.
         oauthbearer = environment.security.oauthbearer if environment.security is not None else None
-        jwks_urls = [oauthbearer.jwks_url] if oauthbearer is not None and "broker" in host.roles else []
-        if oauthbearer is not None and jwks_urls:
+        if oauthbearer is not None and "broker" in host.roles:
             files.append(
                 ManagedFile(
                     OIDC_PROVIDER_CA,
@@ -292,6 +297,28 @@ def desired_state(
                     restarts=(KAFKA_SERVICE,),
                 )
             )
+            jvm_properties.append((ALLOWED_URLS_PROPERTY, oauthbearer.jwks_url))
+        # A broker that accepts Kerberos tickets holds its service principal's keytab and the realm's KDCs.
+        kerberos = environment.security.kerberos if environment.security is not None else None
+        if kerberos is not None and "broker" in host.roles:
+            directories.append((KERBEROS_DIR, user))
+            files += [
+                ManagedFile(
+                    KERBEROS_CONFIG,
+                    render("kerberos/krb5.conf.j2", realm=kerberos.realm, kdcs=kdc_addresses(kerberos)),
+                    owner=user,
+                    restarts=(KAFKA_SERVICE,),
+                ),
+                ManagedFile(
+                    BROKER_KEYTAB,
+                    broker_keytab(kerberos, host),
+                    mode="0600",
+                    owner=user,
+                    restarts=(KAFKA_SERVICE,),
+                    secret=True,
+                ),
+            ]
+            jvm_properties.append((KERBEROS_CONFIG_PROPERTY, KERBEROS_CONFIG))
         directories += [(d, user) for d in environment.kafka.data_dirs]
         restart = (KAFKA_SERVICE,)
         files += [
@@ -328,8 +355,7 @@ def desired_state(
                     config_dir=KAFKA_CONFIG_DIR,
                     log_dir=KAFKA_LOG_DIR,
                     java_home=java_home,
-                    allowed_urls=jwks_urls,
-                    allowed_urls_property=ALLOWED_URLS_PROPERTY,
+                    jvm_properties=jvm_properties,
                 ),
                 restarts=restart,
             ),

@@ -4,7 +4,7 @@ Each phase is one rolling restart, every node gated before the next:
 
     plaintext   -> clients on PLAINTEXT; the KRaft controller listener is TLS from the first start
                    (a quorum cannot change its listener's protocol one node at a time without losing it)
-    listeners   -> + SECURE (SASL_SSL with SCRAM-SHA-512 or OAUTHBEARER, or mTLS) and INTERNAL (SSL, client certificates);
+    listeners   -> + SECURE (SASL_SSL with SCRAM-SHA-512, OAUTHBEARER or GSSAPI, or mTLS) and INTERNAL (SSL, client certificates);
                    SCRAM users are then created over INTERNAL (a node identity), never over PLAINTEXT
     interbroker -> brokers replicate over INTERNAL; StandardAuthorizer on, still allowing resources
                    without ACLs so plaintext clients keep working while ACLs are created
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from event_broker_rollout.config.environment import NODE_PRINCIPAL_PREFIX, Environment, Host
+from event_broker_rollout.config.keytabs import broker_principal
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ OIDC_PROVIDER_CA = f"{TLS_DIR}/oidc-provider-ca.crt"
 # Kafka 4 fetches only the URLs this JVM property lists (none by default): the JWKS and nothing else.
 ALLOWED_URLS_PROPERTY = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
 BROKER_LOGIN_SUBJECT = "broker-unused-client-login"
+KERBEROS_DIR = "/etc/kafka/kerberos"
+BROKER_KEYTAB = f"{KERBEROS_DIR}/broker.keytab"
+KERBEROS_CONFIG = f"{KERBEROS_DIR}/krb5.conf"
+KERBEROS_CONFIG_PROPERTY = "java.security.krb5.conf"
 TLS_PROTOCOLS = "TLSv1.3,TLSv1.2"
 PRINCIPAL_RULES = f"RULE:^CN=([a-z0-9-]+)(,.*)?$/{NODE_PRINCIPAL_PREFIX}$1/,DEFAULT"
 # mTLS clients on the SECURE listener keep their certificate's CN as their principal (their ACLs name it).
@@ -77,9 +82,9 @@ def _tls_settings(prefix: str, client_auth: str) -> list[tuple[str, str]]:
     ]
 
 
-def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
-    """The client listener's authentication: SCRAM (default), mTLS, OAUTHBEARER, and the rendered LDAP/Kerberos
-    options."""
+def secure_listener_settings(environment: Environment, host: Host) -> list[tuple[str, str]]:
+    """The client listener's authentication: SCRAM (default), mTLS, OAUTHBEARER or Kerberos, and the
+    rendered LDAP options."""
     security = environment.security
     assert security is not None
     if security.client_authentication == "mtls":
@@ -90,6 +95,8 @@ def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
     settings = _tls_settings("listener.name.secure.", "none")
     if security.client_authentication == "oauthbearer":
         return settings + oauthbearer_settings(environment)
+    if security.client_authentication == "kerberos":
+        return settings + kerberos_settings(environment, host)
     mechanisms = ["SCRAM-SHA-512"]
     settings.append(
         (
@@ -97,19 +104,6 @@ def secure_listener_settings(environment: Environment) -> list[tuple[str, str]]:
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         )
     )
-    if security.kerberos is not None:
-        mechanisms.append("GSSAPI")
-        settings += [
-            ("sasl.kerberos.service.name", security.kerberos.service_name),
-            (
-                "listener.name.secure.gssapi.sasl.jaas.config",
-                'com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true storeKey=true keyTab="{keytab}" principal="{service}/{{host}}@{realm}";'.format(
-                    keytab=f"{security.kerberos.keytab_dir}/kafka.keytab",
-                    service=security.kerberos.service_name,
-                    realm=security.kerberos.realm,
-                ),
-            ),
-        ]
     if security.ldap is not None:
         mechanisms.append("PLAIN")
         settings += [
@@ -148,6 +142,31 @@ def oauthbearer_settings(environment: Environment) -> list[tuple[str, str]]:
         ("sasl.oauthbearer.expected.issuer", oauthbearer.issuer),
         ("sasl.oauthbearer.expected.audience", oauthbearer.audience),
         ("sasl.oauthbearer.sub.claim.name", oauthbearer.principal_claim),
+    ]
+
+
+def kerberos_principal_rules(realm: str) -> str:
+    """``<principal>@<realm>`` -> ``<principal>``, the name the ACLs hold. Nothing else maps: a service
+    name (``kafka/<host>``) or another realm's principal has no Kafka principal and is refused."""
+    # No backslash: server.properties would swallow it ("[.]" is a literal dot either way).
+    return f"RULE:[1:$1@$0](^[a-z0-9][a-z0-9-]*@{realm.replace('.', '[.]')}$)s/@.*$//"
+
+
+def kerberos_settings(environment: Environment, host: Host) -> list[tuple[str, str]]:
+    """GSSAPI only on the secure listener: the broker accepts tickets for its own service principal,
+    proven with its keytab (read by the broker's JVM alone); the realm and its KDCs come from
+    ``KERBEROS_CONFIG`` (``java.security.krb5.conf``)."""
+    assert environment.security is not None and environment.security.kerberos is not None
+    kerberos = environment.security.kerberos
+    return [
+        ("listener.name.secure.sasl.enabled.mechanisms", "GSSAPI"),
+        ("sasl.kerberos.service.name", kerberos.service_name),
+        (
+            "listener.name.secure.gssapi.sasl.jaas.config",
+            "com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true storeKey=true "
+            f'keyTab="{BROKER_KEYTAB}" principal="{broker_principal(kerberos, host)}";',
+        ),
+        ("sasl.kerberos.principal.to.local.rules", kerberos_principal_rules(kerberos.realm)),
     ]
 
 
@@ -198,7 +217,7 @@ def layout_for_phase(environment: Environment, host: Host, phase: str) -> Listen
     ]
     if broker and step >= phase_index("listeners"):
         settings += _tls_settings("listener.name.internal.", "required")
-        settings += secure_listener_settings(environment)
+        settings += secure_listener_settings(environment, host)
     if step >= phase_index("interbroker"):
         settings += [
             ("authorizer.class.name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer"),

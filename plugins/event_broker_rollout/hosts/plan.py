@@ -240,7 +240,7 @@ def plan_host(
                     before=before,
                     after=managed.digest,
                     diff="(key material: not shown)"
-                    if managed.secret
+                    if managed.secret or isinstance(managed.content, bytes)
                     else unified_diff(managed.path, current_contents.get(managed.path), managed.content),
                     restarts=managed.restarts,
                 )

@@ -83,6 +83,8 @@ done
 
 
 def carries_marker(managed: ManagedFile) -> bool:
+    if isinstance(managed.content, bytes):  # a binary file (a keytab) has no place for a marker
+        return False
     return any(MANAGED_MARKER in line for line in managed.content.splitlines()[:MARKER_LINES])
 
 

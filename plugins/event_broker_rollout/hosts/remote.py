@@ -142,7 +142,9 @@ class RemoteHost:
         except Exception as error:
             raise RemoteError(f"{self.name}: upload to {remote} failed: {error}") from None
 
-    def write_file(self, remote: str, content: str, mode: str = "0644", owner: str | None = None) -> None:
+    def write_file(
+        self, remote: str, content: str | bytes, mode: str = "0644", owner: str | None = None
+    ) -> None:
         """Write a file atomically (temp file + rename) so a reader never sees half of it; see ``write_atomically``."""
 
         def hand_over(tmp: str) -> None:
@@ -159,7 +161,7 @@ class SftpFile(Protocol):
     def __enter__(self) -> SftpFile: ...
     def __exit__(self, *exc_info: object) -> object: ...
     def chmod(self, mode: int) -> None: ...
-    def write(self, data: str) -> None: ...
+    def write(self, data: str | bytes) -> None: ...
 
 
 class Sftp(Protocol):
@@ -172,7 +174,7 @@ class Sftp(Protocol):
 
 
 def write_atomically(
-    sftp: Sftp, path: str, content: str, mode: int, before_rename: Callable[[str], None] | None = None
+    sftp: Sftp, path: str, content: str | bytes, mode: int, before_rename: Callable[[str], None] | None = None
 ) -> None:
     """Create ``<path>.ebr-tmp`` fresh, make it 0600 before any content is in it, write, set the final mode,
     let the caller hand it over (owner), rename it into place. On any failure the temp file is removed."""

@@ -491,6 +491,8 @@ def security_prerequisite_checks(host: Host, environment: Environment, now: date
         return tls_material_checks(host, environment, now)  # client certificates: client_identity_checks
     if mechanism == "oauthbearer":
         return tls_material_checks(host, environment, now)  # the provider: sec.kafka.oidc_provider*
+    if mechanism == "kerberos":
+        return tls_material_checks(host, environment, now)  # the realm: sec.kerberos.*
     return [
         *tls_material_checks(host, environment, now),
         _skipped(

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from event_broker_rollout.config.catalog import load_catalog, load_policies
-from event_broker_rollout.config.components import components_of
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Environment, Host, sizing_profile
 from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step, step_data
@@ -19,7 +19,7 @@ from event_broker_rollout.hosts import fleet
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.plan import host_preconditions
 from event_broker_rollout.hosts.remote import RemoteError, RemoteHost
-from event_broker_rollout.preflight import checks, governance, identity, network
+from event_broker_rollout.preflight import checks, governance, identity, kerberos, network
 from event_broker_rollout.preflight.facts import HostFacts, facts_command, parse_facts
 
 SSH_CONNECT_TIMEOUT = 5
@@ -148,12 +148,13 @@ def inspect_network(
         results += network.reachability_results(environment, matrix, cut_off)
         results += network.throughput_results(environment, sessions)
         results += identity.reachability_checks(environment, sessions)
+        results += kerberos.reachability_checks(environment, sessions)
     return Step.of(results)
 
 
 def check_security(environment: Environment) -> Step:
     """Security prerequisites read on the Airflow side: every host's provided TLS material, the client
-    identities, the registry's OIDC provider."""
+    identities, the OIDC provider, the Kerberos realm."""
     now = utcnow()
     principals = []
     if environment.security is not None:
@@ -167,6 +168,8 @@ def check_security(environment: Environment) -> Step:
             ),
             *checks.client_identity_checks(environment, principals),
             *identity.provider_checks(environment),
+            *kerberos.keytab_checks(environment, [*principals, PROBE_PRINCIPAL] if principals else []),
+            *kerberos.kdc_checks(environment),
         ]
     )
 

@@ -186,7 +186,8 @@ def listener_checks(
 
 def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
     """No identity and a wrong one are both refused by the secure listener: with SCRAM a wrong password,
-    with mTLS a certificate for the same principal from another CA, with OAUTHBEARER an unsigned token."""
+    with mTLS a certificate for the same principal from another CA, with OAUTHBEARER an unsigned token,
+    with Kerberos a password."""
     refuse = health.clients_to_refuse(secure_config)
     errors = in_parallel(
         ["none", "wrong"], lambda which: health.login_error(refuse[which], expect_refusal=True)
@@ -195,6 +196,11 @@ def authentication_checks(secure_config: dict[str, Any]) -> list[Result]:
         wrong = ("auth.foreign_certificate_refused", "a client certificate from another CA")
     elif secure_config.get("sasl.mechanism") == "OAUTHBEARER":
         wrong = ("auth.unsigned_token_refused", "a token naming the same principal that no provider signed")
+    elif secure_config.get("sasl.mechanism") == "GSSAPI":
+        wrong = (
+            "auth.password_refused",
+            "a password for the same principal (the listener takes tickets only)",
+        )
     else:
         wrong = ("auth.wrong_password_refused", "a client with a wrong password")
     results = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from event_broker_rollout import paths
-from event_broker_rollout.cluster import clients, health, oidc
+from event_broker_rollout.cluster import clients, health, kerberos, oidc
 from event_broker_rollout.cluster.credentials import (
     CredentialsError,
     load_credentials,
@@ -161,9 +161,11 @@ def ensure_client_identities(environment: Environment) -> Step:
             f"client identities are managed over the INTERNAL TLS listener, which every broker has from the listeners phase on (hosts record {phase})"
         )
     mechanism = environment.security.client_authentication
-    if mechanism in ("mtls", "oauthbearer"):
+    if mechanism in ("mtls", "oauthbearer", "kerberos"):
         if mechanism == "mtls":
             results = [client_certificate(environment, user) for user in users]
+        elif mechanism == "kerberos":
+            results = ticket_checks(environment, [*users, PROBE_PRINCIPAL])
         else:
             results = token_checks(environment, users)
         require_client_authentication_in_place(environment)  # never strand SCRAM clients
@@ -226,6 +228,23 @@ def token_checks(environment: Environment, principals: Sequence[str]) -> list[Re
         )
 
     return list(in_parallel(list(principals), token_for).values())
+
+
+def ticket_checks(environment: Environment, principals: Sequence[str]) -> list[Result]:
+    """Kerberos: each principal's keytab gets it a ticket from the realm's KDC (the identities live in the
+    realm; the stage creates none, it proves they are usable)."""
+
+    def ticket_for(principal: str) -> Result:
+        granted = kerberos.ticket(environment, principal)
+        return check(
+            f"identity.kerberos_ticket[{principal}]",
+            granted.granted,
+            observed=granted.evidence(),
+            expected={"principal": granted.principal, "granted": True},
+            message=f"the KDC grants {principal} a ticket with its keytab",
+        )
+
+    return list(in_parallel(list(principals), ticket_for).values())
 
 
 def ensure_acls_and_quotas(environment: Environment) -> Step:
