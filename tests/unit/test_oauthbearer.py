@@ -59,7 +59,7 @@ def test_oauthbearer_needs_its_provider_named_over_https():
 
 
 def test_brokers_verify_tokens_against_the_providers_keys(oauth):
-    settings = dict(listeners.secure_listener_settings(oauth))
+    settings = dict(listeners.secure_listener_settings(oauth, oauth.brokers[0]))
     assert settings["listener.name.secure.sasl.enabled.mechanisms"] == "OAUTHBEARER"  # nothing else
     assert settings["listener.name.secure.oauthbearer.sasl.server.callback.handler.class"].endswith(
         "OAuthBearerValidatorCallbackHandler"

@@ -71,23 +71,21 @@ def test_client_phase_never_uses_a_listener_that_does_not_exist_yet():
     assert layout.client_phase("interbroker", "secured") == "interbroker"
 
 
-def test_mtls_and_rendered_kerberos_and_ldap_options(lab):
-    from event_broker_rollout.config.environment import Kerberos, Ldap
+def test_mtls_and_rendered_ldap_options(lab):
+    from event_broker_rollout.config.environment import Ldap
 
     security = lab.security.model_copy(update={"client_authentication": "mtls"})
     _, values = settings(lab.model_copy(update={"security": security}), "lab1", "secured")
     assert values["listener.name.secure.ssl.client.auth"] == "required"
     security = lab.security.model_copy(
         update={
-            "kerberos": Kerberos(realm="EXAMPLE.ORG", keytab_dir="/etc/kafka/keytabs"),
             "ldap": Ldap(
                 url="ldaps://ldap.example.org:636", user_dn_template="uid={username},dc=example,dc=org"
             ),
         }
     )
     _, values = settings(lab.model_copy(update={"security": security}), "lab1", "secured")
-    assert values["listener.name.secure.sasl.enabled.mechanisms"] == "SCRAM-SHA-512,GSSAPI,PLAIN"
-    assert "EXAMPLE.ORG" in values["listener.name.secure.gssapi.sasl.jaas.config"]
+    assert values["listener.name.secure.sasl.enabled.mechanisms"] == "SCRAM-SHA-512,PLAIN"
     assert values["ldap.java.naming.provider.url"] == "ldaps://ldap.example.org:636"
 
 

@@ -299,7 +299,12 @@ def desired_state(
             )
             jvm_properties.append((ALLOWED_URLS_PROPERTY, oauthbearer.jwks_url))
         # A broker that accepts Kerberos tickets holds its service principal's keytab and the realm's KDCs.
-        kerberos = environment.security.kerberos if environment.security is not None else None
+        security = environment.security
+        kerberos = (
+            security.kerberos
+            if security is not None and security.client_authentication == "kerberos"
+            else None
+        )
         if kerberos is not None and "broker" in host.roles:
             directories.append((KERBEROS_DIR, user))
             files += [
