@@ -14,7 +14,7 @@ CONF ?=
 EXECUTOR ?= standalone
 export LAB_STATE ?= /var/lib/event-broker-lab
 
-.PHONY: help setup packages venv artifacts lock lab-up lab-idp-up lab-idp-down lab-down lab-status lab-cut lab-heal \
+.PHONY: help setup packages venv artifacts lock lab-up lab-idp-up lab-idp-down lab-kdc-up lab-kdc-down lab-down lab-status lab-cut lab-heal \
         stage demo rollout validate compliance airflow-up airflow-down audit-export audit-verify bench faults \
         test test-unit test-integration lint typecheck clean
 
@@ -52,6 +52,12 @@ lab-idp-up: venv ## the lab's OIDC provider (Keycloak, https://10.77.0.2:8443) f
 
 lab-idp-down: venv ## stop the lab's OIDC provider (lab-down stops it too)
 	@$(PY) -m event_broker_devtools.lab_idp down
+
+lab-kdc-up: venv ## the lab's Kerberos KDC (MIT, 10.77.0.2:88) and the keytabs of the environments that authenticate through it (after lab-up)
+	@$(PY) -m event_broker_devtools.lab_kdc up
+
+lab-kdc-down: venv ## stop the lab's KDC, keeping its database and keytabs (lab-down stops it too)
+	@$(PY) -m event_broker_devtools.lab_kdc down
 
 lab-down: ## stop the lab: no namespace, link, process or mount left
 	@bash lab/lab.sh down

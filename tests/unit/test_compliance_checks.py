@@ -147,6 +147,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
             "super.users": "User:node-lab1;User:admin",
             "ssl.principal.mapping.rules": PRINCIPAL_RULES,
             "sasl.oauthbearer.expected.audience": "kafka",
+            "sasl.kerberos.service.name": "kafka",
         },
     )
     files = applicable_files(policy, ["controller", "broker"], "apicurio")
@@ -165,6 +166,7 @@ def test_a_clean_cluster_passes_every_check_and_each_finding_names_its_clause(
         *checks_access.super_users(policy, host, ["User:node-lab1", "User:admin"]),
         *checks_access.node_principals(policy, host, PRINCIPAL_RULES),
         *checks_access.token_validation(policy, host, {"sasl.oauthbearer.expected.audience": "kafka"}),
+        *checks_access.ticket_validation(policy, host, {"sasl.kerberos.service.name": "kafka"}),
         *checks_access.acl_checks(policy, Acls(entries), declared, approved, protected),
         *checks_access.no_grants_refused(
             policy, [NoGrantsProbe("ebr-probe", topic, "TOPIC_AUTHORIZATION_FAILED") for topic in protected]

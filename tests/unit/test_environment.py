@@ -124,7 +124,8 @@ def test_host_outside_the_declared_subnet(lab_raw, profiles):
 
 def test_unknown_environment_names_the_known_ones():
     with pytest.raises(
-        EnvironmentConfigError, match="known: dev, lab, lab-change-controlled, lab-kerberos, lab-mtls, lab-oauth, prod"
+        EnvironmentConfigError,
+        match="known: dev, lab, lab-change-controlled, lab-kerberos, lab-mtls, lab-oauth, prod",
     ):
         envmod.load_environment("nope")
 

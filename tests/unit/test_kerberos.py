@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from event_broker_rollout.cluster import clients, health, kerberos
+from event_broker_rollout.compliance import checks_access, facts
+from event_broker_rollout.compliance.facts import HostFacts
 from event_broker_rollout.config import keytabs
+from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
 from event_broker_rollout.config.environment import Environment, load_environment, load_sizing_profiles
+from event_broker_rollout.config.policy import load_policy
 from event_broker_rollout.config.validation import Validation, keytab_problems_of
 from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.hosts import desired, listeners
@@ -213,3 +217,26 @@ def test_validation_names_the_keytab_folder_in_each_problem(realm, tmp_path):
     noted = Validation(environment=moved)
     keytab_problems_of(moved, "lab-kerberos.yaml", ["admin"], noted)
     assert not noted.problems and "security.kerberos.keytab_dir" in noted.notes[0]
+
+
+def test_compliance_finds_a_broker_that_maps_any_realm_name(realm):
+    policy = load_policy(load_catalog(), load_policies())
+    profile = load_sizing_profiles()[realm.sizing_profile]
+    broker = realm.brokers[0]
+    state = desired.desired_state(realm, broker, realm.sizing_profile, profile, "secured")
+    properties = {m.path: m.content for m in state.files}["/etc/kafka/server.properties"]
+    assert isinstance(properties, str)
+    rendered = dict(
+        line.split("=", 1) for line in properties.splitlines() if "=" in line and not line.startswith("#")
+    )
+    declared = {
+        k: v for k, v in listeners.kerberos_settings(realm, broker) if k in facts.TICKET_VALIDATION_SETTINGS
+    }
+    assert set(declared) == set(facts.TICKET_VALIDATION_SETTINGS)
+    as_rendered = HostFacts(broker.name, settings={k: rendered[k] for k in facts.TICKET_VALIDATION_SETTINGS})
+    (result,) = checks_access.ticket_validation(policy, as_rendered, declared)
+    assert result.status is Status.PASS, result
+    drifted = {**as_rendered.settings, "sasl.kerberos.principal.to.local.rules": "DEFAULT"}
+    (result,) = checks_access.ticket_validation(policy, HostFacts(broker.name, settings=drifted), declared)
+    assert result.status is Status.FAIL and "sasl.kerberos.principal.to.local.rules" in result.message
+    assert result.id == "compliance.auth.kerberos-tickets"

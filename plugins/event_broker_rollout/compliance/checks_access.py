@@ -208,8 +208,28 @@ def node_principals(policy: CompliancePolicy, host: HostFacts, expected_rules: s
 def token_validation(policy: CompliancePolicy, host: HostFacts, expected: Mapping[str, str]) -> list[Result]:
     """Under OAUTHBEARER the broker verifies tokens as declared: OAUTHBEARER alone on the secure listener,
     the signature against the provider's keys, the issuer, the audience, the principal's claim."""
+    return _authentication_as_declared(
+        policy, host, expected, "compliance.auth.token-validation", "OAUTHBEARER token validation", "tokens"
+    )
+
+
+def ticket_validation(policy: CompliancePolicy, host: HostFacts, expected: Mapping[str, str]) -> list[Result]:
+    """Under Kerberos the broker takes tickets as declared: GSSAPI alone on the secure listener, for its
+    own service principal from its keytab, and only the realm's one-part names mapped to principals."""
+    return _authentication_as_declared(
+        policy, host, expected, "compliance.auth.kerberos-tickets", "Kerberos ticket validation", "tickets"
+    )
+
+
+def _authentication_as_declared(
+    policy: CompliancePolicy,
+    host: HostFacts,
+    expected: Mapping[str, str],
+    check_id: str,
+    target: str,
+    credentials: str,
+) -> list[Result]:
     findings = Findings(policy)
-    check_id = "compliance.auth.token-validation"
     if host.error:
         return [findings.unverified(check_id, host.error, host=host.host)]
     observed = {key: host.settings.get(key, "not set") for key in expected}
@@ -219,12 +239,12 @@ def token_validation(policy: CompliancePolicy, host: HostFacts, expected: Mappin
             check_id,
             not differ,
             host=host.host,
-            target="OAUTHBEARER token validation",
+            target=target,
             observed=observed,
             expected=dict(expected),
-            message="tokens verified as declared"
+            message=f"{credentials} verified as declared"
             if not differ
-            else f"token validation differs: {', '.join(differ)}",
+            else f"{target} differs: {', '.join(differ)}",
         )
     ]
 

@@ -66,11 +66,20 @@ TOKEN_VALIDATION_SETTINGS = (
     "sasl.oauthbearer.expected.audience",
     "sasl.oauthbearer.sub.claim.name",
 )
+# What a broker takes as a Kerberos login: whose tickets (its service principal, from its keytab) and which
+# names become principals (without the rules any realm name would map to one).
+TICKET_VALIDATION_SETTINGS = (
+    "listener.name.secure.sasl.enabled.mechanisms",
+    "listener.name.secure.gssapi.sasl.jaas.config",
+    "sasl.kerberos.service.name",
+    "sasl.kerberos.principal.to.local.rules",
+)
 AUTHORIZER_SETTINGS = (
     "allow.everyone.if.no.acl.found",
     "super.users",
     "ssl.principal.mapping.rules",
     *TOKEN_VALIDATION_SETTINGS,
+    *TICKET_VALIDATION_SETTINGS,
 )
 SERVER_PROPERTIES = "/etc/kafka/server.properties"
 

@@ -35,7 +35,12 @@ from event_broker_rollout.config.policy import (
 )
 from event_broker_rollout.evidence.results import Result, utcnow
 from event_broker_rollout.evidence.steps import Step
-from event_broker_rollout.hosts.listeners import PRINCIPAL_RULES, oauthbearer_settings, super_users
+from event_broker_rollout.hosts.listeners import (
+    PRINCIPAL_RULES,
+    kerberos_settings,
+    oauthbearer_settings,
+    super_users,
+)
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.tls import TlsMaterialError
 from event_broker_rollout.resources import access
@@ -216,6 +221,13 @@ def host(environment: Environment, host_name: str) -> Step:
             if key in facts.TOKEN_VALIDATION_SETTINGS
         }
         results += checks_access.token_validation(policy, observed, declared)
+    if "broker" in target.roles and security is not None and security.client_authentication == "kerberos":
+        declared = {
+            key: value
+            for key, value in kerberos_settings(environment, target)
+            if key in facts.TICKET_VALIDATION_SETTINGS
+        }
+        results += checks_access.ticket_validation(policy, observed, declared)
     return Step.of(results)
 
 

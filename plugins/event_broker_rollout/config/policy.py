@@ -43,6 +43,7 @@ CHECK_IDS = (
     "compliance.auth.scram-users-approved",
     "compliance.auth.client-certificates",
     "compliance.auth.token-validation",
+    "compliance.auth.kerberos-tickets",
     "compliance.authz.authorizer-enabled",
     "compliance.authz.deny-by-default",
     "compliance.authz.super-users",
