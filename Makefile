@@ -35,7 +35,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@$(UV) pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
-venv: $(VENV)/.installed ## the Python environment, exactly as pinned in requirements.lock
+# Kafka's client library with Kerberos: the PyPI wheel's librdkafka has no GSSAPI (native/README.md).
+$(VENV)/.kerberos-clients: $(VENV)/.installed native/build.sh native/kerberos_ccache_plugin.c
+	@PYTHON=$(PY) bash native/build.sh
+	@touch $@
+
+venv: $(VENV)/.kerberos-clients ## the Python environment, exactly as pinned in requirements.lock (Kafka's client library built with Kerberos)
 
 artifacts: ## Kafka and Apicurio Registry archives and the lab's Keycloak, assembled from Maven Central (cached in .cache/)
 	@bash lab/artifacts/build.sh
