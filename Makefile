@@ -144,6 +144,7 @@ test-integration: setup ## integration and end-to-end tests against the real lab
 # report for secrets.
 E2E_ORDER := $(foreach s,infrastructure security schemas integration,$(wildcard tests/e2e/test_$(s)_stage.py)) \
 	$(wildcard tests/e2e/test_mtls_rollout.py) $(wildcard tests/e2e/test_oauthbearer_rollout.py) \
+	$(wildcard tests/e2e/test_kerberos_rollout.py) \
 	$(wildcard tests/e2e/test_rollout_stage.py) \
 	$(wildcard tests/e2e/test_celery_stack.py)
 # The fault scenarios that fit the suite's time budget (about 4 min on the already secured lab); the
