@@ -18,9 +18,7 @@ name (0600).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import secrets
@@ -36,11 +34,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from event_broker_devtools.lab_identity_host import (
+    ADDRESS,
+    NETNS,
+    ensure_network,
+    ensure_tls,
+    in_netns,
+    netns_exists,
+    remove_network,
+    run,
+    service_main,
+    state_dir,
+)
 from event_broker_rollout import paths
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, load_components
 from event_broker_rollout.config.environment import (
@@ -52,12 +57,6 @@ from event_broker_rollout.config.environment import (
 )
 from event_broker_rollout.hosts.secret_files import write_secret
 
-NETNS = "ebr-idp"
-VETH = "ebrvidp"
-BRIDGE = "ebrlab0"
-ADDRESS = "10.77.0.2"
-MAC = "02:eb:00:00:00:02"  # beside the bridge's 02:eb:00:00:00:01; the hosts' are 02:eb:00:00:01:<n>
-PREFIX_LENGTH = 24
 PORT = 8443
 MANAGEMENT_PORT = 9000
 REALM = "event-broker"
@@ -74,103 +73,6 @@ OTHER_APPLICATION = "ebr-other-application"
 # after it expired (and after the brokers' 30 s clock-skew allowance) and must be refused.
 SHORT_LIVED_CLIENT = "ebr-short-lived"
 SHORT_LIVED_TOKEN_S = 2
-
-
-def state_dir() -> Path:
-    return paths.lab_state_dir() / "idp"
-
-
-def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=check, capture_output=True, text=True)
-
-
-def _in_netns(argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", NETNS, *argv]
-
-
-def netns_exists() -> bool:
-    return Path("/run/netns", NETNS).exists()
-
-
-def ensure_network() -> None:
-    """The namespace, its veth on the lab's bridge and its address (the lab must be up)."""
-    if _run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
-        raise RuntimeError(f"bridge {BRIDGE} not found: start the lab first (lab/lab.sh up)")
-    if not netns_exists():
-        _run(["ip", "netns", "add", NETNS])
-    if _run(["ip", "link", "show", VETH], check=False).returncode != 0:
-        _run(_in_netns(["ip", "link", "del", "eth0"]), check=False)
-        _run(["ip", "link", "add", VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS])
-    _run(["ip", "link", "set", VETH, "master", BRIDGE, "up"])
-    # A fixed MAC, as the lab's hosts have: a provider started again keeps its address valid in the hosts'
-    # neighbour caches (a new random MAC would leave them sending to the old one until the entry expires).
-    _run(_in_netns(["ip", "link", "set", "eth0", "address", MAC]))
-    addresses = _run(_in_netns(["ip", "-o", "addr", "show", "dev", "eth0"])).stdout
-    if f" {ADDRESS}/" not in addresses:
-        _run(_in_netns(["ip", "addr", "add", f"{ADDRESS}/{PREFIX_LENGTH}", "dev", "eth0"]))
-    _run(_in_netns(["ip", "link", "set", "eth0", "up"]))
-    _run(_in_netns(["ip", "link", "set", "lo", "up"]))
-
-
-# --- TLS: a CA of the provider's own and its server certificate ----------------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def ensure_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """``ca.crt``, ``tls.crt`` and ``tls.key`` (keys 0600), made once and kept while valid for 30 days."""
-    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    now = dt.datetime.now(dt.UTC)
-    if all(p.is_file() for p in (ca_cert, ca_key, cert, key)):
-        current = x509.load_pem_x509_certificate(cert.read_bytes())
-        if current.not_valid_after_utc - now > dt.timedelta(days=30):
-            return ca_cert, cert, key
-    directory.mkdir(parents=True, exist_ok=True)
-    authority_key = ec.generate_private_key(ec.SECP256R1())
-    authority = (
-        x509.CertificateBuilder()
-        .subject_name(_name("event-broker lab identity provider CA"))
-        .issuer_name(_name("event-broker lab identity provider CA"))
-        .public_key(authority_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(authority_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(_name(ADDRESS))
-        .issuer_name(authority.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ADDRESS))]), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(authority_key, hashes.SHA256())
-    )
-    write_secret(ca_key, _pem(authority_key))
-    write_secret(key, _pem(server_key))
-    ca_cert.write_text(authority.public_bytes(serialization.Encoding.PEM).decode())
-    cert.write_text(server.public_bytes(serialization.Encoding.PEM).decode())
-    return ca_cert, cert, key
 
 
 # --- the realm ----------------------------------------------------------------------------------
@@ -317,7 +219,7 @@ def running_pid() -> int | None:
         return None
     if not netns_exists():
         return None
-    inside = _run(["ip", "netns", "pids", NETNS], check=False).stdout.split()
+    inside = run(["ip", "netns", "pids", NETNS], check=False).stdout.split()
     return pid if str(pid) in inside else None
 
 
@@ -365,7 +267,7 @@ def start(realm_document: dict[str, Any], ca_cert: Path, cert: Path, key: Path) 
         "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx512m",
     }
     process = subprocess.Popen(
-        _in_netns(
+        in_netns(
             [
                 str(KEYCLOAK_DIR / "bin" / "kc.sh"),
                 "start",
@@ -429,11 +331,7 @@ def stop() -> None:
 
 def down() -> None:
     stop()
-    if netns_exists():
-        for pid in _run(["ip", "netns", "pids", NETNS], check=False).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
-        _run(["ip", "netns", "del", NETNS], check=False)
-    _run(["ip", "link", "del", VETH], check=False)
+    remove_network()
 
 
 def status() -> str:
@@ -444,19 +342,7 @@ def status() -> str:
 
 
 def main(argv: list[str]) -> int:
-    command, names = (argv[0], argv[1:]) if argv else ("status", [])
-    if command == "up":
-        up(names)
-        print(status())
-    elif command == "down":
-        down()
-        print(status())
-    elif command == "status":
-        print(status())
-    else:
-        print("usage: lab_idp up [ENV ...] | down | status", file=sys.stderr)
-        return 2
-    return 0
+    return service_main("lab_idp", argv, up, down, status)
 
 
 if __name__ == "__main__":

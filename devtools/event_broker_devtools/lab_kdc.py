@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from event_broker_devtools import lab_idp
+from event_broker_devtools import lab_identity_host
 from event_broker_rollout import paths
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, load_components
 from event_broker_rollout.config.environment import (
@@ -46,8 +46,8 @@ from event_broker_rollout.config.keytabs import (
 )
 from event_broker_rollout.hosts.secret_files import write_secret
 
-NETNS = lab_idp.NETNS
-ADDRESS = lab_idp.ADDRESS
+NETNS = lab_identity_host.NETNS
+ADDRESS = lab_identity_host.ADDRESS
 # Another client of the realm whose keytab was exported before its key changed (as when the realm's
 # administrators rotated it and the old file stayed behind): the KDC refuses it (preauthentication fails).
 STALE_PRINCIPAL = "ebr-stale"
@@ -367,7 +367,7 @@ def running_pid() -> int | None:
         pid = int(_pid_file().read_text())
     except (OSError, ValueError):
         return None
-    if not lab_idp.netns_exists():
+    if not lab_identity_host.netns_exists():
         return None
     inside = subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True, text=True, check=False)
     if str(pid) not in inside.stdout.split():
@@ -440,7 +440,7 @@ def up(names: list[str]) -> None:
         raise RuntimeError(f"no environment among {names or 'config/environments'} uses the KDC at {ADDRESS}")
     realms, port = realms_of(environments), kdc_port(environments)
     wanted = planned_keytabs(environments)
-    lab_idp.ensure_network()
+    lab_identity_host.ensure_network()
     directory = state_dir()
     _private_dir(directory)
     changed = _write_if_changed(kdc_conf(), render_kdc_conf(realms, directory, ADDRESS, port))
@@ -473,19 +473,7 @@ def status() -> str:
 
 
 def main(argv: list[str]) -> int:
-    command, names = (argv[0], argv[1:]) if argv else ("status", [])
-    if command == "up":
-        up(names)
-        print(status())
-    elif command == "down":
-        down()
-        print(status())
-    elif command == "status":
-        print(status())
-    else:
-        print("usage: lab_kdc up [ENV ...] | down | status", file=sys.stderr)
-        return 2
-    return 0
+    return lab_identity_host.service_main("lab_kdc", argv, up, down, status)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from event_broker_devtools import lab_idp
+from event_broker_devtools import lab_identity_host, lab_idp
 from event_broker_rollout.cluster import clients, health, oidc
 from event_broker_rollout.cluster.credentials import CredentialsError
 from event_broker_rollout.compliance import checks_access, facts
@@ -32,7 +32,7 @@ JWKS = "https://10.77.0.2:8443/realms/event-broker/protocol/openid-connect/certs
 def oauth(tmp_path) -> Environment:
     """lab-oauth with the provider's CA and the client secrets in tmp_path."""
     environment = load_environment("lab-oauth")
-    lab_idp.ensure_tls(tmp_path / "idp")
+    lab_identity_host.ensure_tls(tmp_path / "idp")
     secrets_file = tmp_path / "oidc-clients.json"
     principals = [environment.security.admin_user, *components_of(environment).principals()]
     write_secret(secrets_file, json.dumps({p: f"{p}-secret-0123456789" for p in principals}))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from event_broker_devtools import lab_idp
+from event_broker_devtools import lab_identity_host, lab_idp
 from event_broker_rollout.cluster import clients
 from event_broker_rollout.config.base import ConfigError
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
@@ -33,7 +33,7 @@ ISSUER = "https://10.77.0.2:8443/realms/event-broker"
 def authenticated(tmp_path) -> Environment:
     """lab-mtls (its registry authenticates) with its CA, the provider's CA and the secrets in tmp_path."""
     environment = load_environment("lab-mtls")
-    lab_idp.ensure_tls(tmp_path / "idp")
+    lab_identity_host.ensure_tls(tmp_path / "idp")
     secrets_file = tmp_path / "registry-clients.json"
     principals = [environment.security.admin_user, *components_of(environment).principals(), PROBE_PRINCIPAL]
     write_secret(secrets_file, json.dumps({p: f"{p}-secret-0123456789" for p in principals}))
