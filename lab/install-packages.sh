@@ -6,6 +6,7 @@ packages=(openssh-server openssh-client iproute2 kcat iperf3 openssl netcat-open
           chromium curl jq docker-compose
           postgresql redis-server   # the distributed Airflow (make airflow-up EXECUTOR=celery); neither is started here
           krb5-kdc krb5-admin-server krb5-user libsasl2-modules-gssapi-mit  # the lab's KDC; kinit and GSSAPI for clients
+          slapd ldap-utils   # the lab's directory (run by event_broker_devtools.lab_directory, never as a system service)
           # to build the Kafka client library with GSSAPI (native/build.sh): the wheel's has none
           build-essential libsasl2-dev libkrb5-dev libssl-dev zlib1g-dev libzstd-dev liblz4-dev libcurl4-openssl-dev)
 missing=()

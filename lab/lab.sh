@@ -443,8 +443,8 @@ cmd_down() {
     mapfile -t idx < <(known_hosts_idx)
     # 1. processes: everything inside each lab netns (sshd, sessions, JVMs started later)
     local nss=()
-    # (ebr-idp: the lab's identity provider, event_broker_devtools.lab_idp, and its Kerberos KDC,
-    # event_broker_devtools.lab_kdc, live on the same bridge)
+    # (ebr-idp: the lab's identity host, event_broker_devtools.lab_identity_host, with the provider, the
+    # Kerberos KDC and the directory, lives on the same bridge)
     mapfile -t nss < <(ip netns list 2>/dev/null | awk '$1 ~ /^ebr-(lab[0-9]+|idp)$/ {print $1}')
     kill_ns_procs "${nss[@]}"
     for i in "${idx[@]}"; do

@@ -29,11 +29,13 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from event_broker_devtools import lab_directory
 from event_broker_devtools.lab_identity_host import (
     ADDRESS,
     NETNS,
@@ -73,6 +75,11 @@ OTHER_APPLICATION = "ebr-other-application"
 # after it expired (and after the brokers' 30 s clock-skew allowance) and must be refused.
 SHORT_LIVED_CLIENT = "ebr-short-lived"
 SHORT_LIVED_TOKEN_S = 2
+# People of the directory log in through this client (public: a person's password is the secret).
+PEOPLE_CLIENT = "ebr-people"
+PRINCIPAL_CLAIM = "kafka_principal"
+# Each platform group of the directory, as a realm role, holds one registry role.
+PEOPLE_REGISTRY_ROLES = {"kafka-admins": ADMIN_ROLE, "change-approvers": READER_ROLE}
 
 
 # --- the realm ----------------------------------------------------------------------------------
@@ -146,6 +153,152 @@ def _one_audience(named: set[str], what: str) -> list[str]:
     return sorted(named)
 
 
+def _principal_claim(environments: list[Environment]) -> str:
+    """The claim the brokers take the Kafka principal from: the client id for an application, the
+    directory's uid for a person (so neither ``azp`` nor ``sub``, a per-realm UUID, can name both)."""
+    named = {p.principal_claim for e in environments for p in providers_of(e) if isinstance(p, OAuthBearer)}
+    if len(named) > 1:
+        raise RuntimeError(f"the lab's environments name different principal claims: {sorted(named)}")
+    claim = named.pop() if named else PRINCIPAL_CLAIM
+    if claim in ("azp", "sub"):
+        raise RuntimeError(
+            f"principal_claim {claim!r} cannot name people; the lab's provider sets {PRINCIPAL_CLAIM}"
+        )
+    return claim
+
+
+def _claim_mapper(claim: str, value: str) -> dict[str, Any]:
+    """An application's principal: its client id, fixed in its tokens."""
+    return {
+        "name": f"{claim}-client-id",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-hardcoded-claim-mapper",
+        "config": {
+            "claim.name": claim,
+            "claim.value": value,
+            "jsonType.label": "String",
+            "access.token.claim": "true",
+        },
+    }
+
+
+def _username_mapper(claim: str) -> dict[str, Any]:
+    """A person's principal: the username, which the directory's uid is."""
+    return {
+        "name": f"{claim}-username",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-usermodel-property-mapper",
+        "config": {
+            "user.attribute": "username",
+            "claim.name": claim,
+            "jsonType.label": "String",
+            "access.token.claim": "true",
+        },
+    }
+
+
+def _ldap_mapper(name: str, provider: str, config: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "providerId": provider, "config": {key: [value] for key, value in config.items()}}
+
+
+def directory_federation() -> dict[str, Any]:
+    """Keycloak's LDAP user storage over the lab's directory: read-only, people only, each person's
+    groups as realm roles (``kafka-admins``, ``change-approvers``), which hold the registry's roles."""
+    attribute = "user-attribute-ldap-mapper"
+    mappers = [
+        _ldap_mapper(
+            "username",
+            attribute,
+            {
+                "ldap.attribute": "uid",
+                "user.model.attribute": "username",
+                "read.only": "true",
+                "is.mandatory.in.ldap": "true",
+                "always.read.value.from.ldap": "false",
+            },
+        ),
+        _ldap_mapper(
+            "first name",
+            attribute,
+            {
+                "ldap.attribute": "givenName",
+                "user.model.attribute": "firstName",
+                "read.only": "true",
+                "is.mandatory.in.ldap": "true",
+                "always.read.value.from.ldap": "true",
+            },
+        ),
+        _ldap_mapper(
+            "last name",
+            attribute,
+            {
+                "ldap.attribute": "sn",
+                "user.model.attribute": "lastName",
+                "read.only": "true",
+                "is.mandatory.in.ldap": "true",
+                "always.read.value.from.ldap": "true",
+            },
+        ),
+        _ldap_mapper(
+            "email",
+            attribute,
+            {
+                "ldap.attribute": "mail",
+                "user.model.attribute": "email",
+                "read.only": "true",
+                "is.mandatory.in.ldap": "false",
+                "always.read.value.from.ldap": "true",
+            },
+        ),
+        _ldap_mapper(
+            "platform groups",
+            "role-ldap-mapper",
+            {
+                "roles.dn": lab_directory.GROUPS_DN,
+                "role.name.ldap.attribute": "cn",
+                "role.object.classes": "groupOfNames",
+                "membership.ldap.attribute": "member",
+                "membership.attribute.type": "DN",
+                "membership.user.ldap.attribute": "uid",
+                "mode": "READ_ONLY",
+                "user.roles.retrieve.strategy": "LOAD_ROLES_BY_MEMBER_ATTRIBUTE",
+                "use.realm.roles.mapping": "true",
+            },
+        ),
+    ]
+    config = {
+        "enabled": "true",
+        "priority": "0",
+        "vendor": "other",
+        "editMode": "READ_ONLY",
+        "importEnabled": "true",
+        "syncRegistrations": "false",
+        "connectionUrl": lab_directory.URL,
+        "useTruststoreSpi": "always",
+        "startTls": "false",
+        "authType": "simple",
+        "bindDn": lab_directory.READER_DN,
+        "bindCredential": lab_directory.ensure_passwords()[lab_directory.READER],
+        "usersDn": lab_directory.PEOPLE_DN,
+        "searchScope": "1",
+        "userObjectClasses": "inetOrgPerson",
+        "usernameLDAPAttribute": "uid",
+        "rdnLDAPAttribute": "uid",
+        "uuidLDAPAttribute": "entryUUID",
+        "pagination": "false",
+        "connectionPooling": "false",
+        "trustEmail": "false",
+        "validatePasswordPolicy": "false",
+        "cachePolicy": "NO_CACHE",
+    }
+    return {
+        "name": "hospital-directory",
+        "providerId": "ldap",
+        "subComponents": {"org.keycloak.storage.ldap.mappers.LDAPStorageMapper": mappers},
+        "config": {key: [value] for key, value in config.items()},
+    }
+
+
 def realm(environments: list[Environment]) -> dict[str, Any]:
     roles: dict[str, str] = {}
     for environment in environments:
@@ -161,6 +314,7 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
         roles[SHORT_LIVED_CLIENT] = ""
     client_secrets = ensure_client_secrets(secrets_file(environments), sorted(roles))
     mappers = [_audience_mapper(audience) for audience in audiences]
+    claim = _principal_claim(environments)
 
     def client(principal: str) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -172,10 +326,14 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
             "directAccessGrantsEnabled": False,
             "clientAuthenticatorType": "client-secret",
             "secret": client_secrets[principal],
-            "protocolMappers": [] if principal == OTHER_APPLICATION else mappers,
+            "protocolMappers": [_claim_mapper(claim, principal)]
+            + ([] if principal == OTHER_APPLICATION else mappers),
         }
         if principal == SHORT_LIVED_CLIENT:
-            settings["protocolMappers"] = [_audience_mapper(audience) for audience in kafka_audience]
+            settings["protocolMappers"] = [
+                _claim_mapper(claim, principal),
+                *(_audience_mapper(audience) for audience in kafka_audience),
+            ]
             settings["attributes"] = {"access.token.lifespan": str(SHORT_LIVED_TOKEN_S)}
         return settings
 
@@ -183,14 +341,39 @@ def realm(environments: list[Environment]) -> dict[str, Any]:
         "realm": REALM,
         "enabled": True,
         "accessTokenLifespan": 300,
-        "roles": {"realm": [{"name": role} for role in (ADMIN_ROLE, "sr-developer", READER_ROLE)]},
+        "roles": {
+            "realm": [
+                *({"name": role} for role in (ADMIN_ROLE, "sr-developer", READER_ROLE)),
+                *(
+                    {
+                        "name": group,
+                        "description": description,
+                        "composite": True,
+                        "composites": {"realm": [PEOPLE_REGISTRY_ROLES[group]]},
+                    }
+                    for group, description in lab_directory.GROUPS.items()
+                ),
+            ]
+        },
         "clients": [
             *(
                 {"clientId": audience, "enabled": True, "publicClient": False, "bearerOnly": True}
                 for audience in audiences
             ),
             *(client(principal) for principal in sorted(roles)),
+            {
+                # People log in with the directory's password (a command-line tool's grant: the lab has no
+                # browser flow); their tokens are for the cluster and the registry.
+                "clientId": PEOPLE_CLIENT,
+                "enabled": True,
+                "publicClient": True,
+                "serviceAccountsEnabled": False,
+                "standardFlowEnabled": False,
+                "directAccessGrantsEnabled": True,
+                "protocolMappers": [_username_mapper(claim), *mappers],
+            },
         ],
+        "components": {"org.keycloak.storage.UserStorageProvider": [directory_federation()]},
         "users": [
             {
                 "username": f"service-account-{principal}",
@@ -225,6 +408,26 @@ def running_pid() -> int | None:
 
 def _ca_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(state_dir() / "ca.crt"))
+
+
+def person_token(uid: str, password: str) -> str:
+    """A person's access token, as a command-line tool gets one: the directory's password at the
+    provider (``PasswordRefused`` when the provider refuses it)."""
+    body = urllib.parse.urlencode(
+        {"grant_type": "password", "client_id": PEOPLE_CLIENT, "username": uid, "password": password}
+    ).encode()
+    request = urllib.request.Request(f"{ISSUER}/protocol/openid-connect/token", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=_ca_context()) as response:
+            token = json.loads(response.read())["access_token"]
+    except urllib.error.HTTPError as error:
+        raise PasswordRefused(f"the provider refused {uid}: HTTP {error.code}") from None
+    assert isinstance(token, str)
+    return token
+
+
+class PasswordRefused(RuntimeError):
+    pass
 
 
 def answers() -> bool:
@@ -277,6 +480,8 @@ def start(realm_document: dict[str, Any], ca_cert: Path, cert: Path, key: Path) 
                 f"--https-port={PORT}",
                 f"--https-certificate-file={cert}",
                 f"--https-certificate-key-file={key}",
+                # the directory's LDAPS certificate comes from the identity host's CA, as this one does
+                f"--truststore-paths={ca_cert}",
                 f"--hostname=https://{ADDRESS}:{PORT}",
                 f"--http-management-port={MANAGEMENT_PORT}",
                 f"--db-url=jdbc:h2:file:{database}/keycloakdb;NON_KEYWORDS=VALUE",
@@ -306,6 +511,7 @@ def start(realm_document: dict[str, Any], ca_cert: Path, cert: Path, key: Path) 
 def up(names: list[str]) -> None:
     environments = served_environments(names or list(LAB_ENVIRONMENTS))
     ensure_network()
+    lab_directory.up()  # the provider federates it: people log in against it
     ca_cert, cert, key = ensure_tls(state_dir())
     document = realm(environments)
     if running_pid() is not None and answers():

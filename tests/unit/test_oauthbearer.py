@@ -25,6 +25,7 @@ from event_broker_rollout.evidence.results import Status
 from event_broker_rollout.hosts import desired, listeners
 from event_broker_rollout.hosts.secret_files import write_secret
 
+AUDIENCE = "oidc-audience-mapper"
 JWKS = "https://10.77.0.2:8443/realms/event-broker/protocol/openid-connect/certs"
 
 
@@ -67,7 +68,7 @@ def test_brokers_verify_tokens_against_the_providers_keys(oauth):
     assert settings["sasl.oauthbearer.jwks.endpoint.url"] == JWKS
     assert settings["sasl.oauthbearer.expected.audience"] == "kafka"
     assert settings["sasl.oauthbearer.expected.issuer"] == oauth.security.oauthbearer.issuer
-    assert settings["sasl.oauthbearer.sub.claim.name"] == "azp"
+    assert settings["sasl.oauthbearer.sub.claim.name"] == "kafka_principal"
     jaas = settings["listener.name.secure.oauthbearer.sasl.jaas.config"]
     assert f'ssl.truststore.location="{listeners.OIDC_PROVIDER_CA}"' in jaas
     assert "clientSecret" not in jaas  # the brokers hold no secret at the provider
@@ -155,7 +156,8 @@ def test_the_lab_provider_mints_the_clusters_audience_and_a_short_lived_client(t
     assert clients_by_id["kafka"]["bearerOnly"] and clients_by_id["registry-api"]["bearerOnly"]
 
     def audiences(client_id: str) -> set[str]:
-        return {m["config"]["included.client.audience"] for m in clients_by_id[client_id]["protocolMappers"]}
+        mappers = clients_by_id[client_id]["protocolMappers"]
+        return {m["config"]["included.client.audience"] for m in mappers if m["protocolMapper"] == AUDIENCE}
 
     for principal in ("admin", "canary", PROBE_PRINCIPAL, *components_of(environments[1]).principals()):
         assert audiences(principal) == {"kafka", "registry-api"}, principal
@@ -165,7 +167,11 @@ def test_the_lab_provider_mints_the_clusters_audience_and_a_short_lived_client(t
     roles = {user["serviceAccountClientId"]: user["realmRoles"] for user in document["users"]}
     assert roles[lab_idp.SHORT_LIVED_CLIENT] == []
     secrets = json.loads((tmp_path / "secrets" / "oidc-clients.json").read_text())
-    assert set(secrets) == {c["clientId"] for c in document["clients"] if not c.get("bearerOnly")}
+    confidential = [c for c in document["clients"] if not (c.get("bearerOnly") or c["publicClient"])]
+    assert set(secrets) == {c["clientId"] for c in confidential}
+    for client in confidential:  # each application's principal is its client id, fixed in its tokens
+        (claim,) = [m["config"] for m in client["protocolMappers"] if m["protocolMapper"] != AUDIENCE]
+        assert (claim["claim.name"], claim["claim.value"]) == ("kafka_principal", client["clientId"])
     split = environments[1].security.model_copy(
         update={
             "oauthbearer": environments[1].security.oauthbearer.model_copy(

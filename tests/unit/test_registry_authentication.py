@@ -180,12 +180,13 @@ def test_the_lab_provider_gives_the_admin_sr_admin_and_everyone_else_read_only(t
     assert roles.pop(lab_idp.OTHER_APPLICATION) == ["sr-admin"]
     assert set(roles) == {*components_of(environment).principals(), PROBE_PRINCIPAL}
     assert all(granted == ["sr-readonly"] for granted in roles.values())
-    confidential = [c for c in document["clients"] if not c.get("bearerOnly")]
+    confidential = [c for c in document["clients"] if not (c.get("bearerOnly") or c["publicClient"])]
     for client in confidential:
+        audiences = [m for m in client["protocolMappers"] if m["protocolMapper"] == "oidc-audience-mapper"]
         if client["clientId"] == lab_idp.OTHER_APPLICATION:  # the admin role, but not for the registry
-            assert client["protocolMappers"] == []
+            assert audiences == []
             continue
-        (mapper,) = client["protocolMappers"]
+        (mapper,) = audiences
         assert mapper["config"]["included.client.audience"] == "registry-api"
     secrets_file = Path(environment.schema_registry.authentication.credentials.path)
     assert stat.S_IMODE(os.stat(secrets_file).st_mode) == 0o600
