@@ -5,21 +5,27 @@
 re-verifies it. From outside, kcat and a plain confluent-kafka client show what the secure listener
 accepts and refuses: the admin's token is let in; no token, a token that no provider signed, a token
 minted for another audience and an expired one are refused; a right token without grants is refused on
-a PHI topic.
+a PHI topic. People of the lab's directory log in at the provider with their directory password: the
+brokers know a person by her uid and grant her nothing, and the registry gives her what her groups hold.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from event_broker_devtools import lab_directory, lab_idp
 from event_broker_devtools.lab_idp import OTHER_APPLICATION, SHORT_LIVED_CLIENT
 from event_broker_rollout.cluster import oidc
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
@@ -37,6 +43,7 @@ PROVIDER_CA = LAB_STATE / "idp" / "ca.crt"
 BOOTSTRAP = "10.77.0.17:9094"
 PHI_TOPIC = "healthcare.patient.upserted.v1"
 HOSTS = ("10.77.0.17", "10.77.0.18", "10.77.0.19")
+REGISTRY_API = "https://10.77.0.17:8443/apis/ccompat/v7"
 # Kafka accepts a token up to this long after it expired (sasl.oauthbearer.clock.skew.seconds' default).
 BROKER_CLOCK_SKEW_S = 30
 
@@ -191,3 +198,62 @@ def test_the_right_token_without_grants_is_refused_on_a_phi_topic(oauth_rollout,
     read = kcat(*probe, "-C", "-t", PHI_TOPIC, "-o", "beginning", "-e", "-c", "1")
     assert read.returncode != 0
     assert "authorization failed" in read.stderr.lower()
+
+
+def person_token(uid: str) -> str:
+    passwords = json.loads(lab_directory.passwords_file().read_text())
+    return lab_idp.person_token(uid, passwords[uid])
+
+
+def registry_status(token: str, path: str, method: str = "GET", body: dict | None = None) -> int:
+    request = urllib.request.Request(
+        f"{REGISTRY_API}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(
+            request, timeout=15, context=ssl.create_default_context(cafile=CLUSTER_CA)
+        ) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_person_of_the_directory_is_known_by_her_uid_and_holds_no_grant(oauth_rollout):
+    """Amara administers Kafka in the directory's groups, but grants name people, never groups: her
+    token gets her in as ``User:amara.okafor`` and the authorizer refuses her a PHI topic."""
+    token = person_token("amara.okafor")
+    failures: list[KafkaError] = []
+    producer = Producer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(CLUSTER_CA),
+            "sasl.mechanism": "OAUTHBEARER",
+            "oauth_cb": lambda _config: (token, time.time() + 300),
+        }
+    )
+    assert producer.list_topics(timeout=15).brokers  # authenticated: the cluster answers her
+    producer.produce(
+        PHI_TOPIC, b"a person's probe", on_delivery=lambda error, _message: failures.append(error)
+    )
+    producer.flush(30)
+    assert [error.code() for error in failures] == [KafkaError.TOPIC_AUTHORIZATION_FAILED], failures
+    logs = [LAB_STATE / "hosts" / f"lab{n}" / "root" / "var-log" / "kafka" / "server.log" for n in (7, 8, 9)]
+    # the brokers said whom they refused (the topic's metadata already: she may not even describe it)
+    refusal = re.compile(
+        rf"Principal = User:amara[.]okafor is Denied operation = \w+ .* Topic:LITERAL:{PHI_TOPIC} "
+    )
+    assert any(refusal.search(log.read_text()) for log in logs)
+
+
+def test_the_registry_gives_people_what_their_groups_hold(oauth_rollout):
+    subject_config = f"/config/{PHI_TOPIC}-value"
+    admin, approver, outsider = (person_token(uid) for uid in ("amara.okafor", "li.wei", "sam.ortiz"))
+    assert registry_status(admin, "/subjects") == 200
+    assert registry_status(admin, subject_config) == 200
+    assert registry_status(approver, "/subjects") == 200
+    assert registry_status(approver, subject_config, "PUT", {"compatibility": "NONE"}) == 403
+    assert registry_status(outsider, "/subjects") == 403  # in the directory, in no platform group

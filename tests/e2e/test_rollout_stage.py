@@ -7,9 +7,11 @@ Change control is exercised on `lab-change-controlled` (the lab under a change t
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -298,6 +300,16 @@ def secret_values() -> dict[str, str]:
                 for who, value in json.loads(oidc_clients.read_text()).items()
             }
         )
+    # the Kerberos rollout's keytabs (each key, as hex and base64) and the directory's passwords
+    for keytab in LAB_STATE.rglob("*.keytab"):
+        for n, key in enumerate(keytab_keys(keytab.read_bytes())):
+            secrets[f"{keytab.relative_to(LAB_STATE)} key {n} (hex)"] = key.hex()
+            secrets[f"{keytab.relative_to(LAB_STATE)} key {n} (base64)"] = base64.b64encode(key).decode()
+    directory = LAB_STATE / "idp" / "directory-passwords.json"
+    if directory.is_file():
+        secrets.update(
+            {f"directory password of {who}": v for who, v in json.loads(directory.read_text()).items()}
+        )
     for key_file in LAB_STATE.rglob("*.key"):
         body = [line for line in key_file.read_text().splitlines() if line and not line.startswith("-----")]
         secrets.update({f"{key_file.relative_to(LAB_STATE)} line {n}": line for n, line in enumerate(body)})
@@ -306,6 +318,25 @@ def secret_values() -> dict[str, str]:
     secrets.update({f"Airflow login {user}": password for user, password in logins.items()})
     secrets["Airflow's JWT secret"] = (server.home / "jwt_secret").read_text().strip()
     return secrets
+
+
+def keytab_keys(content: bytes) -> list[bytes]:
+    """The key of every entry of an MIT keytab (version 0x0502: a 4-byte length before each entry)."""
+    keys, offset = [], 2
+    while offset + 4 <= len(content):
+        (size,) = struct.unpack_from(">i", content, offset)
+        record, offset = content[offset + 4 : offset + 4 + abs(size)], offset + 4 + abs(size)
+        if size <= 0:  # a hole left by a removed entry
+            continue
+        (components,) = struct.unpack_from(">H", record, 0)
+        position = 2
+        for _ in range(components + 1):  # the realm, then each name component
+            (length,) = struct.unpack_from(">H", record, position)
+            position += 2 + length
+        position += 4 + 4 + 1 + 2  # name type, timestamp, 8-bit key version, encryption type
+        (key_length,) = struct.unpack_from(">H", record, position)
+        keys.append(record[position + 2 : position + 2 + key_length])
+    return keys
 
 
 def leaks(secrets: dict[str, str], haystacks: dict[str, str]) -> list[str]:
@@ -342,6 +373,7 @@ def test_no_secret_in_any_report_trail_task_log_or_xcom_of_the_rollouts(airflow_
     own log, and what Airflow stored (XCom, rendered fields, confs, approvals) hold no secret."""
     secrets = secret_values()
     assert len(secrets) > 10
+    assert any(" key 0 (hex)" in name for name in secrets), "the Kerberos rollout's keytabs are scanned"
     records = airflow_records()
     stages = {
         f"event_broker_{s}" for s in ("preflight", "infrastructure", "security", "schemas", "integration")
