@@ -83,8 +83,8 @@ demo: setup lab-up ## the main job: Airflow standalone, the whole rollout of the
 	@$(PY) -m event_broker_devtools.cli rollout --env lab --keep-airflow
 	@echo "The lab and Airflow keep running for you to explore. Stop both: make airflow-down lab-down"
 
-rollout: venv ## the whole rollout on the project's Airflow (started if needed): ENV=lab [CONF='{"stages": [...], "change_ticket": "..."}']
-	@$(PY) -m event_broker_devtools.cli rollout --env $(ENV) --conf '$(CONF)' --executor '$(EXECUTOR)'
+rollout: venv ## the whole rollout on the project's Airflow (started if needed, left running): ENV=lab [CONF='{"stages": [...], "change_ticket": "..."}']
+	@$(PY) -m event_broker_devtools.cli rollout --env $(ENV) --conf '$(CONF)' --executor '$(EXECUTOR)' --keep-airflow
 
 validate: venv ## check an environment file and everything it references, touching no host: ENV=lab
 	@$(PY) -m event_broker_devtools.cli validate --env '$(ENV)'

@@ -235,7 +235,7 @@ def lab_up(hosts: int) -> None:
 
 
 def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Figure:
-    figure = Figure("rollout", "Full rollout wall time per stage", "s")
+    figure = Figure("rollout", "No-change make rollout, the whole command (Airflow running)", "s")
     if first_run:
         say("first run: purging the lab (software, CA, secrets, connections) and bringing it up fresh")
         fresh_lab()
@@ -249,6 +249,9 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
         if not first["succeeded"]:  # keep what it measured (the stages that ran) with the failure
             figure.error = f"the first rollout failed: {first['tail'][-600:]}"
             return figure
+    # The project's Airflow runs as a service does (`make rollout` leaves it running): a re-run's command
+    # is timed whole, from the command line to its verdict, without an Airflow start in it.
+    airflow_server.start(airflow_server.settings())
     reruns: list[dict[str, Any]] = []
     attempts = 0
     while len(reruns) < repeats:
@@ -271,7 +274,8 @@ def bench_rollout(first_run: bool, repeats: int, context: dict[str, Any]) -> Fig
         for stage in STAGES
     }
     figure.details["rerun_changes"] = [r["changes"] for r in reruns]
-    figure.samples = [float(r["report_seconds"] or r["wall_seconds"]) for r in reruns]
+    figure.details["rerun_controller_seconds"] = [r["report_seconds"] for r in reruns]
+    figure.samples = [float(r["wall_seconds"]) for r in reruns]
     figure.value = median(figure.samples)
     return figure
 
@@ -394,7 +398,7 @@ class PeakMemory:
     """Peak resident memory during a command: Airflow's processes together (sampled: its task processes
     come and go) and each JVM (its kernel high-water mark, VmHWM, read while it runs)."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.airflow_peak_kib = 0
         self.jvm_peak_kib: dict[str, int] = {}
@@ -410,24 +414,30 @@ class PeakMemory:
         self._thread.join()
 
     def _sample(self) -> None:
+        # Each process's command line first (short), its status only for Airflow's and the JVMs': parsing
+        # every process's status twice a second took CPU from the rollout being measured.
         while not self._stop.is_set():
             airflow_kib = 0
-            for status in Path("/proc").glob("[0-9]*/status"):
+            for process in Path("/proc").glob("[0-9]*"):
                 try:
+                    cmdline = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    jvm = "kafka.Kafka" in cmdline or ("quarkus" in cmdline and "keycloak" not in cmdline)
+                    if not jvm and "airflow" not in cmdline:
+                        continue
                     fields = dict(
-                        line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+                        line.split(":", 1)
+                        for line in (process / "status").read_text().splitlines()
+                        if ":" in line
                     )
-                    cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
                 except OSError:  # the process ended while it was read
                     continue
-                rss = int(fields.get("VmRSS", "0 kB").split()[0])
-                if "java" in fields.get("Name", "") and ("kafka.Kafka" in cmdline or "quarkus" in cmdline):
+                if jvm and "java" in fields.get("Name", ""):
                     role = "kafka" if "kafka.Kafka" in cmdline else "registry"
-                    key = f"{role}[pid {status.parent.name}]"
+                    key = f"{role}[pid {process.name}]"
                     hwm = int(fields.get("VmHWM", "0 kB").split()[0])
                     self.jvm_peak_kib[key] = max(self.jvm_peak_kib.get(key, 0), hwm)
                 elif "airflow" in cmdline:
-                    airflow_kib += rss
+                    airflow_kib += int(fields.get("VmRSS", "0 kB").split()[0])
             self.airflow_peak_kib = max(self.airflow_peak_kib, airflow_kib)
             self._stop.wait(self.interval)
 

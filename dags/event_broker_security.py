@@ -110,7 +110,11 @@ def event_broker_security() -> None:
         committed = commit.override(task_id=f"commit_{target}")(target)
         if previous is not None:
             previous >> configured
-        configured >> roll >> registry >> registry_gate >> committed
+        # The registry restarts beside the brokers' roll: neither waits on the other (its store is its own),
+        # and the phase is committed only once both are through their gates.
+        configured >> [roll, registry]
+        registry >> registry_gate
+        [roll, registry_gate] >> committed
         if target == "listeners":
             users = client_identities()
             canary = start_canary()
