@@ -144,7 +144,10 @@ def event_broker_rollout() -> None:
         for stage in rollout.CHANGING_STAGES
     ]
     chain(request, preflight, plan, approval, *changing, export_audit_trail(), report())
-    request >> [plan, approval]  # the branch skips them directly when the request needs neither
+    # The branch skips the plan and the approval directly when the request needs neither, so whatever
+    # follows them also waits for preflight itself (a skipped task is done before preflight is).
+    request >> [plan, approval]
+    preflight >> [approval, changing[0]]
 
 
 event_broker_rollout()
