@@ -28,6 +28,7 @@ from event_broker_rollout.airflow import tasks as dag_support
 from event_broker_rollout.airflow.rollout_operators import (
     APPROVAL_TASK_ID,
     PLAN_TASK_ID,
+    REQUEST_KEY,
     REQUEST_TASK_ID,
     RolloutApprovalOperator,
     StageRunOperator,
@@ -80,9 +81,10 @@ DAG_ID = "event_broker_rollout"
     },
 )
 def event_broker_rollout() -> None:
-    @task(task_id=REQUEST_TASK_ID)
-    def validate_request(params: dict[str, Any]) -> dict[str, Any]:
-        """Nothing is touched before the environment file and the form are valid."""
+    @task.branch(task_id=REQUEST_TASK_ID)
+    def validate_request(params: dict[str, Any]) -> list[str]:
+        """Nothing is touched before the environment file and the form are valid. Then the branch: the
+        plan and the approval are skipped here when the request needs neither, never started to skip."""
         ti = get_current_context()["ti"]
         try:
             request = rollout.build_request(dag_support.environment_from(params), params)
@@ -99,7 +101,20 @@ def event_broker_rollout() -> None:
             change_ticket=request.change_ticket,
             approval_required=request.approval_required,
         )
-        return request.to_dict()
+        ti.xcom_push(key=REQUEST_KEY, value=request.to_dict())
+        plan = rollout.plan_decision(request)
+        if not plan.run:
+            audit(
+                "rollout.stage.skip",
+                target=rollout.stage_dag_id(rollout.PLAN_STAGE),
+                outcome="skipped",
+                reason=plan.reason,
+            )
+        return [
+            "stage_preflight",
+            *([PLAN_TASK_ID] if plan.run else []),
+            *([APPROVAL_TASK_ID] if request.approval_required else []),
+        ]
 
     @task(trigger_rule="all_done")
     def export_audit_trail() -> dict[str, Any]:
@@ -129,6 +144,10 @@ def event_broker_rollout() -> None:
         for stage in rollout.CHANGING_STAGES
     ]
     chain(request, preflight, plan, approval, *changing, export_audit_trail(), report())
+    # The branch skips the plan and the approval directly when the request needs neither, so whatever
+    # follows them also waits for preflight itself (a skipped task is done before preflight is).
+    request >> [plan, approval]
+    preflight >> [approval, changing[0]]
 
 
 event_broker_rollout()

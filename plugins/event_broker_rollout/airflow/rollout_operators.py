@@ -27,6 +27,7 @@ from event_broker_rollout.rollout.controller import CHANGING_STAGES, PLAN_STAGE,
 from event_broker_rollout.rollout.report import StageOutcome, build_report, load_stage_report, parse_time
 
 REQUEST_TASK_ID = "validate_request"
+REQUEST_KEY = "request"  # the accepted request (the task's return value is the branch it chose)
 APPROVAL_TASK_ID = "approval"
 PLAN_TASK_ID = "dry_run_plan"
 ANSWER_KEY = "answer"  # the approval's XCom: chosen_options, responded_by_user, responded_at
@@ -35,7 +36,9 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 
 def rollout_request(context: Context) -> rollout.RolloutRequest:
-    return rollout.RolloutRequest.from_dict(context["ti"].xcom_pull(task_ids=REQUEST_TASK_ID))
+    return rollout.RolloutRequest.from_dict(
+        context["ti"].xcom_pull(task_ids=REQUEST_TASK_ID, key=REQUEST_KEY)
+    )
 
 
 class StageRunOperator(TriggerDagRunOperator):
@@ -219,7 +222,7 @@ def build_rollout_report(context: Any, dag_id: str) -> tuple[Path, str | None]:
     ti = context["ti"]
     run_id = context["run_id"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-    raw_request = ti.xcom_pull(task_ids=REQUEST_TASK_ID)
+    raw_request = ti.xcom_pull(task_ids=REQUEST_TASK_ID, key=REQUEST_KEY)
     dag_run = context["dag_run"]
     if raw_request is None:
         refused = ti.xcom_pull(task_ids=REQUEST_TASK_ID, key="refused")
