@@ -89,7 +89,7 @@ def providers_of(environment: Environment) -> list[OidcClients]:
     """What in the environment authenticates through an OIDC provider: its registry, its Kafka clients."""
     security = environment.security
     found: list[OidcClients] = []
-    if environment.schema_registry.authentication is not None:
+    if isinstance(environment.schema_registry.authentication, RegistryAuthentication):
         found.append(environment.schema_registry.authentication)
     if security is not None and security.client_authentication == "oauthbearer" and security.oauthbearer:
         found.append(security.oauthbearer)

@@ -13,11 +13,11 @@ import pytest
 
 from event_broker_devtools import lab_identity_host, lab_idp
 from event_broker_rollout.cluster import clients, health, oidc
-from event_broker_rollout.cluster.credentials import CredentialsError
 from event_broker_rollout.compliance import checks_access, facts
 from event_broker_rollout.compliance.facts import HostFacts
 from event_broker_rollout.config.catalog import load_catalog, load_policies
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, components_of
+from event_broker_rollout.config.credentials import CredentialsError
 from event_broker_rollout.config.environment import Environment, load_environment, load_sizing_profiles
 from event_broker_rollout.config.policy import load_policy
 from event_broker_rollout.config.validation import validate_environment

@@ -76,7 +76,7 @@ def test_the_declaration_is_oidc_over_https_for_apicurio_only():
         RegistryAuthentication.model_validate({**declared, "issuer": "http://10.77.0.2:8080/realms/x"})
     lab = load_environment("lab").model_dump(mode="json")
     for change, message in (
-        ({"flavor": "confluent"}, "apicurio flavor only"),
+        ({"flavor": "confluent"}, "not built for the confluent flavor"),
         ({}, "needs the security section"),
     ):
         raw = {**lab, "schema_registry": {**lab["schema_registry"], **change, "authentication": declared}}

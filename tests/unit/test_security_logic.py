@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 
 from event_broker_rollout.cluster import clients
-from event_broker_rollout.cluster.credentials import CredentialsError, load_credentials
 from event_broker_rollout.config.components import components_of, load_components
+from event_broker_rollout.config.credentials import CredentialsError, load_credentials
 from event_broker_rollout.config.environment import load_environment
 from event_broker_rollout.hosts import listeners as layout
 from event_broker_rollout.hosts import tls

@@ -14,7 +14,7 @@ from typing import Any
 
 from event_broker_rollout import orchestrator
 from event_broker_rollout.cluster import kerberos
-from event_broker_rollout.cluster.credentials import (
+from event_broker_rollout.config.credentials import (
     load_credentials,
     load_oauth_secrets,
     load_registry_secrets,

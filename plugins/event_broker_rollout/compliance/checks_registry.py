@@ -35,11 +35,11 @@ def registry_checks(
         )
     ]
     authenticated = registry.https_status in (401, 403)
-    note = (
-        "; declare schema_registry.authentication (Apicurio authenticates through an OIDC provider)"
-        if flavor == "apicurio" and not authenticated
-        else ""
-    )
+    ways = {
+        "apicurio": "Apicurio authenticates through an OIDC provider",
+        "confluent": "kind: basic, HTTP basic against the registry's password file",
+    }
+    note = "" if authenticated else f"; declare schema_registry.authentication ({ways[flavor]})"
     if https:
         results.append(
             findings.result(

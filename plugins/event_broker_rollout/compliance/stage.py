@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from event_broker_rollout.cluster import clients, health
-from event_broker_rollout.cluster.credentials import CredentialsError
 from event_broker_rollout.compliance import (
     checks,
     checks_access,
@@ -26,6 +25,7 @@ from event_broker_rollout.compliance import (
 )
 from event_broker_rollout.config.catalog import Catalog, Policies, desired_topics, load_checked_catalog
 from event_broker_rollout.config.components import PROBE_PRINCIPAL, Components, components_of
+from event_broker_rollout.config.credentials import CredentialsError
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.config.policy import (
     CompliancePolicy,

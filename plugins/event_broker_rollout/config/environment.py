@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from event_broker_rollout import paths
 from event_broker_rollout.config.base import ConfigProblem, EnvironmentConfigError, Strict
@@ -142,6 +152,39 @@ class RegistryAuthentication(OidcClients):
     audience: Identifier = "registry-api"
 
 
+class RegistryBasicAuthentication(Strict):
+    """HTTP basic at Confluent Schema Registry (community license): every request names a principal and
+    its secret from ``credentials``, checked against a password file on the registry host. The rollout's
+    admin holds the role ``admin``, each component and the probe ``readonly``; the community registry only
+    authenticates, so these roles are not enforced (a reader could register a schema): authorization by
+    role needs Confluent's commercial security plugin."""
+
+    kind: Literal["basic"]
+    credentials: Credentials  # secret per principal (the user name at the registry)
+
+
+def _authentication_kind(value: Any) -> str:
+    """The declaration's member by ``kind``, OIDC where it is absent (declarations from before the basic
+    kind). The tag is bracketed so that a problem's YAML path leaves it out, as it leaves out the names
+    of other unions' members."""
+    kind = value.get("kind", "oidc") if isinstance(value, Mapping) else getattr(value, "kind", None)
+    return f"kind[{kind}]"
+
+
+AnyRegistryAuthentication = Annotated[
+    Annotated[RegistryAuthentication, Tag("kind[oidc]")]
+    | Annotated[RegistryBasicAuthentication, Tag("kind[basic]")],
+    Discriminator(
+        _authentication_kind,
+        custom_error_type="registry_authentication_kind",
+        custom_error_message="kind: oidc (the apicurio flavor) or basic (the confluent flavor)",
+    ),
+]
+# Each flavor's one way to authenticate: Apicurio through an OIDC provider, Confluent's community registry
+# with HTTP basic against its own password file.
+REGISTRY_AUTHENTICATION_KINDS = {"apicurio": "oidc", "confluent": "basic"}
+
+
 class OAuthBearer(OidcClients):
     """SASL/OAUTHBEARER on the secure listener (KIP-768): clients fetch a token for ``audience`` from the
     issuer; brokers verify its signature against ``jwks_url``, its issuer, audience and expiry, and take
@@ -159,13 +202,23 @@ class SchemaRegistry(Strict):
     install_dir: AbsolutePath = "/opt/schema-registry"
     port: int = Field(default=8081, ge=1, le=65535)
     # None: the registry answers anyone who reaches it (compliance fails that where topics carry PHI)
-    authentication: RegistryAuthentication | None = None
+    authentication: AnyRegistryAuthentication | None = None
 
-    @model_validator(mode="after")
-    def authentication_supported(self) -> SchemaRegistry:
-        if self.authentication is not None and self.flavor != "apicurio":
-            raise ValueError("authentication: OIDC is built for the apicurio flavor only")
-        return self
+    @field_validator("authentication")
+    @classmethod
+    def flavor_authenticates_so(
+        cls, authentication: RegistryAuthentication | RegistryBasicAuthentication | None, info: ValidationInfo
+    ) -> RegistryAuthentication | RegistryBasicAuthentication | None:
+        flavor = info.data.get("flavor")  # absent where the flavor itself was refused
+        if authentication is None or flavor is None:
+            return authentication
+        expected = REGISTRY_AUTHENTICATION_KINDS[flavor]
+        if authentication.kind != expected:
+            raise ValueError(
+                f"kind: {authentication.kind} is not built for the {flavor} flavor, which authenticates "
+                f"with kind: {expected}"
+            )
+        return authentication
 
 
 class Listeners(Strict):
@@ -535,6 +588,18 @@ def _not_deployable_yet(raw: Mapping[str, Any], kafka: Mapping[str, Any]) -> lis
                 path="security.tls.keystore_type",
                 message="PKCS12 broker keystores are not built yet: brokers read PEM key and certificate files "
                 "(the registry's keystore is made from them); use PEM",
+            )
+        )
+    # Confluent's registry keeps its schemas in Kafka; once secured its own client logs in on the secure
+    # listener with the admin's SCRAM credentials. No other mechanism's login is rendered for it yet.
+    confluent = _as_dict(raw.get("schema_registry")).get("flavor") == "confluent"
+    mechanism = _as_dict(raw.get("security")).get("client_authentication", "scram")
+    if confluent and raw.get("security") is not None and mechanism != "scram":
+        problems.append(
+            ConfigProblem(
+                path="security.client_authentication",
+                message=f"{mechanism}: the confluent registry's own Kafka client (its kafkastore) logs in "
+                "with SCRAM only; use scram (or the apicurio flavor, which keeps no schemas in Kafka)",
             )
         )
     distribution = _as_dict(raw.get("distribution"))

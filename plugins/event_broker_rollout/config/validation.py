@@ -338,14 +338,15 @@ def validate_environment(name_or_path: str) -> Validation:
             validation,
             secret="client secret",
         )
-    if environment.schema_registry.authentication is not None:
+    registry_authentication = environment.schema_registry.authentication
+    if registry_authentication is not None:
         credentials_problems(
-            environment.schema_registry.authentication.credentials,
+            registry_authentication.credentials,
             "schema_registry.authentication.credentials",
             env_file,
             [*users, PROBE_PRINCIPAL],
             validation,
-            secret="client secret",
+            secret="client secret" if registry_authentication.kind == "oidc" else "password",
         )
     tls_material_problems(environment, env_file, validation)
     keytab_problems_of(environment, env_file, [*users, PROBE_PRINCIPAL], validation)

@@ -17,7 +17,15 @@ from pathlib import Path, PurePosixPath
 import jinja2
 
 from event_broker_rollout import paths
-from event_broker_rollout.config.environment import Environment, Host, SizingProfile
+from event_broker_rollout.config.components import PROBE_PRINCIPAL, load_components
+from event_broker_rollout.config.credentials import load_credentials, load_registry_secrets, password_for
+from event_broker_rollout.config.environment import (
+    Environment,
+    Host,
+    RegistryAuthentication,
+    RegistryBasicAuthentication,
+    SizingProfile,
+)
 from event_broker_rollout.config.keytabs import broker_keytab, kdc_addresses
 from event_broker_rollout.hosts.listeners import (
     ALLOWED_URLS_PROPERTY,
@@ -27,6 +35,7 @@ from event_broker_rollout.hosts.listeners import (
     KERBEROS_DIR,
     OIDC_PROVIDER_CA,
     TLS_DIR,
+    TLS_PROTOCOLS,
     ListenerLayout,
     layout_for_phase,
     phase_index,
@@ -43,6 +52,14 @@ REGISTRY_CONFIG_DIR = "/etc/schema-registry"
 REGISTRY_DATA_DIR = "/var/lib/schema-registry"
 REGISTRY_LOG_DIR = "/var/log/schema-registry"
 REGISTRY_TLS_DIR = "/etc/schema-registry/tls"
+# Confluent Schema Registry's HTTP basic logins: the JAAS file names the password file (Jetty's format).
+REGISTRY_JAAS = f"{REGISTRY_CONFIG_DIR}/jaas.conf"
+REGISTRY_PASSWORDS = f"{REGISTRY_CONFIG_DIR}/passwords.properties"
+REGISTRY_REALM = "SchemaRegistry"
+REGISTRY_ADMIN_ROLE = "admin"
+REGISTRY_READER_ROLE = "readonly"
+# Jetty takes a password starting so as an encoded one, not as the secret the client sends.
+JETTY_CREDENTIAL_PREFIXES = ("OBF:", "MD5:", "CRYPT:")
 TOOLS_CONFIG = "/etc/kafka/tls/tools.properties"
 SERVICE_CONF_DIR = "/etc/event-broker/services"
 SERVICE_WRAPPER = "/opt/event-broker/bin/ebr-service"
@@ -64,7 +81,8 @@ def _templates() -> jinja2.Environment:
 
 
 class UnsafeValueError(ValueError):
-    """A value holds a control character: in a rendered file it would start a line of its own."""
+    """A value a rendered file cannot hold as it is: a control character would start a line of its own,
+    a quote or comma would end the value early where the file's format gives them a meaning."""
 
 
 def _refuse_control_characters(template: str, name: str, value: object) -> None:
@@ -438,11 +456,17 @@ def _registry(
     https = https_mode(environment, phase)
     if https != "off":
         directories.append((REGISTRY_TLS_DIR, user))
-        files = [*files, *tls_files(environment, host, REGISTRY_TLS_DIR, restart, keystore=False)]
-    oidc = environment.schema_registry.authentication if registry_authenticates(environment, phase) else None
+        # Confluent's rest-utils reads a PEM keystore (key + chain in one file), Quarkus cert and key files.
+        keystore = registry.flavor == "confluent"
+        files = [*files, *tls_files(environment, host, REGISTRY_TLS_DIR, restart, keystore=keystore)]
+    authentication = registry.authentication if registry_authenticates(environment, phase) else None
+    oidc = authentication if isinstance(authentication, RegistryAuthentication) else None
+    basic = authentication if isinstance(authentication, RegistryBasicAuthentication) else None
     oidc_ca_file = f"{REGISTRY_TLS_DIR}/oidc-provider-ca.crt" if oidc is not None else ""
     if oidc is not None:
         files.append(ManagedFile(oidc_ca_file, trusted_ca_pem(oidc.ca_file), owner=user, restarts=restart))
+    if basic is not None:
+        files += registry_login_files(environment, user, restart)
     env_file = ManagedFile(
         f"{REGISTRY_CONFIG_DIR}/registry.env",
         render(
@@ -453,6 +477,7 @@ def _registry(
             java_home=java_home,
             oidc_ca_file=oidc_ca_file,
             data_dir=REGISTRY_DATA_DIR,
+            jaas_file=REGISTRY_JAAS if basic is not None else "",
         ),
         restarts=restart,
     )
@@ -486,6 +511,7 @@ def _registry(
         exec_start = command_line([f"{registry.install_dir}/current/bin/apicurio-registry-start.sh"])
         description = f"Apicurio Registry {registry.version} (Confluent-compatible API)"
     else:
+        kafkastore = kafkastore_settings(environment, phase)
         config = ManagedFile(
             f"{REGISTRY_CONFIG_DIR}/schema-registry.properties",
             render(
@@ -494,12 +520,22 @@ def _registry(
                 host=host.name,
                 address=str(host.address),
                 port=registry.port,
-                bootstrap_servers=environment.bootstrap_servers(),
+                https=https,
+                https_port=environment.security.registry_https_port if environment.security else 0,
+                tls_dir=REGISTRY_TLS_DIR,
+                tls_protocols=TLS_PROTOCOLS,
+                tls_cipher_suites=SERVER_CIPHER_SUITES,
+                basic_realm=REGISTRY_REALM if basic is not None else "",
+                basic_roles=[REGISTRY_ADMIN_ROLE, REGISTRY_READER_ROLE],
+                bootstrap_servers=environment.bootstrap_servers(secure=bool(kafkastore)),
+                kafkastore=kafkastore,
                 replication_factor=environment.kafka.default_replication_factor,
             ),
-            mode="0640",
+            # Once secured it holds the kafkastore's SCRAM password: a secret like a key file.
+            mode="0600" if kafkastore else "0640",
             owner=user,
             restarts=restart,
+            secret=bool(kafkastore),
         )
         exec_start = command_line(
             [f"{environment.distribution.install_dir}/current/bin/schema-registry-start", config.path]
@@ -511,6 +547,93 @@ def _registry(
         Service(REGISTRY_SERVICE, description, exec_start, env_file.path, f"{REGISTRY_LOG_DIR}/registry.out"),
     ]
     return files, services, installs, directories
+
+
+def registry_logins(environment: Environment) -> dict[str, str]:
+    """principal -> its role at Confluent's registry: the rollout's admin registers schemas, every
+    component and the probe only read. The community registry authenticates and does not enforce the
+    roles (that needs Confluent's commercial security plugin); they record who is meant to do what."""
+    assert environment.security is not None
+    admin = environment.security.admin_user
+    readers = [*load_components(environment.security.components).principals(), PROBE_PRINCIPAL]
+    return {admin: REGISTRY_ADMIN_ROLE, **{who: REGISTRY_READER_ROLE for who in readers if who != admin}}
+
+
+def _jetty_password(principal: str, secret: str) -> str:
+    """Jetty reads the password file as Java properties (a backslash escapes, edge whitespace goes), then
+    splits the value at its first comma into secret and roles: such a secret would not be the one the
+    client sends. The error names the principal, never the secret."""
+    if any(character in ",\\" or character.isspace() for character in secret) or secret.startswith(
+        JETTY_CREDENTIAL_PREFIXES
+    ):
+        raise UnsafeValueError(
+            f"schema_registry.authentication.credentials: the secret of {principal} holds a comma, backslash "
+            f"or whitespace, or starts with {'/'.join(JETTY_CREDENTIAL_PREFIXES)}: the registry's password "
+            "file cannot hold it; choose another"
+        )
+    return secret
+
+
+def registry_login_files(environment: Environment, user: str, restarts: tuple[str, ...]) -> list[ManagedFile]:
+    """Confluent's registry checks HTTP basic logins against a password file through JAAS (Jetty's
+    PropertyFileLoginModule): the JAAS file names it, the password file holds each principal's secret
+    (read from ``credentials``) and role, readable by the service user alone."""
+    secrets = load_registry_secrets(environment)
+    logins = [
+        (who, _jetty_password(who, password_for(secrets, who)), role)
+        for who, role in registry_logins(environment).items()
+    ]
+    return [
+        ManagedFile(
+            REGISTRY_JAAS,
+            render("schema-registry/jaas.conf.j2", realm=REGISTRY_REALM, passwords_file=REGISTRY_PASSWORDS),
+            mode="0640",
+            owner=user,
+            restarts=restarts,
+        ),
+        ManagedFile(
+            REGISTRY_PASSWORDS,
+            render("schema-registry/passwords.properties.j2", logins=logins),
+            mode="0600",
+            owner=user,
+            restarts=restarts,
+            secret=True,
+        ),
+    ]
+
+
+def kafkastore_settings(environment: Environment, phase: str) -> list[tuple[str, str]]:
+    """Confluent's registry keeps its schemas in Kafka: once the cluster is secured (its plaintext
+    listener gone) its client logs in on the secure listener as the rollout's admin with SCRAM. The
+    registry has no principal of its own; the admin, a super user, needs no ACLs on _schemas or the
+    registry's group. Validation refuses the confluent flavor with any other client authentication."""
+    security = environment.security
+    if security is None or https_mode(environment, phase) != "only":
+        return []
+    if security.client_authentication != "scram":
+        raise ValueError(
+            "security.client_authentication: the confluent registry's kafkastore logs in with SCRAM only"
+        )
+    admin = security.admin_user
+    password = password_for(load_credentials(environment), admin)
+    if '"' in password or "\\" in password:  # the JAAS value is quoted, the properties file escapes
+        raise UnsafeValueError(
+            f"security.credentials: the password of {admin} holds a quote or backslash: the registry's "
+            "kafkastore login cannot hold it; choose another"
+        )
+    return [
+        ("kafkastore.security.protocol", "SASL_SSL"),
+        ("kafkastore.sasl.mechanism", "SCRAM-SHA-512"),
+        (
+            "kafkastore.sasl.jaas.config",
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{admin}" password="{password}";',
+        ),
+        ("kafkastore.ssl.truststore.type", "PEM"),
+        ("kafkastore.ssl.truststore.location", f"{REGISTRY_TLS_DIR}/ca.crt"),
+        ("kafkastore.ssl.enabled.protocols", TLS_PROTOCOLS),
+        ("kafkastore.ssl.endpoint.identification.algorithm", "https"),
+    ]
 
 
 def service_definition(service: Service, user: str, install_dir: str, systemd: bool) -> ManagedFile:

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from event_broker_rollout.config.environment import Environment, Host, OAuthBearer, OidcClients
+from event_broker_rollout.config.environment import (
+    Environment,
+    Host,
+    OAuthBearer,
+    OidcClients,
+    RegistryAuthentication,
+)
 from event_broker_rollout.evidence.results import Result, check
 from event_broker_rollout.hosts.parallel import in_parallel
 from event_broker_rollout.hosts.remote import RemoteHost
@@ -46,7 +52,7 @@ class ProviderUse:
 
 def provider_uses(environment: Environment) -> list[ProviderUse]:
     uses = []
-    if environment.schema_registry.authentication is not None:
+    if isinstance(environment.schema_registry.authentication, RegistryAuthentication):  # not HTTP basic
         uses.append(
             ProviderUse(
                 "registry",

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from event_broker_rollout.cluster import clients
 from event_broker_rollout.cluster.http_status import status_of
 from event_broker_rollout.config.components import PROBE_PRINCIPAL
-from event_broker_rollout.config.environment import Environment
-from event_broker_rollout.evidence.results import Result, check
+from event_broker_rollout.config.environment import Environment, RegistryBasicAuthentication
+from event_broker_rollout.evidence.results import Result, Severity, Status, check
+from event_broker_rollout.hosts.desired import REGISTRY_ADMIN_ROLE, REGISTRY_READER_ROLE
 from event_broker_rollout.resources.subjects import SubjectSchema
 
 TIMEOUT_S = 10.0
@@ -50,7 +51,9 @@ def request(
 
 def access_checks(environment: Environment, subject: SubjectSchema) -> list[Result]:
     """Anonymous reads and writes and a wrong secret refused (401), a read-only principal's write
-    refused (403) while its read is served, and the admin served: the registry's door, both ways."""
+    refused (403) while its read is served, and the admin served: the registry's door, both ways.
+    Confluent's community registry authenticates only: there the read-only write is not tried, an
+    advisory says that roles are not enforced."""
     assert environment.security is not None
     api = clients.registry_config(environment, "secured")["url"]
     ca_file = clients.ca_file(environment)
@@ -62,6 +65,10 @@ def access_checks(environment: Environment, subject: SubjectSchema) -> list[Resu
     subjects_url = f"{api}/subjects"
     config_url = f"{api}/config/{subject.subject}"
     declared = json.dumps({"compatibility": subject.compatibility}).encode()
+    basic = isinstance(environment.schema_registry.authentication, RegistryBasicAuthentication)
+    reader_role, admin_role = (
+        (REGISTRY_READER_ROLE, REGISTRY_ADMIN_ROLE) if basic else ("sr-readonly", "sr-admin")
+    )
     probes = [
         (
             "registry.anonymous_read_refused",
@@ -82,25 +89,40 @@ def access_checks(environment: Environment, subject: SubjectSchema) -> list[Resu
             f"{admin} with a wrong client secret",
         ),
         (
-            "registry.read_only_write_refused",
-            request(config_url, ca_file, method="PUT", body=declared, user=reader),
-            FORBIDDEN,
-            f"{PROBE_PRINCIPAL} (sr-readonly) changing {subject.subject}'s compatibility",
-        ),
-        (
             "registry.read_only_read_served",
             request(subjects_url, ca_file, user=reader),
             (200,),
-            f"{PROBE_PRINCIPAL} (sr-readonly) listing subjects",
+            f"{PROBE_PRINCIPAL} ({reader_role}) listing subjects",
         ),
         (
             "registry.admin_served",
             request(subjects_url, ca_file, user=admin_login),
             (200,),
-            f"{admin} (sr-admin) listing subjects",
+            f"{admin} ({admin_role}) listing subjects",
         ),
     ]
-    return [
+    results: list[Result] = []
+    if basic:
+        results.append(
+            Result(
+                id="registry.read_only_write_refused",
+                status=Status.WARN,
+                severity=Severity.ADVISORY,
+                message="Confluent's community Schema Registry authenticates only: a principal with the "
+                "readonly role can change schemas (roles need Confluent's commercial security plugin)",
+            )
+        )
+    else:
+        probes.insert(
+            3,
+            (
+                "registry.read_only_write_refused",
+                request(config_url, ca_file, method="PUT", body=declared, user=reader),
+                FORBIDDEN,
+                f"{PROBE_PRINCIPAL} ({reader_role}) changing {subject.subject}'s compatibility",
+            ),
+        )
+    return results + [
         check(
             probe_id,
             answer.status in expected,

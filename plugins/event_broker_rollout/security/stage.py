@@ -19,18 +19,18 @@ from typing import Any
 
 from event_broker_rollout import paths
 from event_broker_rollout.cluster import clients, health, kerberos, oidc
-from event_broker_rollout.cluster.credentials import (
-    CredentialsError,
-    load_credentials,
-    load_oauth_secrets,
-    password_for,
-)
 from event_broker_rollout.config.catalog import load_checked_catalog
 from event_broker_rollout.config.components import (
     CANARY_PRINCIPAL,
     CANARY_TOPIC,
     PROBE_PRINCIPAL,
     components_of,
+)
+from event_broker_rollout.config.credentials import (
+    CredentialsError,
+    load_credentials,
+    load_oauth_secrets,
+    password_for,
 )
 from event_broker_rollout.config.environment import Environment
 from event_broker_rollout.evidence.audit import audit
